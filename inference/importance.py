@@ -1,0 +1,178 @@
+"""Per-data-point importance weights for any Pyro model/guide pair.
+
+For a model ``p(x, z) = prod_n p(x_n, z_n)`` whose local latents ``z_n`` live in a data plate, and a guide
+``q(z | x) = prod_n q(z_n | x_n)`` with the same plate, one vectorized pass draws ``K`` particles
+``z_n^(k) ~ q(. | x_n)`` for every data point at once and returns the ``K x N`` matrix of log weights::
+
+    log w_nk = log p(x_n, z_n^(k)) - log q(z_n^(k) | x_n).
+
+Unlike :func:`pyro.infer.importance.vectorized_importance_weights`, which sums every site into one weight per
+particle (the joint weight of the whole batch), the data plate's dimension is kept, so a log-sum-exp over ``k``
+gives one estimate per data point. Log densities are the distributions' own ``log_prob`` with masks applied but
+**without** the plate's subsample scale (``N / B``) or any ``poutine.scale``: the scale is a property of a
+stochastic objective over minibatches, not of the density, and applying it inside a log-sum-exp (as Pyro's
+``RenyiELBO`` does) distorts the weights.
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+
+import pyro
+import pyro.poutine as poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+
+PARTICLE_PLATE = "particles"
+
+
+class ImportanceTraces(NamedTuple):
+    """Model and guide traces of one vectorized pass, with the particle plate at ``particle_dim``."""
+
+    model_trace: poutine.Trace
+    guide_trace: poutine.Trace
+    particle_dim: int
+    num_particles: int
+
+
+def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
+    """Run guide and model once, without recording anything globally, and return the deepest plate nesting."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    dims = [
+        -frame.dim
+        for trace in (model_trace, guide_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.vectorized
+    ]
+    return max(dims, default=0)
+
+
+def vectorized_traces(model, guide, *args, num_particles=1, max_plate_nesting=None, **kwargs):
+    """Draw ``num_particles`` guide samples in one batched pass and replay the model on them.
+
+    The particle plate sits just left of the model's own plates, at ``dim = -(max_plate_nesting + 1)``.
+
+    :returns: :class:`ImportanceTraces`
+    """
+    if max_plate_nesting is None:
+        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
+    particle_dim = -(max_plate_nesting + 1)
+
+    def vectorize(fn):
+        def vectorized(*args, **kwargs):
+            with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
+                return fn(*args, **kwargs)
+
+        return vectorized
+
+    guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
+    return ImportanceTraces(
+        prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), particle_dim, num_particles
+    )
+
+
+def site_log_prob(site) -> torch.Tensor:
+    """``log_prob`` of one sample site, masked, **unscaled** (no subsample or ``poutine.scale`` factor)."""
+    log_p = site["fn"].log_prob(site["value"])
+    return scale_and_mask(log_p, 1.0, site["mask"])
+
+
+def _data_frame(site, data_plate):
+    for frame in site["cond_indep_stack"]:
+        if frame.name == data_plate:
+            return frame
+    return None
+
+
+def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", sites=None):
+    """Sum the unscaled log densities of a trace's sample sites, keeping particles and data points apart.
+
+    :param trace: a trace from :func:`vectorized_traces`.
+    :param str data_plate: name of the plate over independent data points, or ``None`` to sum over it too.
+    :param sites: optional predicate ``site -> bool`` choosing which sites to sum (default: all sample sites).
+    :returns: a tensor of shape ``(num_particles, batch_size)`` (``(num_particles,)`` when ``data_plate`` is None).
+    """
+    total = 0.0
+    batch_size = None
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("is_auxiliary"):
+            continue
+        if sites is not None and not sites(site):
+            continue
+        log_p = site_log_prob(site)
+        log_p = log_p.reshape((1,) * max(0, -particle_dim - log_p.dim()) + log_p.shape)
+        keep = [particle_dim]
+        if data_plate is not None:
+            frame = _data_frame(site, data_plate)
+            if frame is None:
+                role = "observed" if site["is_observed"] else "latent"
+                raise ValueError(
+                    f"sample site '{name}' ({role}) is outside the data plate '{data_plate}', so log p(x) does not "
+                    "factor over data points. Put every local site inside the data plate, pass "
+                    "data_plate=<your plate's name>, or pass data_plate=None for one joint estimate of the batch."
+                )
+            keep.append(frame.dim)
+            batch_size = frame.size
+        other = [d for d in range(-log_p.dim(), 0) if d not in keep]
+        log_p = log_p.sum(other) if other else log_p
+        total = total + log_p
+    shape = (num_particles,) if data_plate is None else (num_particles, batch_size)
+    if isinstance(total, float):
+        return torch.zeros(shape)
+    return total.expand(shape)
+
+
+def per_example_log_weights(
+    model, guide, *args, num_particles=1, data_plate="data", max_plate_nesting=None, **kwargs
+) -> torch.Tensor:
+    """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)`` of shape ``(num_particles, batch_size)``.
+
+    Gradients flow through the weights (reparameterized sites); wrap in ``torch.no_grad()`` for evaluation.
+    """
+    traces = vectorized_traces(
+        model, guide, *args, num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs
+    )
+    check_data_plate(traces, data_plate)
+    log_p = per_example_log_prob(traces.model_trace, traces.particle_dim, num_particles, data_plate)
+    log_q = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
+    return log_p - log_q
+
+
+def data_plate_scale(trace, data_plate="data") -> float:
+    """The subsample scale ``full_size / size`` of the data plate (1 without subsampling or data plate).
+
+    Objectives that take a log-sum-exp over particles per data point apply this factor *outside* it.
+    """
+    if data_plate is None:
+        return 1.0
+    for site in trace.nodes.values():
+        if site["type"] != "sample":
+            continue
+        frame = _data_frame(site, data_plate)
+        if frame is not None:
+            return 1.0 if frame.full_size is None else frame.full_size / frame.size
+    return 1.0
+
+
+def check_data_plate(traces: ImportanceTraces, data_plate: Optional[str]):
+    """Raise a clear error when ``data_plate`` names no plate of the model."""
+    if data_plate is None:
+        return
+    seen = {
+        frame.name
+        for site in traces.model_trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+        if frame.name != PARTICLE_PLATE
+    }
+    if data_plate not in seen:
+        raise ValueError(
+            f"no sample site of the model lies in a plate named '{data_plate}' (plates seen: {sorted(seen)}). "
+            "Pass data_plate=<the name of your plate over data points>, or data_plate=None for one joint "
+            "estimate of the whole batch."
+        )

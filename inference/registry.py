@@ -1,0 +1,57 @@
+"""Choosing components by name: one table per kind, shared by the Python API and the command line.
+
+Modelled on ``torchvision.models._api``: a module-level table, a ``register(name)`` decorator, ``build(name,
+**config)`` and ``names()``. Adding a component is writing its class and one decorator line::
+
+    PRIORS = Registry("prior")
+
+    @PRIORS.register("normal")
+    class StandardNormalPrior(PyroModule): ...
+
+    prior = PRIORS.build("normal", latent_dim=10)
+"""
+
+import difflib
+from typing import Callable, Dict
+
+
+class Registry:
+    """A named table of builders (classes or functions) of one kind of component."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._builders: Dict[str, Callable] = {}
+
+    def register(self, name: str):
+        """Decorator adding a builder under ``name``; a name may be registered once."""
+
+        def decorator(builder):
+            if name in self._builders:
+                raise ValueError(f"{self.kind} '{name}' is already registered to {self._builders[name]!r}")
+            self._builders[name] = builder
+            return builder
+
+        return decorator
+
+    def get(self, name: str) -> Callable:
+        try:
+            return self._builders[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._builders, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(
+                f"unknown {self.kind} '{name}'.{hint} Choose one of: {', '.join(self.names())}."
+            ) from None
+
+    def build(self, name: str, **config):
+        """Build the component registered under ``name`` with keyword ``config``."""
+        return self.get(name)(**config)
+
+    def names(self):
+        return sorted(self._builders)
+
+    def __contains__(self, name):
+        return name in self._builders
+
+    def __repr__(self):
+        return f"Registry({self.kind!r}, {self.names()})"
