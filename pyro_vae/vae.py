@@ -1,0 +1,112 @@
+"""The variational autoencoder as a Pyro model/guide pair (Kingma & Welling 2013; Rezende et al. 2014).
+
+Generative model and amortized guide, for data points ``x_1..x_N`` in a plate named ``"data"``::
+
+    model:  z_n ~ p(z),   x_n | z_n ~ p(x | decoder(z_n))
+    guide:  z_n ~ q(z | encoder(x_n))
+
+The prior, likelihood and guide family are components chosen by name (:data:`~pyro_vae.priors.PRIORS`,
+:data:`~pyro_vae.likelihoods.LIKELIHOODS`, :data:`~pyro_vae.guides.GUIDES`), the encoder and decoder networks
+likewise (:data:`~pyro_vae.networks.NETWORKS`). The data plate has ``size=num_data`` (the training set size) and the
+minibatch as its subsample, so every Pyro objective is scaled by ``num_data / batch_size`` and estimates the
+full-data objective (Hoffman et al. 2013). Estimators of log p(x) in :mod:`inference` ignore that scale.
+"""
+
+from typing import Optional, Sequence
+
+import torch
+
+import pyro
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+
+from .guides import GUIDES
+from .likelihoods import LIKELIHOODS
+from .networks import NETWORKS
+from .priors import PRIORS
+
+
+class VAE(PyroModule):
+    """A VAE from its five components; see :func:`build_vae` to build one by names."""
+
+    def __init__(self, prior, likelihood, guide_family, encoder, decoder, num_data: Optional[int] = None):
+        super().__init__()
+        self.prior = prior
+        self.likelihood = likelihood
+        self.guide_family = guide_family
+        # Plain nn.Modules become PyroModules so that SVI sees their parameters as Pyro params.
+        to_pyro_module_(encoder)
+        to_pyro_module_(decoder)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.num_data = num_data
+
+    def data_plate(self, x: torch.Tensor):
+        batch_size = x.shape[0]
+        size = self.num_data or batch_size
+        return pyro.plate("data", size=size, subsample=torch.arange(batch_size, device=x.device))
+
+    def model(self, x: torch.Tensor):
+        """``p(x, z)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
+        with self.data_plate(x):
+            z = pyro.sample("z", self.prior())
+            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor):
+        """``q(z | x)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
+        with self.data_plate(x):
+            pyro.sample("z", self.guide_family(self.encoder(x)))
+
+    def posterior(self, x: torch.Tensor):
+        """The guide's distribution ``q(z | x)``, batched over the rows of ``x``."""
+        return self.guide_family(self.encoder(x))
+
+    def decode(self, z: torch.Tensor):
+        """The likelihood ``p(x | z)``, batched over the rows of ``z``."""
+        return self.likelihood(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of ``p(x | z)`` at the guide's mean ``z``: what the model makes of ``x``."""
+        return self.decode(self.posterior(x).mean).mean
+
+    @torch.no_grad()
+    def sample_means(self, num_samples: int) -> torch.Tensor:
+        """Means of ``p(x | z)`` for ``num_samples`` draws ``z ~ p(z)``."""
+        z = self.prior().sample((num_samples,))
+        return self.decode(z).mean
+
+
+def build_vae(
+    data_dim: int,
+    latent_dim: int = 10,
+    hidden_sizes: Sequence[int] = (200, 200),
+    activation: str = "tanh",
+    network: str = "mlp",
+    prior: str = "normal",
+    likelihood: str = "bernoulli",
+    guide: str = "diagonal-normal",
+    num_data: Optional[int] = None,
+    prior_options: Optional[dict] = None,
+    likelihood_options: Optional[dict] = None,
+    guide_options: Optional[dict] = None,
+) -> VAE:
+    """Build a :class:`VAE` by component names, with mirrored encoder and decoder networks.
+
+    :param data_dim: dimension of a flattened data point.
+    :param latent_dim: dimension of ``z``.
+    :param hidden_sizes: the encoder's hidden sizes; the decoder uses them reversed.
+    :param num_data: training set size, for the data plate's subsample scale.
+    """
+    if latent_dim < 1 or data_dim < 1:
+        raise ValueError(f"latent_dim and data_dim must be positive, got {latent_dim} and {data_dim}")
+    prior_module = PRIORS.build(prior, latent_dim=latent_dim, **(prior_options or {}))
+    likelihood_module = LIKELIHOODS.build(likelihood, data_dim=data_dim, **(likelihood_options or {}))
+    guide_module = GUIDES.build(guide, latent_dim=latent_dim, **(guide_options or {}))
+    net = NETWORKS.get(network)
+    hidden = list(hidden_sizes)
+    encoder = net(data_dim, guide_module.num_params(latent_dim), hidden_sizes=hidden, activation=activation)
+    decoder = net(
+        latent_dim, likelihood_module.num_params * data_dim, hidden_sizes=hidden[::-1], activation=activation
+    )
+    return VAE(prior_module, likelihood_module, guide_module, encoder, decoder, num_data=num_data)
