@@ -1,0 +1,34 @@
+import os
+
+import pytest
+import torch
+
+import pyro
+
+
+@pytest.fixture(autouse=True)
+def fresh_pyro_state():
+    """Each test starts with an empty param store and a known seed."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def float64():
+    """Run a test in double precision (exact comparisons), restoring the default afterwards."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def require_data(available: bool, what: str, fix: str):
+    """Skip when optional data is missing on a developer's machine; fail under CI, where it must be installed."""
+    if available:
+        return
+    message = f"{what} is not available: {fix}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: .ci/run must install it)")
+    pytest.skip(message)

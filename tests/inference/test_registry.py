@@ -1,0 +1,29 @@
+import pytest
+
+from inference.registry import Registry
+
+
+def test_register_build_and_names():
+    table = Registry("widget")
+
+    @table.register("double")
+    def double(value=1):
+        return 2 * value
+
+    assert table.build("double", value=4) == 8
+    assert table.names() == ["double"] and "double" in table
+
+
+def test_unknown_name_lists_choices_and_suggests():
+    table = Registry("prior")
+    table.register("normal")(dict)
+    table.register("vamp")(dict)
+    with pytest.raises(ValueError, match=r"unknown prior 'norml'\. Did you mean 'normal'\? Choose one of: normal, vamp"):
+        table.build("norml")
+
+
+def test_duplicate_registration_is_an_error():
+    table = Registry("guide")
+    table.register("a")(dict)
+    with pytest.raises(ValueError, match="already registered"):
+        table.register("a")(list)
