@@ -36,8 +36,11 @@ class ImportanceTraces(NamedTuple):
 
 
 def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
-    """Run guide and model once, without recording anything globally, and return the deepest plate nesting."""
-    with poutine.block():
+    """Run guide and model once, without recording anything globally, and return the deepest plate nesting.
+
+    The random number generator's state is restored afterwards, so guessing does not change later draws.
+    """
+    with torch.random.fork_rng(devices=[]), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     dims = [
