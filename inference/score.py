@@ -1,0 +1,281 @@
+"""Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines.
+
+Also home to the pieces the other score-function estimators (:mod:`inference.vimco`, :mod:`inference.rws`) share:
+:class:`DetachSamples` and :func:`per_example_log_weight_parts`.
+"""
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+import pyro
+from pyro.infer.elbo import ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.util import warn_if_nan
+
+from .estimators import ESTIMATORS
+from .importance import check_data_plate, data_plate_scale, per_example_log_prob, vectorized_traces
+
+BASELINES = ("none", "average", "leave-one-out", "learned")
+
+
+class DetachSamples(Messenger):
+    """Cut the pathwise gradient of every latent sample: downstream code (the rest of the guide, and the model
+    replayed on the guide's trace) sees ``z.detach()``, so only score-function terms can carry gradient to the
+    guide. Used as a context manager *around* :func:`~inference.importance.vectorized_traces`, so the traces record
+    the detached values (post-processing runs from the outermost handler inwards)."""
+
+    def _pyro_post_sample(self, msg):
+        if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample) and torch.is_tensor(msg["value"]):
+            msg["value"] = msg["value"].detach()
+
+
+class LogWeightParts(NamedTuple):
+    """The pieces of ``log w_nk``, each of shape ``(num_particles, batch_size)``, unscaled."""
+
+    log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
+    log_prior: torch.Tensor  # latent model sites: log p(z_nk)
+    log_guide: torch.Tensor  # every guide site: log q(z_nk | x_n)
+    log_guide_nonreparam: torch.Tensor  # guide sites without rsample (their only gradient is a score function)
+    scale: float  # the data plate's subsample scale N / B
+
+    def log_weights(self, beta=1.0) -> torch.Tensor:
+        """``log p(x | z) + beta * (log p(z) - log q(z | x))``; ``beta = 1`` gives the true importance weight."""
+        return self.log_likelihood + beta * (self.log_prior - self.log_guide)
+
+
+def per_example_log_weight_parts(
+    model,
+    guide,
+    args,
+    kwargs,
+    num_particles=1,
+    vectorize_particles=True,
+    max_plate_nesting=None,
+    data_plate="data",
+    detach_samples=False,
+) -> LogWeightParts:
+    """Draw ``num_particles`` guide samples per data point (one batched pass, or a Python loop when
+    ``vectorize_particles=False``) and split the log weights into the parts of :class:`LogWeightParts`.
+
+    With ``detach_samples=True`` every latent value is detached (see :class:`DetachSamples`), so the parts carry
+    gradients only through distribution parameters: ``log p`` to the model, ``log q`` to the guide.
+    """
+    if not vectorize_particles and num_particles > 1:
+        draws = [
+            per_example_log_weight_parts(
+                model, guide, args, kwargs, 1, True, max_plate_nesting, data_plate, detach_samples
+            )
+            for _ in range(num_particles)
+        ]
+        parts = [torch.cat(tensors, 0) for tensors in zip(*(draw[:4] for draw in draws))]
+        return LogWeightParts(*parts, draws[0].scale)
+    with DetachSamples() if detach_samples else _no_handler():
+        traces = vectorized_traces(
+            model, guide, *args, num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs
+        )
+    check_data_plate(traces, data_plate)
+
+    log_guide = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
+
+    def log_prob(trace, sites):
+        if not any(site["type"] == "sample" and sites(site) for site in trace.nodes.values()):
+            return torch.zeros_like(log_guide)  # per_example_log_prob cannot tell the batch size from no sites
+        return per_example_log_prob(trace, traces.particle_dim, num_particles, data_plate, sites=sites)
+
+    return LogWeightParts(
+        log_likelihood=log_prob(traces.model_trace, lambda site: site["is_observed"]),
+        log_prior=log_prob(traces.model_trace, lambda site: not site["is_observed"]),
+        log_guide=log_guide,
+        log_guide_nonreparam=log_prob(traces.guide_trace, lambda site: not site["fn"].has_rsample),
+        scale=data_plate_scale(traces.model_trace, data_plate),
+    )
+
+
+class _no_handler:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """A tensor whose value is ``value`` and whose gradient is that of ``surrogate``."""
+    return value.detach() + (surrogate - surrogate.detach())
+
+
+def leave_one_out_mean(values: torch.Tensor) -> torch.Tensor:
+    """``(sum_j values_j - values_k) / (K - 1)`` along dim 0, for every ``k``."""
+    num_particles = values.shape[0]
+    return (values.sum(0, keepdim=True) - values) / (num_particles - 1)
+
+
+def check_num_particles(num_particles, minimum, reason):
+    if not isinstance(num_particles, int) or num_particles < minimum:
+        raise ValueError(f"num_particles must be an integer >= {minimum} ({reason}); got {num_particles!r}")
+
+
+def check_beta(beta):
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta (the KL weight) must be a finite number >= 0; got {beta!r}")
+
+
+@ESTIMATORS.register("score")
+class ScoreFunctionELBO(ELBO):
+    r"""The ELBO with score-function (REINFORCE) gradients for *every* guide site, reparameterizable or not, so
+    their variance can be compared with the pathwise estimator's.
+
+    For data point ``n`` and ``K`` particles ``z_nk ~ q_phi(z | x_n)`` the objective is the (beta-weighted) ELBO
+
+    .. math::
+
+        \mathcal{L}_n = \mathbb{E}_{q}[f_n(z)], \qquad
+        f_n(z) = \log p_\theta(x_n | z) + \beta \,(\log p_\theta(z) - \log q_\phi(z | x_n)),
+
+    estimated by :math:`\frac1K \sum_k f_n(z_{nk})`, with gradients
+
+    .. math::
+
+        \nabla_\theta \mathcal{L}_n \approx \frac1K \sum_k \nabla_\theta f_n(z_{nk}), \qquad
+        \nabla_\phi \mathcal{L}_n \approx \frac1K \sum_k \big(f_n(z_{nk}) - b_{nk}\big)
+            \nabla_\phi \log q_\phi(z_{nk} | x_n)
+
+    where ``z`` is held fixed (no pathwise term) and the direct ``-beta * grad log q`` term is dropped because
+    :math:`\mathbb{E}_q[\nabla_\phi \log q_\phi] = 0`. Any baseline ``b`` that does not depend on ``z_nk`` keeps the
+    estimator unbiased:
+
+    * ``"none"``: ``b = 0``.
+    * ``"average"``: a decaying average of the batch-mean learning signal over past steps,
+      ``b <- decay * b + (1 - decay) * mean_nk f_n(z_nk)``, kept on the estimator object (Williams 1992).
+    * ``"leave-one-out"``: ``b_nk = mean_{j != k} f_n(z_nj)`` (needs ``K >= 2``; Kool et al. 2019).
+    * ``"learned"``: ``b_n = baseline_net(x_n)`` when a ``baseline_net`` (a ``torch.nn.Module`` mapping the first
+      positional argument, the data batch, to one value per data point) is given, otherwise one learned scalar
+      ``pyro.param("score_baseline")``. Its parameters are registered with Pyro (``pyro.module("score_baseline_net",
+      ...)``) so :class:`~pyro.infer.SVI` updates them in the same step, by the gradient of the added squared error
+      ``mean_nk (f_n(z_nk) - b_n)^2``, which touches only the baseline (Mnih & Gregor 2014).
+
+    The loss is :math:`-\frac{N}{B} \sum_{n \in \text{batch}} \hat{\mathcal{L}}_n` (the data plate's subsample
+    scale applied outside any per-example computation); :meth:`differentiable_loss` has that value and the
+    gradient above.
+
+    :param int num_particles: ``K``, particles per data point.
+    :param bool vectorize_particles: draw all particles in one batched pass (default) or in a Python loop.
+    :param float beta: weight of the KL term (``log p(z) - log q``); 1 is the ELBO, < 1 for annealing.
+    :param str baseline: one of ``"none"``, ``"average"``, ``"leave-one-out"``, ``"learned"``.
+    :param float baseline_decay: decay of the ``"average"`` baseline.
+    :param torch.nn.Module baseline_net: network of the ``"learned"`` baseline (optional).
+    :param int max_plate_nesting: the model's plate nesting (guessed if not given); particles go one dim left.
+    :param str data_plate: name of the plate over independent data points.
+
+    References:
+        [1] R. J. Williams. Simple statistical gradient-following algorithms for connectionist reinforcement
+            learning. Machine Learning 8, 1992.
+        [2] R. Ranganath, S. Gerrish, D. M. Blei. Black Box Variational Inference. AISTATS 2014.
+        [3] A. Mnih, K. Gregor. Neural Variational Inference and Learning in Belief Networks. ICML 2014.
+        [4] W. Kool, H. van Hoof, M. Welling. Buy 4 REINFORCE Samples, Get a Baseline for Free! ICLR workshop 2019.
+    """
+
+    def __init__(
+        self,
+        num_particles=1,
+        vectorize_particles=True,
+        beta=1.0,
+        baseline="average",
+        baseline_decay=0.9,
+        baseline_net: Optional[torch.nn.Module] = None,
+        max_plate_nesting=None,
+        data_plate="data",
+    ):
+        if baseline not in BASELINES:
+            raise ValueError(f"unknown baseline '{baseline}'; choose one of {', '.join(BASELINES)}")
+        check_num_particles(num_particles, 2 if baseline == "leave-one-out" else 1, f"baseline='{baseline}'")
+        check_beta(beta)
+        if not 0 <= baseline_decay < 1:
+            raise ValueError(f"baseline_decay must be in [0, 1); got {baseline_decay}")
+        if baseline_net is not None and baseline != "learned":
+            raise ValueError("baseline_net is only used with baseline='learned'; pass both or neither")
+        super().__init__(num_particles=num_particles, vectorize_particles=False)
+        self.vectorize_particles = vectorize_particles
+        self.max_plate_nesting = max_plate_nesting
+        self.beta = beta
+        self.baseline = baseline
+        self.baseline_decay = baseline_decay
+        self.baseline_net = baseline_net
+        self.data_plate = data_plate
+        self.average_learning_signal = None  # state of the "average" baseline
+
+    def _get_trace(self, model, guide, args, kwargs):
+        traces = vectorized_traces(model, guide, *args, max_plate_nesting=self.max_plate_nesting, **kwargs)
+        return traces.model_trace, traces.guide_trace
+
+    def _log_weight_parts(self, model, guide, args, kwargs):
+        return per_example_log_weight_parts(
+            model,
+            guide,
+            args,
+            kwargs,
+            self.num_particles,
+            self.vectorize_particles,
+            self.max_plate_nesting,
+            self.data_plate,
+            detach_samples=True,
+        )
+
+    def _learned_baseline(self, args, batch_size) -> torch.Tensor:
+        if self.baseline_net is None:
+            return pyro.param("score_baseline", torch.zeros(())).expand(batch_size)
+        net = pyro.module("score_baseline_net", self.baseline_net)
+        value = net(args[0]).reshape(-1)
+        if value.shape != (batch_size,):
+            raise ValueError(
+                f"baseline_net must return one value per data point ({batch_size}), got shape "
+                f"{tuple(value.shape)}; it is called on the first positional argument of the model."
+            )
+        return value
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The scaled negative ELBO estimate, with the score-function gradient (plus the learned baseline's
+        squared-error gradient)."""
+        parts = self._log_weight_parts(model, guide, args, kwargs)
+        # f_n(z_nk) with gradients to the model only: the direct -beta * grad log q term has expectation zero
+        signal = parts.log_likelihood + self.beta * (parts.log_prior - parts.log_guide.detach())
+        baseline_loss = 0.0
+        if self.baseline == "none":
+            baseline = 0.0
+        elif self.baseline == "leave-one-out":
+            baseline = leave_one_out_mean(signal.detach())
+        elif self.baseline == "average":
+            baseline = 0.0 if self.average_learning_signal is None else self.average_learning_signal
+            mean_signal = signal.detach().mean().item()
+            if self.average_learning_signal is None:
+                self.average_learning_signal = mean_signal
+            else:
+                decay = self.baseline_decay
+                self.average_learning_signal = decay * self.average_learning_signal + (1 - decay) * mean_signal
+        else:
+            baseline = self._learned_baseline(args, signal.shape[1])
+            baseline_loss = (signal.detach() - baseline).pow(2).mean()
+            baseline = baseline.detach()
+        surrogate = signal + (signal.detach() - baseline) * parts.log_guide
+        elbo = parts.scale * signal.mean(0).sum()
+        surrogate_elbo = parts.scale * surrogate.mean(0).sum()
+        loss = value_with_gradient_of(-elbo, -surrogate_elbo + baseline_loss)
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs):
+        """The scaled negative ELBO estimate (float, no gradient)."""
+        with torch.no_grad():
+            parts = self._log_weight_parts(model, guide, args, kwargs)
+            loss = -parts.scale * parts.log_weights(self.beta).mean(0).sum().item()
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
