@@ -1,0 +1,266 @@
+"""IWAE, IWAE-STL and IWAE-DReG against a linear-Gaussian model whose IWAE gradient is computed independently.
+
+``LinearGaussianProblem`` (also used by the other estimator tests) has learnable model parameters ``W, b`` and a
+full-covariance amortized guide ``q(z | x) = N(A x + c, L L^T)`` that equals the exact posterior at known
+parameter values. Reference gradients of each bound are computed in plain torch (no Pyro) from a large number of
+draws; estimator means are compared within 4 combined standard errors.
+"""
+
+import math
+
+import pytest
+import torch
+
+import pyro
+import pyro.distributions as dist
+from pyro.infer import RenyiELBO
+
+from inference.estimators import estimator
+from inference.iwae import detach_distribution_parameters
+from pyro_vae.linear_gaussian import LinearGaussian
+
+DATA_DIM, LATENT_DIM, SIGMA, BATCH = 3, 2, 0.7, 3
+MODEL_PARAMS = ("W", "b")
+GUIDE_PARAMS = ("A", "c", "L_off", "log_diag")
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+    torch.set_default_dtype(old)
+
+
+class LinearGaussianProblem:
+    """``z ~ N(0, I)``, ``x | z ~ N(W z + b, sigma^2 I)``, guide ``N(A x + c, L L^T)``, all parameters in Pyro's store."""
+
+    def __init__(self, seed=0, num_data=BATCH):
+        truth = LinearGaussian.random(DATA_DIM, LATENT_DIM, SIGMA, seed=seed)
+        self.truth = truth
+        self.x = truth.sample(num_data, seed=seed + 1)
+        cov = truth.posterior(self.x).covariance_matrix[0]
+        exact_a = cov @ truth.weight.T / SIGMA**2
+        chol = torch.linalg.cholesky(cov)
+        self.exact = {
+            "W": truth.weight,
+            "b": truth.bias,
+            "A": exact_a,
+            "c": -exact_a @ truth.bias,
+            "L_off": chol.tril(-1),
+            "log_diag": chol.diagonal().log(),
+        }
+        gen = torch.Generator().manual_seed(seed + 2)
+        self.mismatched = {k: v + 0.3 * torch.randn(v.shape, generator=gen) for k, v in self.exact.items()}
+
+    def set_params(self, values):
+        pyro.clear_param_store()
+        for name, value in values.items():
+            pyro.param(name, value.clone())
+
+    def leaves(self):
+        return {name: pyro.param(name).unconstrained() for name in MODEL_PARAMS + GUIDE_PARAMS}
+
+    @staticmethod
+    def scale_tril(p):
+        return p["L_off"].tril(-1) + torch.diag_embed(p["log_diag"].exp())
+
+    def model(self, x, num_data=None):
+        W, b = pyro.param("W"), pyro.param("b")
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(LATENT_DIM), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + b, SIGMA).to_event(1), obs=x)
+
+    def guide(self, x, num_data=None):
+        p = {name: pyro.param(name) for name in GUIDE_PARAMS}
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            pyro.sample("z", dist.MultivariateNormal(x @ p["A"].T + p["c"], scale_tril=self.scale_tril(p)))
+
+    def log_weights(self, p, eps, kl_weight=1.0):
+        """Plain-torch ``(R, K, B)`` log weights for standard normal draws ``eps`` of shape ``(R, K, B, d)``."""
+        loc = self.x @ p["A"].T + p["c"]
+        tril = self.scale_tril(p)
+        z = loc + eps @ tril.T
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_lik = torch.distributions.Normal(z @ p["W"].T + p["b"], SIGMA).log_prob(self.x).sum(-1)
+        log_q = torch.distributions.MultivariateNormal(loc, scale_tril=tril).log_prob(z)
+        return log_lik + kl_weight * (log_prior - log_q)
+
+    def reference_gradient(self, bound, num_particles, num_draws=200_000, num_chunks=20, kl_weight=1.0, seed=0):
+        """Mean and standard error of ``grad sum_n bound(log_w[:, :, n])``, from ``num_draws`` draws in chunks."""
+        gen = torch.Generator().manual_seed(seed)
+        leaves = self.leaves()
+        chunk_grads = []
+        for _ in range(num_chunks):
+            eps = torch.randn(num_draws // num_chunks, num_particles, BATCH, LATENT_DIM, generator=gen)
+            objective = bound(self.log_weights(leaves, eps, kl_weight)).sum(-1).mean()
+            grads = torch.autograd.grad(objective, list(leaves.values()))
+            chunk_grads.append(dict(zip(leaves, grads)))
+        return _mean_and_stderr(chunk_grads)
+
+    def estimator_gradient(self, est, replicates=2000, num_groups=20):
+        """Mean and standard error of an estimator's gradient of the objective ``sum_n L(x_n)`` (minus its loss).
+
+        Each of ``num_groups`` passes replicates the batch ``replicates`` times in the data plate, so one pass
+        averages ``replicates`` independent gradient draws.
+        """
+        leaves = self.leaves()
+        x_rep = self.x.repeat(replicates, 1)
+        group_grads = []
+        for _ in range(num_groups):
+            for leaf in leaves.values():
+                leaf.grad = None
+            est.loss_and_grads(self.model, self.guide, x_rep)
+            group_grads.append({name: -leaf.grad / replicates for name, leaf in leaves.items()})
+        return _mean_and_stderr(group_grads)
+
+
+def _mean_and_stderr(draws):
+    stacked = {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
+    return (
+        {name: s.mean(0) for name, s in stacked.items()},
+        {name: s.std(0) / math.sqrt(len(draws)) for name, s in stacked.items()},
+    )
+
+
+def deviations(estimate, reference, names):
+    """Largest ``|estimate - reference| / combined standard error`` over the elements of ``names``."""
+    (est_mean, est_se), (ref_mean, ref_se) = estimate, reference
+    return max(
+        ((est_mean[n] - ref_mean[n]).abs() / (est_se[n] ** 2 + ref_se[n] ** 2).sqrt()).max().item() for n in names
+    )
+
+
+def iwae_bound(log_w):
+    return torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
+
+
+@pytest.fixture
+def problem(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.mismatched)
+    return problem
+
+
+@pytest.mark.parametrize("kl_weight", [1.0, 0.5])
+def test_iwae_and_dreg_gradients_are_unbiased_for_the_iwae_gradient(problem, kl_weight):
+    K = 5
+    pyro.set_rng_seed(0)
+    reference = problem.reference_gradient(iwae_bound, K, kl_weight=kl_weight)
+    # the comparison has power: the standard errors are small next to the gradients
+    ref_mean, ref_se = reference
+    assert all((ref_se[n] < 0.02 * ref_mean[n].abs().max()).all() for n in ref_mean)
+    for name in ("iwae", "iwae-dreg"):
+        estimate = problem.estimator_gradient(estimator(name, num_particles=K, kl_weight=kl_weight))
+        assert deviations(estimate, reference, MODEL_PARAMS + GUIDE_PARAMS) < 4.0, name
+
+
+def test_iwae_stl_guide_gradient_is_biased_and_the_check_detects_it(problem):
+    K = 5
+    pyro.set_rng_seed(1)
+    reference = problem.reference_gradient(iwae_bound, K)
+    estimate = problem.estimator_gradient(estimator("iwae-stl", num_particles=K))
+    assert deviations(estimate, reference, MODEL_PARAMS) < 4.0
+    assert deviations(estimate, reference, GUIDE_PARAMS) > 10.0
+
+
+def test_guide_gradient_vanishes_at_the_exact_posterior(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.exact)
+    pyro.set_rng_seed(2)
+    for name in ("iwae-stl", "iwae-dreg", "iwae"):
+        estimate_mean, estimate_se = problem.estimator_gradient(estimator(name, num_particles=4), replicates=10,
+                                                                num_groups=5)
+        guide_se = max(estimate_se[n].abs().max().item() for n in GUIDE_PARAMS)
+        model_se = max(estimate_se[n].abs().max().item() for n in MODEL_PARAMS)
+        assert model_se > 1e-3, name
+        if name == "iwae":
+            assert guide_se > 1e-3
+        else:
+            assert guide_se < 1e-12, name
+            assert max(estimate_mean[n].abs().max().item() for n in GUIDE_PARAMS) < 1e-12, name
+
+
+def test_iwae_equals_pyro_renyi_alpha_zero_on_a_full_batch(problem):
+    K = 6
+    results = []
+    for est in (estimator("iwae", num_particles=K, max_plate_nesting=1),
+                RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)):
+        pyro.set_rng_seed(3)
+        leaves = problem.leaves()
+        for leaf in leaves.values():
+            leaf.grad = None
+        loss = est.loss_and_grads(problem.model, problem.guide, problem.x)
+        results.append((loss, {n: leaf.grad.clone() for n, leaf in leaves.items()}))
+    (ours, our_grads), (pyros, pyro_grads) = results
+    assert ours == pytest.approx(pyros, rel=1e-12)
+    for name in our_grads:
+        assert torch.allclose(our_grads[name], pyro_grads[name], rtol=1e-10, atol=1e-12), name
+
+
+def test_minibatch_loss_is_the_full_data_scaling_of_per_example_bounds(problem):
+    """With the data plate subsampled (N = 30, |B| = 3), the loss is (N / |B|) times the batch's own loss."""
+    K, num_data = 6, 30
+    scale = num_data / BATCH
+
+    def loss(est, **kwargs):
+        pyro.set_rng_seed(4)
+        return est.loss(problem.model, problem.guide, problem.x, **kwargs)
+
+    iwae = estimator("iwae", num_particles=K, max_plate_nesting=1)
+    assert loss(iwae, num_data=num_data) == pytest.approx(scale * loss(iwae), rel=1e-12)
+    renyi = RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)
+    assert loss(renyi) == pytest.approx(loss(iwae), rel=1e-12)
+    # Pyro scales the log weights inside the log-sum-exp: its objective s * (1/s) log mean_k w^s with s = N / |B|
+    # is a power mean above s * IWAE (here by about 25 nats), not the full-data IWAE bound
+    assert loss(renyi, num_data=num_data) < scale * loss(renyi) - 10.0
+
+
+def test_unvectorized_particles_give_the_same_bound(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.exact)
+    exact = -problem.truth.log_marginal(problem.x).sum().item()
+    for vectorize in (True, False):
+        assert estimator("iwae", num_particles=3, vectorize_particles=vectorize).loss(
+            problem.model, problem.guide, problem.x
+        ) == pytest.approx(exact, rel=1e-10)
+
+
+def test_detached_distribution_has_gradient_only_through_the_value(float64):
+    loc = torch.tensor([0.3, -0.2], requires_grad=True)
+    log_scale = torch.tensor([0.1, 0.4], requires_grad=True)
+    fn = dist.TransformedDistribution(
+        dist.Normal(torch.zeros(2), 1.0), [dist.transforms.AffineTransform(loc, log_scale.exp())]
+    ).to_event(1)
+    z = fn.rsample()
+    stopped = detach_distribution_parameters(fn)
+    assert torch.allclose(stopped.log_prob(z), fn.log_prob(z))
+    (grad_loc,) = torch.autograd.grad(stopped.log_prob(z), [loc])
+    # d/dloc log q_stop(loc + s eps) = -(z - loc) / s^2 = -eps / s, not the zero of the full derivative
+    eps = ((z - loc) / log_scale.exp()).detach()
+    assert torch.allclose(grad_loc, -eps / log_scale.exp().detach())
+
+
+def test_non_reparameterizable_guide_is_refused_with_the_fix(float64):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Bernoulli(p))
+
+    for name in ("iwae", "iwae-dreg", "iwae-stl"):
+        with pytest.raises(ValueError, match="reparameterized.*'z'.*Use 'elbo'"):
+            estimator(name, num_particles=2).loss(model, guide, torch.zeros(3))
+
+
+def test_bad_options_are_refused(float64):
+    with pytest.raises(ValueError, match="num_particles"):
+        estimator("iwae", num_particles=0)
+    with pytest.raises(ValueError, match="kl_weight"):
+        estimator("iwae-dreg", kl_weight=float("nan"))
