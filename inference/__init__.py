@@ -7,6 +7,9 @@ from .log_marginal_likelihood import LogMarginalLikelihood, importance_log_weigh
 from .registry import Registry
 from .training import evaluate_objectives, make_optimizer, train
 
+# Importing the estimator modules registers them in ESTIMATORS.
+from . import elbo, iwae, renyi, rws, score, tighter_bounds, vimco  # noqa: E402,F401  isort: skip
+
 __all__ = [
     "ESTIMATORS",
     "LogMarginalLikelihood",

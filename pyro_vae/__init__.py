@@ -1,5 +1,6 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+from .data import DATASETS, Splits, batches, binarize, fixed_binarization, load_dataset
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .linear_gaussian import LinearGaussian
@@ -7,4 +8,18 @@ from .networks import NETWORKS
 from .priors import PRIORS
 from .vae import VAE, build_vae
 
-__all__ = ["GUIDES", "LIKELIHOODS", "LinearGaussian", "NETWORKS", "PRIORS", "VAE", "build_vae"]
+__all__ = [
+    "DATASETS",
+    "GUIDES",
+    "LIKELIHOODS",
+    "LinearGaussian",
+    "NETWORKS",
+    "PRIORS",
+    "Splits",
+    "VAE",
+    "batches",
+    "binarize",
+    "build_vae",
+    "fixed_binarization",
+    "load_dataset",
+]

@@ -1,9 +1,9 @@
 """The ``pyro-vae`` command line: a thin layer over :mod:`pyro_vae.runs`.
 
-    pyro-vae train --dataset digits --out runs/digits
-    pyro-vae evaluate runs/digits --num-samples 5000
-    pyro-vae sample runs/digits
-    pyro-vae list
+pyro-vae train --dataset digits --out runs/digits
+pyro-vae evaluate runs/digits --num-samples 5000
+pyro-vae sample runs/digits
+pyro-vae list
 """
 
 import argparse
@@ -60,7 +60,9 @@ def _add_train(sub):
     g.add_argument("--dataset", default=d.dataset, choices=DATASETS.names(), help="data set")
     g.add_argument("--data-root", default=d.data_root, help="folder holding the data set's files")
     g.add_argument(
-        "--download", action="store_true", help="download the data set with torchvision if it is missing (needs internet)"
+        "--download",
+        action="store_true",
+        help="download the data set with torchvision if it is missing (needs internet)",
     )
     g.add_argument("--num-train", type=_positive_int, default=None, help="use only this many training examples")
     g.add_argument("--num-val", type=_positive_int, default=None, help="use only this many validation examples")
@@ -200,7 +202,9 @@ def _add_sample(sub):
 
 
 def _sample(args):
-    paths = runs.sample_run(args.run_dir, num_samples=args.num_samples, nrow=args.nrow, split=args.split, seed=args.seed)
+    paths = runs.sample_run(
+        args.run_dir, num_samples=args.num_samples, nrow=args.nrow, split=args.split, seed=args.seed
+    )
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
 

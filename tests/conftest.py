@@ -32,3 +32,13 @@ def require_data(available: bool, what: str, fix: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message + " (CI=true: .ci/run must install it)")
     pytest.skip(message)
+
+
+def require_fashion_mnist():
+    from pyro_vae.data import FASHION_MNIST_SYSTEM_FOLDERS, find_idx_image_files
+
+    require_data(
+        find_idx_image_files(FASHION_MNIST_SYSTEM_FOLDERS) is not None,
+        f"Fashion-MNIST IDX files in {FASHION_MNIST_SYSTEM_FOLDERS[0]}",
+        "apt-get install dataset-fashion-mnist",
+    )

@@ -18,7 +18,9 @@ def test_unknown_name_lists_choices_and_suggests():
     table = Registry("prior")
     table.register("normal")(dict)
     table.register("vamp")(dict)
-    with pytest.raises(ValueError, match=r"unknown prior 'norml'\. Did you mean 'normal'\? Choose one of: normal, vamp"):
+    with pytest.raises(
+        ValueError, match=r"unknown prior 'norml'\. Did you mean 'normal'\? Choose one of: normal, vamp"
+    ):
         table.build("norml")
 
 

@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from pyro_vae.cli import build_parser, main
-from pyro_vae.data import FASHION_MNIST_SYSTEM_FOLDERS, find_idx_image_files
 
-from ..conftest import require_data
+from ..conftest import require_fashion_mnist
 
 SMALL = ["--hidden-sizes", "64", "--latent-dim", "4", "--no-progress"]
 
@@ -97,11 +96,7 @@ def test_console_script_help():
 
 
 def test_fashion_mnist_subset_end_to_end(tmp_path):
-    require_data(
-        find_idx_image_files(FASHION_MNIST_SYSTEM_FOLDERS) is not None,
-        "Fashion-MNIST",
-        "apt-get install dataset-fashion-mnist",
-    )
+    require_fashion_mnist()
     out = str(tmp_path / "fmnist")
     args = ["--dataset", "fashion-mnist", "--num-train", "500", "--num-val", "100", "--num-test", "100"]
     assert main(["train", *args, "--epochs", "2", "--batch-size", "50", "--out", out, *SMALL]) == 0

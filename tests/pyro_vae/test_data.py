@@ -10,28 +10,20 @@ from pyro_vae.data import (
     DATASETS,
     batches,
     binarize,
-    find_idx_image_files,
     fixed_binarization,
     load_dataset,
     read_idx_images,
 )
 from pyro_vae.linear_gaussian import LinearGaussian
 
+from ..conftest import require_fashion_mnist
+
 DEBIAN_FOLDER = "/usr/share/datasets/fashion-mnist"
-
-
-def require_debian_fashion_mnist():
-    """Skip without the Debian package's files, except on CI, which installs it: there a missing file fails."""
-    if find_idx_image_files([DEBIAN_FOLDER]) is None:
-        message = f"Fashion-MNIST IDX files not in {DEBIAN_FOLDER} (apt-get install dataset-fashion-mnist)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def fashion_mnist():
-    require_debian_fashion_mnist()
+    require_fashion_mnist()
     return load_dataset("fashion-mnist", seed=0)
 
 
