@@ -5,7 +5,7 @@ Also home to the pieces the other score-function estimators (:mod:`inference.vim
 """
 
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 
