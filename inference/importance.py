@@ -98,7 +98,8 @@ def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", 
     :param trace: a trace from :func:`vectorized_traces`.
     :param str data_plate: name of the plate over independent data points, or ``None`` to sum over it too.
     :param sites: optional predicate ``site -> bool`` choosing which sites to sum (default: all sample sites).
-    :returns: a tensor of shape ``(num_particles, batch_size)`` (``(num_particles,)`` when ``data_plate`` is None).
+    :returns: a tensor of shape ``(num_particles, batch_size)`` (``(num_particles,)`` when ``data_plate`` is None;
+        ``(num_particles, 1)`` when no site is selected).
     """
     total = 0.0
     batch_size = None
@@ -124,10 +125,9 @@ def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", 
         other = [d for d in range(-log_p.dim(), 0) if d not in keep]
         log_p = log_p.sum(other) if other else log_p
         total = total + log_p
-    shape = (num_particles,) if data_plate is None else (num_particles, batch_size)
-    if isinstance(total, float):
-        return torch.zeros(shape)
-    return total.expand(shape)
+    if isinstance(total, float):  # no site matched: zero, broadcastable against any (K, B)
+        return torch.zeros((num_particles,) if data_plate is None else (num_particles, 1))
+    return total.expand((num_particles,) if data_plate is None else (num_particles, batch_size))
 
 
 def per_example_log_weights(

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 import pyro
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
 
 from .guides import GUIDES
@@ -46,12 +46,14 @@ class VAE(PyroModule):
         size = self.num_data or batch_size
         return pyro.plate("data", size=size, subsample=torch.arange(batch_size, device=x.device))
 
+    @pyro_method
     def model(self, x: torch.Tensor):
         """``p(x, z)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
         with self.data_plate(x):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
+    @pyro_method
     def guide(self, x: torch.Tensor):
         """``q(z | x)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
         with self.data_plate(x):
@@ -67,8 +69,14 @@ class VAE(PyroModule):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x | z)`` at the guide's mean ``z``: what the model makes of ``x``."""
-        return self.decode(self.posterior(x).mean).mean
+        """Mean of ``p(x | z)`` at the guide's mean ``z`` (at one guide draw where the guide has no closed-form
+        mean, e.g. relaxed Bernoulli latents): what the model makes of ``x``."""
+        q = self.posterior(x)
+        try:
+            z = q.mean
+        except NotImplementedError:
+            z = q.sample()
+        return self.decode(z).mean
 
     @torch.no_grad()
     def sample_means(self, num_samples: int) -> torch.Tensor:
