@@ -16,7 +16,7 @@ from .importance import (
     per_example_log_prob,
     vectorized_traces,
 )
-from .score import check_beta, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
+from .score import check_kl_weight, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
 
 
 def observations_replaced(model_trace, args, kwargs):
@@ -77,7 +77,7 @@ class ReweightedWakeSleep(ELBO):
     :param int num_particles: ``K >= 2`` (self-normalization needs more than one particle).
     :param float insomnia: weight of wake-phi against sleep-phi, in ``[0, 1]``; 1 is wake-phi only.
     :param bool vectorize_particles: draw all particles in one batched pass (default) or in a Python loop.
-    :param float beta: weight of ``log p(z) - log q(z | x)`` inside the weights; 1 gives the true weights.
+    :param float kl_weight: weight of ``log p(z) - log q(z | x)`` inside the weights; 1 gives the true weights.
     :param int max_plate_nesting: the model's plate nesting (guessed if not given); particles go one dim left.
     :param str data_plate: name of the plate over independent data points.
     :param callable sleep_args: optional ``(model_trace, args, kwargs) -> (args, kwargs)`` giving the guide's
@@ -94,20 +94,20 @@ class ReweightedWakeSleep(ELBO):
         num_particles=5,
         insomnia=1.0,
         vectorize_particles=True,
-        beta=1.0,
+        kl_weight=1.0,
         max_plate_nesting=None,
         data_plate="data",
         sleep_args=None,
     ):
         check_num_particles(num_particles, 2, "the weights are self-normalized")
-        check_beta(beta)
+        check_kl_weight(kl_weight)
         if not 0 <= insomnia <= 1:
             raise ValueError(f"insomnia (the weight of wake-phi against sleep-phi) must be in [0, 1]; got {insomnia}")
         super().__init__(num_particles=num_particles, vectorize_particles=False)
         self.vectorize_particles = vectorize_particles
         self.max_plate_nesting = max_plate_nesting
         self.insomnia = insomnia
-        self.beta = beta
+        self.kl_weight = kl_weight
         self.data_plate = data_plate
         self.sleep_args = sleep_args or observations_replaced
 
@@ -129,7 +129,7 @@ class ReweightedWakeSleep(ELBO):
             detach_samples=True,
         )
         # weights for the model: q held fixed
-        log_w = parts.log_likelihood + self.beta * (parts.log_prior - parts.log_guide.detach())
+        log_w = parts.log_likelihood + self.kl_weight * (parts.log_prior - parts.log_guide.detach())
         log_mean_w = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
         wake_theta = -parts.scale * log_mean_w.sum()
         normalized_weights = torch.softmax(log_w.detach(), 0)

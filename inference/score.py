@@ -41,9 +41,9 @@ class LogWeightParts(NamedTuple):
     log_guide_nonreparam: torch.Tensor  # guide sites without rsample (their only gradient is a score function)
     scale: float  # the data plate's subsample scale N / B
 
-    def log_weights(self, beta=1.0) -> torch.Tensor:
+    def log_weights(self, kl_weight=1.0) -> torch.Tensor:
         """``log p(x | z) + beta * (log p(z) - log q(z | x))``; ``beta = 1`` gives the true importance weight."""
-        return self.log_likelihood + beta * (self.log_prior - self.log_guide)
+        return self.log_likelihood + kl_weight * (self.log_prior - self.log_guide)
 
 
 def per_example_log_weight_parts(
@@ -118,9 +118,9 @@ def check_num_particles(num_particles, minimum, reason):
         raise ValueError(f"num_particles must be an integer >= {minimum} ({reason}); got {num_particles!r}")
 
 
-def check_beta(beta):
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta (the KL weight) must be a finite number >= 0; got {beta!r}")
+def check_kl_weight(kl_weight):
+    if not (isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0):
+        raise ValueError(f"kl_weight must be a finite number >= 0; got {kl_weight!r}")
 
 
 @ESTIMATORS.register("score")
@@ -163,7 +163,7 @@ class ScoreFunctionELBO(ELBO):
 
     :param int num_particles: ``K``, particles per data point.
     :param bool vectorize_particles: draw all particles in one batched pass (default) or in a Python loop.
-    :param float beta: weight of the KL term (``log p(z) - log q``); 1 is the ELBO, < 1 for annealing.
+    :param float kl_weight: weight of the KL term (``log p(z) - log q``); 1 is the ELBO, < 1 for annealing.
     :param str baseline: one of ``"none"``, ``"average"``, ``"leave-one-out"``, ``"learned"``.
     :param float baseline_decay: decay of the ``"average"`` baseline.
     :param torch.nn.Module baseline_net: network of the ``"learned"`` baseline (optional).
@@ -182,7 +182,7 @@ class ScoreFunctionELBO(ELBO):
         self,
         num_particles=1,
         vectorize_particles=True,
-        beta=1.0,
+        kl_weight=1.0,
         baseline="average",
         baseline_decay=0.9,
         baseline_net: Optional[torch.nn.Module] = None,
@@ -192,7 +192,7 @@ class ScoreFunctionELBO(ELBO):
         if baseline not in BASELINES:
             raise ValueError(f"unknown baseline '{baseline}'; choose one of {', '.join(BASELINES)}")
         check_num_particles(num_particles, 2 if baseline == "leave-one-out" else 1, f"baseline='{baseline}'")
-        check_beta(beta)
+        check_kl_weight(kl_weight)
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1); got {baseline_decay}")
         if baseline_net is not None and baseline != "learned":
@@ -200,7 +200,7 @@ class ScoreFunctionELBO(ELBO):
         super().__init__(num_particles=num_particles, vectorize_particles=False)
         self.vectorize_particles = vectorize_particles
         self.max_plate_nesting = max_plate_nesting
-        self.beta = beta
+        self.kl_weight = kl_weight
         self.baseline = baseline
         self.baseline_decay = baseline_decay
         self.baseline_net = baseline_net
@@ -241,7 +241,7 @@ class ScoreFunctionELBO(ELBO):
         squared-error gradient)."""
         parts = self._log_weight_parts(model, guide, args, kwargs)
         # f_n(z_nk) with gradients to the model only: the direct -beta * grad log q term has expectation zero
-        signal = parts.log_likelihood + self.beta * (parts.log_prior - parts.log_guide.detach())
+        signal = parts.log_likelihood + self.kl_weight * (parts.log_prior - parts.log_guide.detach())
         baseline_loss = 0.0
         if self.baseline == "none":
             baseline = 0.0
@@ -270,7 +270,7 @@ class ScoreFunctionELBO(ELBO):
         """The scaled negative ELBO estimate (float, no gradient)."""
         with torch.no_grad():
             parts = self._log_weight_parts(model, guide, args, kwargs)
-            loss = -parts.scale * parts.log_weights(self.beta).mean(0).sum().item()
+            loss = -parts.scale * parts.log_weights(self.kl_weight).mean(0).sum().item()
         warn_if_nan(loss, "loss")
         return loss
 

@@ -9,7 +9,7 @@ from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
 from .importance import vectorized_traces
-from .score import check_beta, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
+from .score import check_kl_weight, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
 
 
 def vimco_learning_signals(log_w: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class VIMCO(ELBO):
 
     :param int num_particles: ``K >= 2``, particles per data point.
     :param bool vectorize_particles: draw all particles in one batched pass (default) or in a Python loop.
-    :param float beta: weight of ``log p(z) - log q(z | x)`` inside the weights; 1 gives the true bound.
+    :param float kl_weight: weight of ``log p(z) - log q(z | x)`` inside the weights; 1 gives the true bound.
     :param int max_plate_nesting: the model's plate nesting (guessed if not given); particles go one dim left.
     :param str data_plate: name of the plate over independent data points.
 
@@ -66,13 +66,13 @@ class VIMCO(ELBO):
         [2] Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     """
 
-    def __init__(self, num_particles=5, vectorize_particles=True, beta=1.0, max_plate_nesting=None, data_plate="data"):
+    def __init__(self, num_particles=5, vectorize_particles=True, kl_weight=1.0, max_plate_nesting=None, data_plate="data"):
         check_num_particles(num_particles, 2, "VIMCO's baselines leave one sample out")
-        check_beta(beta)
+        check_kl_weight(kl_weight)
         super().__init__(num_particles=num_particles, vectorize_particles=False)
         self.vectorize_particles = vectorize_particles
         self.max_plate_nesting = max_plate_nesting
-        self.beta = beta
+        self.kl_weight = kl_weight
         self.data_plate = data_plate
 
     def _get_trace(self, model, guide, args, kwargs):
@@ -94,7 +94,7 @@ class VIMCO(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The scaled negative bound estimate, with the VIMCO gradient."""
         parts = self._log_weight_parts(model, guide, args, kwargs)
-        log_w = parts.log_weights(self.beta)
+        log_w = parts.log_weights(self.kl_weight)
         log_mean_w = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
         normalized_weights = torch.softmax(log_w.detach(), 0)
         signals = vimco_learning_signals(log_w.detach())
@@ -107,7 +107,7 @@ class VIMCO(ELBO):
         """The scaled negative bound estimate (float, no gradient)."""
         with torch.no_grad():
             parts = self._log_weight_parts(model, guide, args, kwargs)
-            log_mean_w = torch.logsumexp(parts.log_weights(self.beta), 0) - math.log(self.num_particles)
+            log_mean_w = torch.logsumexp(parts.log_weights(self.kl_weight), 0) - math.log(self.num_particles)
             loss = -parts.scale * log_mean_w.sum().item()
         warn_if_nan(loss, "loss")
         return loss

@@ -60,7 +60,7 @@ def test_registered_by_name():
     assert isinstance(estimators.estimator("rws", num_particles=3, insomnia=0.5), ReweightedWakeSleep)
 
 
-@pytest.mark.parametrize("options", [{"num_particles": 1}, {"insomnia": 1.5}, {"beta": -0.1}])
+@pytest.mark.parametrize("options", [{"num_particles": 1}, {"insomnia": 1.5}, {"kl_weight": -0.1}])
 def test_bad_options_raise(options):
     with pytest.raises(ValueError):
         ReweightedWakeSleep(**options)

@@ -139,9 +139,9 @@ def test_leave_one_out_mean():
 
 
 def test_registered_by_name():
-    estimator = estimators.estimator("score", num_particles=3, beta=0.5)
+    estimator = estimators.estimator("score", num_particles=3, kl_weight=0.5)
     assert isinstance(estimator, ScoreFunctionELBO)
-    assert (estimator.num_particles, estimator.beta) == (3, 0.5)
+    assert (estimator.num_particles, estimator.kl_weight) == (3, 0.5)
 
 
 def test_unvectorized_particles_give_the_same_loss(float64):
@@ -157,7 +157,7 @@ def test_unvectorized_particles_give_the_same_loss(float64):
     [
         ({"baseline": "mean"}, "unknown baseline"),
         ({"baseline": "leave-one-out", "num_particles": 1}, "num_particles"),
-        ({"beta": -1.0}, "beta"),
+        ({"kl_weight": -1.0}, "kl_weight"),
         ({"baseline": "none", "baseline_net": torch.nn.Linear(2, 1)}, "baseline_net"),
     ],
 )

@@ -64,7 +64,7 @@ def test_registered_by_name():
     assert isinstance(estimators.estimator("vimco", num_particles=4), VIMCO)
 
 
-@pytest.mark.parametrize("options", [{"num_particles": 1}, {"beta": float("nan")}])
+@pytest.mark.parametrize("options", [{"num_particles": 1}, {"kl_weight": float("nan")}])
 def test_bad_options_raise(options):
     with pytest.raises(ValueError):
         VIMCO(**options)
