@@ -48,6 +48,13 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
     return {"elbo": elbo_sum / count, f"log_px_{num_samples}": log_px_sum / count}
 
 
+def linear_warmup(epochs: int, start: float = 0.0):
+    """``epoch -> beta`` rising linearly from ``start`` at epoch 0 to 1 at epoch ``epochs`` and staying there."""
+    if epochs < 1:
+        raise ValueError(f"a KL warm-up needs at least one epoch, got {epochs}")
+    return lambda epoch: min(1.0, start + (1.0 - start) * epoch / epochs)
+
+
 def make_optimizer(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, clip_norm=None):
     """Pyro's Adam; with ``clip_norm`` each parameter's gradient norm is clipped to it before the step."""
     if not lr > 0:
@@ -75,6 +82,7 @@ def train(
     data_plate: str = "data",
     progress: bool = True,
     on_epoch: Optional[Callable[[list], None]] = None,
+    kl_weight_schedule: Optional[Callable[[int], float]] = None,
 ):
     """Run SVI for ``epochs`` epochs and return the list of per-epoch metrics.
 
@@ -89,12 +97,19 @@ def train(
     :param config: a JSON-like dict stored in the checkpoint (how to rebuild the model).
     :param generator: the ``torch.Generator`` driving ``train_batches``' shuffling; checkpointed for exact resume.
     :param on_epoch: called after each epoch with the list of metrics so far (resumed epochs included).
+    :param kl_weight_schedule: ``epoch -> beta`` (epochs counted from 0), set as ``loss.kl_weight`` before each
+        epoch: KL annealing / warm-up (Bowman et al. 2016; Sonderby et al. 2016). Needs a loss with ``kl_weight``.
     """
     num_data = num_data or getattr(train_batches, "num_data", None)
     if not num_data:
         raise ValueError("train() needs the training set size: pass num_data=N or batches with a num_data attribute")
     if epochs < 0:
         raise ValueError(f"epochs must be non-negative, got {epochs}")
+    if kl_weight_schedule is not None and not hasattr(loss, "kl_weight"):
+        raise ValueError(
+            f"a KL weight schedule needs a loss with a kl_weight attribute; {type(loss).__name__} has none "
+            "(the estimators from inference.estimator() have one)"
+        )
     optimizer = optimizer or make_optimizer()
     svi = SVI(model, guide, optimizer, loss)
     metrics = []
@@ -112,6 +127,8 @@ def train(
     with bar:
         for epoch in range(start_epoch, epochs):
             start = time.perf_counter()
+            if kl_weight_schedule is not None:
+                loss.kl_weight = float(kl_weight_schedule(epoch))
             weighted_loss = 0.0
             for batch in train_batches:
                 batch_loss = svi.step(*batch)
@@ -123,6 +140,8 @@ def train(
                 weighted_loss += batch_loss * _batch_size(batch) / num_data
                 bar.update()
             entry = {"epoch": epoch + 1, "train_objective": -weighted_loss / num_data}
+            if kl_weight_schedule is not None:
+                entry["kl_weight"] = loss.kl_weight
             if val_batches is not None:
                 val = evaluate_objectives(model, guide, val_batches, val_num_samples, data_plate)
                 entry.update({f"val_{k}": v for k, v in val.items()})

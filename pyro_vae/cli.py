@@ -95,6 +95,12 @@ def _add_train(sub):
         default={},
         help="extra estimator options as JSON, e.g. '{\"alpha\": 0.5}'",
     )
+    g.add_argument(
+        "--kl-warmup-epochs",
+        type=int,
+        default=d.kl_warmup_epochs,
+        help="raise the KL weight linearly from 0 to 1 over this many epochs (0: no warm-up)",
+    )
     g.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training set")
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="minibatch size")
     g.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
@@ -131,6 +137,7 @@ def _train(args):
         estimator=args.estimator,
         num_particles=args.num_particles,
         estimator_options=args.estimator_options,
+        kl_warmup_epochs=args.kl_warmup_epochs,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

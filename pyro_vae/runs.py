@@ -22,7 +22,7 @@ import torch
 import pyro
 from inference import estimator, log_marginal_likelihood
 from inference.checkpoint import load_checkpoint
-from inference.training import make_optimizer, train
+from inference.training import linear_warmup, make_optimizer, train
 
 from .data import batches, fixed_binarization, load_dataset
 from .likelihoods import LIKELIHOODS
@@ -55,6 +55,7 @@ class RunConfig:
     estimator: str = "elbo"
     num_particles: int = 1
     estimator_options: dict = field(default_factory=dict)
+    kl_warmup_epochs: int = 0
     epochs: int = 100
     batch_size: int = 100
     lr: float = 1e-3
@@ -194,6 +195,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         generator=generator,
         progress=progress,
         on_epoch=lambda metrics: _write_json(metrics, metrics_path),
+        kl_weight_schedule=linear_warmup(config.kl_warmup_epochs) if config.kl_warmup_epochs else None,
     )
     return vae
 

@@ -108,3 +108,17 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(digits, tmp_path):
               resume=True, progress=False)
     after = torch.load(path, weights_only=True)
     assert after["epoch"] == before["epoch"] == 1
+
+
+def test_kl_warmup_sets_the_estimators_kl_weight_each_epoch(digits):
+    from inference import estimator
+    from inference.training import linear_warmup
+
+    x, x_val = digits
+    vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
+    data = batches(x, 100, shuffle=True, generator=torch.Generator().manual_seed(0), dynamic_binarization=True)
+    metrics = train(vae.model, vae.guide, estimator("iwae", num_particles=2), data, epochs=4, module=vae,
+                    kl_weight_schedule=linear_warmup(2), progress=False)
+    assert [m["kl_weight"] for m in metrics] == [0.0, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="kl_weight attribute"):
+        train(vae.model, vae.guide, Trace_ELBO(), data, epochs=1, kl_weight_schedule=linear_warmup(2))
