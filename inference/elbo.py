@@ -35,8 +35,9 @@ class ScaleLatents(Messenger):
 class _KLWeighted:
     """Runs a Pyro ELBO on model and guide with their latent sites' log densities scaled by ``kl_weight``."""
 
-    def __init__(self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0,
-                 data_plate="data"):
+    def __init__(
+        self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
+    ):
         if not kl_weight >= 0:
             raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight}")
         super().__init__(
@@ -102,7 +103,8 @@ class StickingTheLandingELBO(ImportanceWeightedObjective):
     Value: ``(1/K) sum_k log w_k`` per data point. Gradient: the reparameterized gradient with the guide's
     parameters stopped inside ``log q``::
 
-        (1/K) sum_k [ grad_theta log p(x, z_k) + d/dz (log p(x|z) + beta (log p(z) - log q_sg(phi)(z)))|_{z_k} dz_k/dphi ]
+        (1/K) sum_k [ grad_theta log p(x, z_k) + d/dz log w_sg(phi)(z)|_{z_k} dz_k/dphi ],
+        log w_sg(phi)(z) = log p(x | z) + beta (log p(z) - log q_sg(phi)(z))
 
     The dropped term ``-beta E_q[grad_phi log q_phi(z)]`` is a score function with mean zero, so the estimator is
     unbiased for the ELBO gradient for any ``beta``; when ``q`` is the exact posterior (``beta = 1``) the remaining

@@ -352,7 +352,7 @@ class IWAE(ImportanceWeightedObjective):
 
 @ESTIMATORS.register("iwae-stl")
 class StickingTheLandingIWAE(ImportanceWeightedObjective):
-    r"""IWAE with the sticking-the-landing gradient (Roeder et al. 2017): the guide's parameters are stopped in ``log q``.
+    r"""IWAE with the sticking-the-landing gradient (Roeder et al. 2017): guide parameters stopped in ``log q``.
 
     Value: ``L_K`` as in :class:`IWAE`. Gradient::
 

@@ -70,8 +70,9 @@ def test_zero_variance_guide_gradient_at_the_exact_posterior(float64):
     problem.set_params(problem.exact)
     variances = {}
     for name in ("elbo", "elbo-stl", "iwae", "iwae-dreg"):
-        result = gradient_snr(estimator(name, num_particles=4), problem.model, problem.guide, problem.x,
-                              num_draws=10, seed=1)
+        result = gradient_snr(
+            estimator(name, num_particles=4), problem.model, problem.guide, problem.x, num_draws=10, seed=1
+        )
         variances[name] = result.group_variance("guide")
         assert result.group_variance("model") > 1e-3, name
     assert variances["elbo-stl"] < 1e-24 and variances["iwae-dreg"] < 1e-24
@@ -88,8 +89,9 @@ def test_iwae_guide_snr_falls_with_k_and_dreg_keeps_it_higher(float64):
     snr = {}
     for name in ("iwae", "iwae-dreg"):
         for K in (1, 1000):
-            result = gradient_snr(estimator(name, num_particles=K), problem.model, problem.guide, problem.x,
-                                  num_draws=200, seed=2)
+            result = gradient_snr(
+                estimator(name, num_particles=K), problem.model, problem.guide, problem.x, num_draws=200, seed=2
+            )
             snr[name, K] = result.group_snr("guide")
     assert snr["iwae", 1000] < 0.25 * snr["iwae", 1]
     assert snr["iwae-dreg", 1000] > 4 * snr["iwae", 1000]

@@ -3,7 +3,8 @@
 ``LinearGaussianProblem`` (also used by the other estimator tests) has learnable model parameters ``W, b`` and a
 full-covariance amortized guide ``q(z | x) = N(A x + c, L L^T)`` that equals the exact posterior at known
 parameter values. Reference gradients of each bound are computed in plain torch (no Pyro) from a large number of
-draws; estimator means are compared within 4 combined standard errors.
+draws; estimator means are compared within 4 combined standard errors. ``float64`` is the fixture in
+``tests/conftest.py``.
 """
 
 import math
@@ -24,18 +25,8 @@ MODEL_PARAMS = ("W", "b")
 GUIDE_PARAMS = ("A", "c", "L_off", "log_diag")
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-    torch.set_default_dtype(old)
-
-
 class LinearGaussianProblem:
-    """``z ~ N(0, I)``, ``x | z ~ N(W z + b, sigma^2 I)``, guide ``N(A x + c, L L^T)``, all parameters in Pyro's store."""
+    """``z ~ N(0, I)``, ``x | z ~ N(W z + b, sigma^2 I)``, guide ``N(A x + c, L L^T)``; parameters in Pyro's store."""
 
     def __init__(self, seed=0, num_data=BATCH):
         truth = LinearGaussian.random(DATA_DIM, LATENT_DIM, SIGMA, seed=seed)
@@ -171,8 +162,9 @@ def test_guide_gradient_vanishes_at_the_exact_posterior(float64):
     problem.set_params(problem.exact)
     pyro.set_rng_seed(2)
     for name in ("iwae-stl", "iwae-dreg", "iwae"):
-        estimate_mean, estimate_se = problem.estimator_gradient(estimator(name, num_particles=4), replicates=10,
-                                                                num_groups=5)
+        estimate_mean, estimate_se = problem.estimator_gradient(
+            estimator(name, num_particles=4), replicates=10, num_groups=5
+        )
         guide_se = max(estimate_se[n].abs().max().item() for n in GUIDE_PARAMS)
         model_se = max(estimate_se[n].abs().max().item() for n in MODEL_PARAMS)
         assert model_se > 1e-3, name
@@ -186,8 +178,10 @@ def test_guide_gradient_vanishes_at_the_exact_posterior(float64):
 def test_iwae_equals_pyro_renyi_alpha_zero_on_a_full_batch(problem):
     K = 6
     results = []
-    for est in (estimator("iwae", num_particles=K, max_plate_nesting=1),
-                RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)):
+    for est in (
+        estimator("iwae", num_particles=K, max_plate_nesting=1),
+        RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1),
+    ):
         pyro.set_rng_seed(3)
         leaves = problem.leaves()
         for leaf in leaves.values():
