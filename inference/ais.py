@@ -266,9 +266,11 @@ def hmc_transition(flat, energy_fn, step_size, num_leapfrog_steps, energy=None, 
         if grads is None:
             grads = potential_grad(potential, state)[0]["u"]
             energy = last_energy["value"]
-        proposed, momentum_end, _, _ = velocity_verlet(
-            state, {"u": momentum}, potential, lambda r: r, step_size, num_leapfrog_steps, {"u": grads}
-        )
+        # a diverging trajectory may leave the support; let it produce NaN energies (and be rejected), not raise
+        with pyro.validation_enabled(False):
+            proposed, momentum_end, _, _ = velocity_verlet(
+                state, {"u": momentum}, potential, lambda r: r, step_size, num_leapfrog_steps, {"u": grads}
+            )
     hamiltonian_start = energy + 0.5 * momentum.pow(2).sum(-1)
     hamiltonian_end = last_energy["value"] + 0.5 * momentum_end["u"].pow(2).sum(-1)
     log_accept = (hamiltonian_start - hamiltonian_end).clamp(max=0.0)
@@ -369,7 +371,7 @@ def annealed_importance_sampling(
             break
         flat, accept_prob = hmc_transition(
             flat,
-            lambda u: path.potential_energy(u, beta),
+            lambda u, beta=beta: path.potential_energy(u, beta),
             log_step.exp(),
             num_leapfrog_steps,
             energy=energy.detach(),

@@ -103,9 +103,7 @@ def bdmc(model, guide, *args, latents, num_steps=100, num_chains=16, **options) 
     """
     if "initial_latents" in options:
         raise ValueError("pass the exact latents as latents=..., not initial_latents")
-    forward = annealed_importance_sampling(
-        model, guide, *args, num_steps=num_steps, num_chains=num_chains, **options
-    )
+    forward = annealed_importance_sampling(model, guide, *args, num_steps=num_steps, num_chains=num_chains, **options)
     reverse = annealed_importance_sampling(
         model, guide, *args, num_steps=num_steps, num_chains=num_chains, initial_latents=latents, **options
     )

@@ -59,7 +59,8 @@ def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
     :param log_weights: shape ``(num_samples, batch_size)``, as from
         :func:`~inference.importance.per_example_log_weights`.
     :returns: shape ``(batch_size,)``; ``inf`` (as arviz reports it) when there are too few samples to fit a
-        tail (fewer than :data:`MIN_SAMPLES_FOR_KHAT`).
+        tail (fewer than :data:`MIN_SAMPLES_FOR_KHAT`); ``-inf`` when all weights are equal up to rounding
+        (the guide is the exact posterior and the estimate has no Monte Carlo error).
     """
     if log_weights.dim() != 2:
         raise ValueError(f"log_weights must have shape (num_samples, batch_size), got {tuple(log_weights.shape)}")
@@ -70,7 +71,11 @@ def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
         # arviz warns once per data point when k-hat is large; the value itself is the report
         warnings.simplefilter("ignore")
         _, khat = _psislw(array)
-    return torch.as_tensor(np.asarray(khat), dtype=log_weights.dtype)
+    khat = torch.as_tensor(np.asarray(khat), dtype=log_weights.dtype)
+    # equal weights (an exact-posterior guide) have a bounded tail, where the Pareto fit is degenerate
+    spread = log_weights.max(0).values - log_weights.min(0).values
+    tolerance = math.sqrt(torch.finfo(log_weights.dtype).eps) * (1 + log_weights.abs().max(0).values)
+    return torch.where(spread <= tolerance, torch.full_like(khat, -math.inf), khat)
 
 
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,4 @@ def exact_log_marginal(model, *args, data_plate="data", max_plate_nesting=None, 
     analytic = analytic_log_marginal(model)
     if analytic is not None:
         return analytic(*args, **kwargs)
-    return enumerated_log_marginal(
-        model, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs
-    )
+    return enumerated_log_marginal(model, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs)

@@ -57,9 +57,10 @@ def test_chunking_does_not_change_the_estimate(linear_gaussian):
     lg, x = linear_gaussian
     guide = lg.shifted_guide()
     pyro.set_rng_seed(5)
-    whole = log_marginal_likelihood(lg.model, guide, x[:8], num_samples=60, data_batch_size=None, particle_batch_size=None)
-    # the same random draws in a different chunking: one data point per pass is not the same stream, so
-    # compare particle chunks of one data batch, which consume the generator in the same order
+    whole = log_marginal_likelihood(
+        lg.model, guide, x[:8], num_samples=60, data_batch_size=None, particle_batch_size=None
+    )
+    # particle chunks of one data batch draw from the generator in the same order as one big pass
     pyro.set_rng_seed(5)
     chunked = log_marginal_likelihood(lg.model, guide, x[:8], num_samples=60, data_batch_size=8, particle_batch_size=20)
     assert torch.allclose(whole.log_px, chunked.log_px, atol=1e-10)
@@ -72,8 +73,10 @@ def test_data_chunks_give_the_same_numbers_as_separate_calls(linear_gaussian):
     pyro.set_rng_seed(2)
     chunked = log_marginal_likelihood(lg.model, guide, x[:10], num_samples=50, data_batch_size=4)
     pyro.set_rng_seed(2)
-    parts = [log_marginal_likelihood(lg.model, guide, x[a:b], num_samples=50, data_batch_size=None)
-             for a, b in [(0, 4), (4, 8), (8, 10)]]
+    parts = [
+        log_marginal_likelihood(lg.model, guide, x[a:b], num_samples=50, data_batch_size=None)
+        for a, b in [(0, 4), (4, 8), (8, 10)]
+    ]
     assert torch.allclose(chunked.log_px, torch.cat([p.log_px for p in parts]), atol=1e-12)
 
 
@@ -130,6 +133,19 @@ def test_summary_keeps_its_keys(linear_gaussian):
     lg, x = linear_gaussian
     pyro.set_rng_seed(0)
     summary = log_marginal_likelihood(lg.model, lg.exact_guide, x, num_samples=20).summary()
-    for key in ["method", "log_px", "log_px_stderr", "log_px_mc_stderr", "elbo", "elbo_stderr", "gap",
-                "ess_mean", "num_samples", "num_examples", "khat_mean", "khat_max", "khat_fraction_above_0.7"]:
+    for key in [
+        "method",
+        "log_px",
+        "log_px_stderr",
+        "log_px_mc_stderr",
+        "elbo",
+        "elbo_stderr",
+        "gap",
+        "ess_mean",
+        "num_samples",
+        "num_examples",
+        "khat_mean",
+        "khat_max",
+        "khat_fraction_above_0.7",
+    ]:
         assert key in summary
