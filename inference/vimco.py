@@ -66,7 +66,9 @@ class VIMCO(ELBO):
         [2] Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     """
 
-    def __init__(self, num_particles=5, vectorize_particles=True, kl_weight=1.0, max_plate_nesting=None, data_plate="data"):
+    def __init__(
+        self, num_particles=5, vectorize_particles=True, kl_weight=1.0, max_plate_nesting=None, data_plate="data"
+    ):
         check_num_particles(num_particles, 2, "VIMCO's baselines leave one sample out")
         check_kl_weight(kl_weight)
         super().__init__(num_particles=num_particles, vectorize_particles=False)

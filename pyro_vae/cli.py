@@ -8,6 +8,7 @@ pyro-vae list
 
 import argparse
 import json
+import os
 import sys
 
 from inference import estimator_names
@@ -164,16 +165,55 @@ def _add_evaluate(sub):
     )
     p.add_argument("run_dir", help="run folder written by `pyro-vae train`")
     p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K per example")
-    p.add_argument("--method", default="is", choices=METHODS, help="estimator of log p(x)")
+    p.add_argument(
+        "--method",
+        default="is",
+        choices=METHODS,
+        help="estimator of log p(x): is (guide as proposal), is-prior (prior as proposal), ais (annealed "
+        "importance sampling with HMC), exact (where the model allows it)",
+    )
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
     p.add_argument("--data-batch-size", type=_positive_int, default=100, help="examples per pass (memory)")
     p.add_argument("--particle-batch-size", type=_positive_int, default=500, help="particles per pass (memory)")
     p.add_argument("--seed", type=int, default=0, help="seed for the importance samples")
+    p.add_argument(
+        "--posterior-examples",
+        type=int,
+        nargs="*",
+        default=[0, 1, 2, 3],
+        help="indices of examples whose resampled posterior draws of z are stored in eval.nc",
+    )
+    p.add_argument(
+        "--num-posterior-draws", type=_positive_int, default=200, help="posterior draws per chosen example"
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    g = p.add_argument_group("annealed importance sampling (--method ais)")
+    g.add_argument("--ais-steps", type=_positive_int, default=100, help="intermediate distributions (transitions)")
+    g.add_argument("--ais-chains", type=_positive_int, default=16, help="independent chains per example")
+    g.add_argument("--ais-leapfrog-steps", type=_positive_int, default=10, help="leapfrog steps per HMC transition")
+    g.add_argument("--ais-step-size", type=_positive_float, default=0.1, help="initial HMC step size (adapted)")
+    g.add_argument(
+        "--ais-target-accept", type=_positive_float, default=0.65, help="acceptance rate the step size adapts to"
+    )
+    g.add_argument("--ais-schedule", default="sigmoid", choices=["sigmoid", "linear"], help="inverse temperatures")
+    g.add_argument(
+        "--ais-proposal", default="guide", choices=["guide", "prior"], help="where the chains start: q(z|x) or p(z)"
+    )
     p.set_defaults(run=_evaluate)
 
 
 def _evaluate(args):
+    ais_options = {}
+    if args.method == "ais":
+        ais_options = {
+            "num_steps": args.ais_steps,
+            "num_chains": args.ais_chains,
+            "num_leapfrog_steps": args.ais_leapfrog_steps,
+            "step_size": args.ais_step_size,
+            "target_accept": args.ais_target_accept,
+            "schedule": args.ais_schedule,
+            "proposal": args.ais_proposal,
+        }
     report = runs.evaluate_run(
         args.run_dir,
         num_samples=args.num_samples,
@@ -183,12 +223,16 @@ def _evaluate(args):
         particle_batch_size=args.particle_batch_size,
         seed=args.seed,
         progress=not args.no_progress,
+        posterior_examples=args.posterior_examples,
+        num_posterior_draws=args.num_posterior_draws,
+        **ais_options,
     )
-    print(json.dumps(report, indent=2))
+    print(json.dumps(runs.json_safe(report), indent=2))
     print(
-        f"log p(x) >= {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} (K={report['num_samples']}), "
-        f"ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats per example on {report['num_examples']} "
-        f"{report['split']} examples"
+        f"log p(x) ~ {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} ({report['method']}, "
+        f"{report['num_samples']} {'chains' if report['method'] == 'ais' else 'samples'} per example), ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats "
+        f"per example on {report['num_examples']} {report['split']} examples; {report['active_units']} active "
+        f"units; per-example results in {os.path.join(args.run_dir, report['inference_data'])}"
     )
 
 

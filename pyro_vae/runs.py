@@ -12,6 +12,7 @@ The command line (:mod:`pyro_vae.cli`) is a thin layer over these functions.
 
 import dataclasses
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import torch
 import pyro
 from inference import estimator, log_marginal_likelihood
 from inference.checkpoint import load_checkpoint
+from inference.diagnostics import importance_resampled_latents, kl_per_dimension, latent_activity, save_inference_data
 from inference.training import linear_warmup, make_optimizer, train
 
 from .data import batches, fixed_binarization, load_dataset
@@ -32,6 +34,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 EVAL_FILE = "eval.json"
+INFERENCE_DATA_FILE = "eval.nc"
+#: Burda et al. (2016): latent unit u is active when Cov_x(E_q[z_u | x]) exceeds this.
+ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 @dataclass
@@ -85,10 +90,21 @@ def load_config(run_dir) -> RunConfig:
         return RunConfig.from_dict(json.load(f))
 
 
+def json_safe(obj):
+    """Non-finite floats (a k-hat of inf, a standard error of one example) become null: strict JSON has no inf."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
+
+
 def _write_json(obj, path):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(json_safe(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -221,11 +237,23 @@ def evaluate_run(
     particle_batch_size=500,
     seed=0,
     progress=True,
+    posterior_examples=(0, 1, 2, 3),
+    num_posterior_draws=200,
     **method_options,
 ) -> dict:
-    """Estimate log p(x) on a split of a trained run and write ``eval.json``; returns its contents."""
+    """Estimate log p(x) on a split of a trained run; write ``eval.json`` and ``eval.nc``; return the report.
+
+    The report holds the estimate's summary (:meth:`~inference.LogMarginalLikelihood.summary`), the per-model
+    diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units) and where it came from.
+    ``eval.nc`` holds the per-example estimates, ESS and Pareto k-hat, and sampling-importance-resampled posterior
+    draws of ``z`` for ``posterior_examples``, as an arviz InferenceData (``arviz.from_netcdf``).
+    ``method_options`` go to :func:`inference.log_marginal_likelihood` (e.g. AIS's ``num_steps``).
+    """
     config, splits, vae = load_run(run_dir)
     x = eval_split(config, splits, split)
+    bad = [i for i in posterior_examples if not 0 <= i < len(x)]
+    if bad:
+        raise ValueError(f"posterior examples {bad} are out of range: the {split} split has {len(x)} examples")
     pyro.set_rng_seed(seed)
     start = time.perf_counter()
     result = log_marginal_likelihood(
@@ -239,13 +267,31 @@ def evaluate_run(
         progress=progress,
         **method_options,
     )
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        kl = kl_per_dimension(vae.model, vae.guide, x)
+        activity = latent_activity(vae.guide, x)
     report = {
         **result.summary(),
+        **{f"ais_{key}": value for key, value in method_options.items() if method == "ais"},
+        "kl": kl.sum().item(),
+        "kl_per_dimension": kl.tolist(),
+        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+        "latent_activity": activity.tolist(),
         "dataset": config.dataset,
         "split": split,
         "seed": seed,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
+        "inference_data": INFERENCE_DATA_FILE,
     }
+    draws = {}
+    if posterior_examples:
+        chosen = list(posterior_examples)
+        resampled = importance_resampled_latents(
+            vae.model, vae.guide, x[chosen], num_draws=num_posterior_draws, num_samples=max(num_posterior_draws, 1000)
+        )
+        draws = {i: resampled[:, j] for j, i in enumerate(chosen)}
+    save_inference_data(result, os.path.join(run_dir, INFERENCE_DATA_FILE), latent_draws=draws, attrs=report)
     _write_json(report, os.path.join(run_dir, EVAL_FILE))
     return report
 
