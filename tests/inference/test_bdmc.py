@@ -9,19 +9,11 @@ from pyro_vae.linear_gaussian import LinearGaussian
 
 
 @pytest.fixture
-def simulated(float64_default):
+def simulated(float64):
     lg = LinearGaussian.random(data_dim=5, latent_dim=2, sigma=0.5, seed=0)
     pyro.set_rng_seed(0)
     data = simulate_from_model(lg.model, torch.zeros(30, 5))
     return lg, data.observed["x"], data.latents
-
-
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def test_simulation_separates_observed_and_latent_sites(simulated):

@@ -8,14 +8,6 @@ from inference.exact import exact_log_marginal
 from pyro_vae.linear_gaussian import LinearGaussian
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def test_linear_gaussian_uses_its_analytic_marginal(float64):
     lg = LinearGaussian.random(data_dim=4, latent_dim=2, sigma=0.3, seed=1)
     x = lg.sample(7, seed=2)

@@ -11,14 +11,6 @@ from pyro_vae.linear_gaussian import LinearGaussian
 
 
 @pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
 def linear_gaussian(float64):
     model = LinearGaussian.random(data_dim=5, latent_dim=2, sigma=0.5, seed=0)
     return model, model.sample(30, seed=1)

@@ -11,14 +11,6 @@ from pyro_vae.guides import GUIDES
 from pyro_vae.priors import PRIORS
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def test_components_are_registered():
     assert isinstance(PRIORS.build("bernoulli", latent_dim=3), BernoulliPrior)
     assert isinstance(PRIORS.build("concrete", latent_dim=3), ConcretePrior)
