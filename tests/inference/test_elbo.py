@@ -10,7 +10,7 @@ import pyro.distributions as dist
 
 import inference.elbo  # noqa: F401 (registers the ELBO estimators)
 from inference.estimators import estimator
-from tests.inference.test_iwae import (
+from .gradient_problem import (
     BATCH,
     DATA_DIM,
     GUIDE_PARAMS,
@@ -36,13 +36,6 @@ def closed_form_elbo(problem, p, kl_weight=1.0):
     expected_log_prior = -0.5 * LATENT_DIM * math.log(2 * math.pi) - 0.5 * (m.pow(2).sum(-1) + torch.trace(cov))
     entropy = 0.5 * LATENT_DIM * (1 + math.log(2 * math.pi)) + p["log_diag"].sum()
     return (expected_log_lik + kl_weight * (expected_log_prior + entropy)).sum()
-
-
-@pytest.fixture
-def problem(float64):
-    problem = LinearGaussianProblem()
-    problem.set_params(problem.mismatched)
-    return problem
 
 
 @pytest.mark.parametrize("kl_weight", [1.0, 0.5])

@@ -21,7 +21,7 @@ import inference.elbo  # noqa: F401 (registers the estimators)
 import inference.iwae  # noqa: F401
 from inference.estimators import estimator
 from inference.gradient_snr import gradient_snr
-from tests.inference.test_iwae import GUIDE_PARAMS, LinearGaussianProblem
+from .gradient_problem import GUIDE_PARAMS, LinearGaussianProblem
 
 X, MU0, M, S = 1.5, 0.3, -0.2, 0.8
 

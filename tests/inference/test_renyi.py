@@ -9,7 +9,7 @@ import pyro
 
 import inference.renyi  # noqa: F401 (registers the estimator)
 from inference.estimators import estimator
-from tests.inference.test_iwae import BATCH, GUIDE_PARAMS, MODEL_PARAMS, LinearGaussianProblem, deviations
+from .gradient_problem import BATCH, GUIDE_PARAMS, MODEL_PARAMS, deviations
 
 
 def renyi_bound(alpha):
@@ -17,13 +17,6 @@ def renyi_bound(alpha):
         return (torch.logsumexp((1 - alpha) * log_w, 1) - math.log(log_w.shape[1])) / (1 - alpha)
 
     return bound
-
-
-@pytest.fixture
-def problem(float64):
-    problem = LinearGaussianProblem()
-    problem.set_params(problem.mismatched)
-    return problem
 
 
 @pytest.mark.parametrize("alpha", [0.5, -0.5])

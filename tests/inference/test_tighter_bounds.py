@@ -10,7 +10,7 @@ import pyro
 import inference.elbo  # noqa: F401 (registers the estimators used below)
 import inference.tighter_bounds  # noqa: F401
 from inference.estimators import estimator
-from tests.inference.test_iwae import GUIDE_PARAMS, MODEL_PARAMS, LinearGaussianProblem, deviations, iwae_bound
+from .gradient_problem import GUIDE_PARAMS, MODEL_PARAMS, deviations, iwae_bound
 
 
 def miwae_bound(num_outer, num_inner):
@@ -26,13 +26,6 @@ def ciwae_bound(beta):
         return beta * log_w.mean(1) + (1 - beta) * iwae_bound(log_w)
 
     return bound
-
-
-@pytest.fixture
-def problem(float64):
-    problem = LinearGaussianProblem()
-    problem.set_params(problem.mismatched)
-    return problem
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,10 @@
+import pytest
+
+from .gradient_problem import LinearGaussianProblem
+
+
+@pytest.fixture
+def problem(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.mismatched)
+    return problem
