@@ -7,6 +7,7 @@ pyro-vae list
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -120,32 +121,8 @@ def _add_train(sub):
 
 
 def _train(args):
-    config = runs.RunConfig(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        num_test=args.num_test,
-        latent_dim=args.latent_dim,
-        hidden_sizes=args.hidden_sizes,
-        activation=args.activation,
-        network=args.network,
-        prior=args.prior,
-        likelihood=args.likelihood,
-        likelihood_scale=args.likelihood_scale,
-        guide=args.guide,
-        estimator=args.estimator,
-        num_particles=args.num_particles,
-        estimator_options=args.estimator_options,
-        kl_warmup_epochs=args.kl_warmup_epochs,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        clip_norm=args.clip_norm,
-        val_num_samples=args.val_num_samples,
-        seed=args.seed,
-    )
+    # Every RunConfig field has a training option of the same name.
+    config = runs.RunConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(runs.RunConfig)})
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     metrics = runs.read_metrics(args.out)
     last = metrics[-1]
@@ -228,9 +205,10 @@ def _evaluate(args):
         **ais_options,
     )
     print(json.dumps(runs.json_safe(report), indent=2))
+    draws = "chains" if report["method"] == "ais" else "samples"
     print(
         f"log p(x) ~ {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} ({report['method']}, "
-        f"{report['num_samples']} {'chains' if report['method'] == 'ais' else 'samples'} per example), ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats "
+        f"{report['num_samples']} {draws} per example), ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats "
         f"per example on {report['num_examples']} {report['split']} examples; {report['active_units']} active "
         f"units; per-example results in {os.path.join(args.run_dir, report['inference_data'])}"
     )
