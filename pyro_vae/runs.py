@@ -192,7 +192,8 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
     val_x = eval_split(config, splits, "val")
     val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
     vae = build_model(config, splits.train.shape[1], len(splits.train))
-    loss = estimator(config.estimator, num_particles=config.num_particles, **config.estimator_options)
+    options = {"max_plate_nesting": vae.max_plate_nesting, **config.estimator_options}
+    loss = estimator(config.estimator, num_particles=config.num_particles, **options)
 
     metrics_path = os.path.join(run_dir, METRICS_FILE)
     train(
@@ -264,6 +265,7 @@ def evaluate_run(
         method=method,
         data_batch_size=data_batch_size,
         particle_batch_size=particle_batch_size,
+        max_plate_nesting=vae.max_plate_nesting,
         progress=progress,
         **method_options,
     )

@@ -29,6 +29,9 @@ from .priors import PRIORS
 class VAE(PyroModule):
     """A VAE from its five components; see :func:`build_vae` to build one by names."""
 
+    #: The data plate is the only plate, so estimators need not guess the nesting by running the model.
+    max_plate_nesting = 1
+
     def __init__(self, prior, likelihood, guide_family, encoder, decoder, num_data: Optional[int] = None):
         super().__init__()
         self.prior = prior
