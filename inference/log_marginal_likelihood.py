@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .ais import annealed_importance_sampling, prior_proposal
-from .diagnostics import KHAT_BAD, pareto_khat
+from .diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from .exact import exact_log_marginal
 from .importance import per_example_log_weights
 
@@ -121,10 +121,9 @@ def _stderr_of_mean(values: torch.Tensor) -> float:
 def summarize_log_weights(log_w: torch.Tensor):
     """From ``(K, N)`` log weights: IWAE estimate, ELBO estimate, Monte Carlo standard error and ESS per column."""
     num_samples = log_w.shape[0]
-    log_sum_w = torch.logsumexp(log_w, 0)
-    log_px = log_sum_w - math.log(num_samples)
+    log_px = torch.logsumexp(log_w, 0) - math.log(num_samples)
     elbo = log_w.mean(0)
-    ess = torch.exp(2 * log_sum_w - torch.logsumexp(2 * log_w, 0))
+    ess = effective_sample_size(log_w)
     mc_stderr = ((num_samples / ess - 1).clamp(min=0) / num_samples).sqrt()
     return log_px, elbo, mc_stderr, ess
 
