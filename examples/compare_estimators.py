@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pyro_vae.runs import RunConfig, evaluate_run, read_metrics, train_run  # noqa: E402
 
-DEFAULT_METHODS = ["elbo:1", "elbo:5", "iwae:5", "iwae-dreg:5", "iwae-stl:5", "miwae:5"]
+DEFAULT_METHODS = ["elbo:1", "elbo:5", "iwae:5", "iwae-dreg:5", "iwae-stl:5", "ciwae:5"]
 
 
 def parse_method(text):
