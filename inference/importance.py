@@ -12,8 +12,12 @@ gives one estimate per data point. Log densities are the distributions' own ``lo
 **without** the plate's subsample scale (``N / B``) or any ``poutine.scale``: the scale is a property of a
 stochastic objective over minibatches, not of the density, and applying it inside a log-sum-exp (as Pyro's
 ``RenyiELBO`` does) distorts the weights.
+
+Gradient estimators need those log weights split into their parts (likelihood, prior, guide) and, depending on
+the estimator, with some gradient paths stopped: :func:`per_example_log_weight_parts` gives them all from one pass.
 """
 
+from contextlib import nullcontext
 from typing import NamedTuple, Optional
 
 import torch
@@ -22,6 +26,8 @@ import pyro
 import pyro.poutine as poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
+
+from .stop_gradient import DetachSamples, detached_values, stopped_guide_trace
 
 PARTICLE_PLATE = "particles"
 
@@ -33,6 +39,7 @@ class ImportanceTraces(NamedTuple):
     guide_trace: poutine.Trace
     particle_dim: int
     num_particles: int
+    model_trace_at_detached_z: Optional[poutine.Trace] = None
 
 
 def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
@@ -54,10 +61,14 @@ def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
     return max(dims, default=0)
 
 
-def vectorized_traces(model, guide, *args, num_particles=1, max_plate_nesting=None, **kwargs):
+def vectorized_traces(
+    model, guide, *args, num_particles=1, max_plate_nesting=None, model_at_detached_z=False, **kwargs
+):
     """Draw ``num_particles`` guide samples in one batched pass and replay the model on them.
 
-    The particle plate sits just left of the model's own plates, at ``dim = -(max_plate_nesting + 1)``.
+    The particle plate sits just left of the model's own plates, at ``dim = -(max_plate_nesting + 1)``. With
+    ``model_at_detached_z`` the model is replayed a second time on the guide's values detached (and the same
+    subsample), so its log density there has a gradient to the model's parameters only.
 
     :returns: :class:`ImportanceTraces`
     """
@@ -72,10 +83,18 @@ def vectorized_traces(model, guide, *args, num_particles=1, max_plate_nesting=No
 
         return vectorized
 
+    def replayed_model(guide_trace):
+        trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
+        return prune_subsample_sites(trace)
+
     guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
+    model_trace_at_detached_z = replayed_model(detached_values(guide_trace)) if model_at_detached_z else None
     return ImportanceTraces(
-        prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), particle_dim, num_particles
+        replayed_model(guide_trace),
+        prune_subsample_sites(guide_trace),
+        particle_dim,
+        num_particles,
+        model_trace_at_detached_z,
     )
 
 
@@ -179,3 +198,135 @@ def check_data_plate(traces: ImportanceTraces, data_plate: Optional[str]):
             "Pass data_plate=<the name of your plate over data points>, or data_plate=None for one joint "
             "estimate of the whole batch."
         )
+
+
+class LogWeightParts(NamedTuple):
+    r"""The parts of the log weights of ``K`` particles for ``B`` data points, each of shape ``(K, B)``, unscaled.
+
+    With KL weight ``beta`` (1 gives the true importance weight)::
+
+        log w_nk = log p(x_n | z_nk) + beta (log p(z_nk) - log q(z_nk | x_n))
+
+    ``log_guide_stopped`` and ``log_joint_at_detached_z`` are ``None`` unless requested from
+    :func:`per_example_log_weight_parts`.
+    """
+
+    log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
+    log_prior: torch.Tensor  # latent model sites: log p(z_nk)
+    log_guide: torch.Tensor  # every guide site: log q(z_nk | x_n)
+    log_guide_nonreparam: torch.Tensor  # guide sites without rsample (their only gradient is a score function)
+    log_guide_stopped: Optional[torch.Tensor]  # log q_sg(phi)(z_nk): guide parameters detached, gradient through z
+    log_joint_at_detached_z: Optional[torch.Tensor]  # log p(x_n | z) + beta log p(z) at z detached: model gradient
+    scale: float  # the data plate's subsample scale N / B
+    kl_weight: float  # beta
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """``log p(x | z) + beta (log p(z) - log q(z | x))``."""
+        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide)
+
+    @property
+    def log_weights_stopped(self) -> torch.Tensor:
+        """The log weights with the guide's parameters stopped in ``log q`` (the STL/DReG path derivative)."""
+        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide_stopped)
+
+
+def check_reparameterized(guide_trace, estimator_name):
+    """Raise a clear error when a latent guide site cannot be reparameterized (no ``rsample``, or enumerated)."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        if not site["fn"].has_rsample or site["infer"].get("enumerate"):
+            raise ValueError(
+                f"'{estimator_name}' needs reparameterized guide samples, but guide site '{name}' "
+                f"({type(site['fn']).__name__}) has no rsample. Use 'elbo' (which adds a score-function term for "
+                "non-reparameterizable sites), or give the guide a reparameterizable distribution."
+            )
+
+
+def per_example_log_weight_parts(
+    model,
+    guide,
+    args,
+    kwargs,
+    *,
+    num_particles=1,
+    max_plate_nesting=None,
+    data_plate="data",
+    kl_weight=1.0,
+    vectorize_particles=True,
+    detach_samples=False,
+    require_rsample=False,
+    stop_guide_parameters=False,
+    model_at_detached_z=False,
+    estimator_name="estimator",
+) -> LogWeightParts:
+    """Draw ``num_particles`` guide samples per data point in one batched pass and split the log weights into the
+    parts of :class:`LogWeightParts`.
+
+    :param bool vectorize_particles: ``False`` draws the particles one pass at a time (less memory, same result).
+    :param bool detach_samples: detach every latent value (see :class:`~inference.stop_gradient.DetachSamples`), so
+        the parts carry gradients only through distribution parameters: ``log p`` to the model, ``log q`` to the
+        guide.
+    :param bool require_rsample: refuse guide sites without ``rsample`` (naming ``estimator_name``).
+    :param bool stop_guide_parameters: also compute ``log_guide_stopped``.
+    :param bool model_at_detached_z: also compute ``log_joint_at_detached_z`` (the model replayed a second time).
+    """
+    if max_plate_nesting is None:
+        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
+    if not vectorize_particles and num_particles > 1:
+        options = dict(
+            max_plate_nesting=max_plate_nesting,
+            data_plate=data_plate,
+            kl_weight=kl_weight,
+            detach_samples=detach_samples,
+            require_rsample=require_rsample,
+            stop_guide_parameters=stop_guide_parameters,
+            model_at_detached_z=model_at_detached_z,
+            estimator_name=estimator_name,
+        )
+        draws = [per_example_log_weight_parts(model, guide, args, kwargs, **options) for _ in range(num_particles)]
+        tensors = [None if parts[0] is None else torch.cat(parts) for parts in zip(*(draw[:6] for draw in draws))]
+        return LogWeightParts(*tensors, draws[0].scale, kl_weight)
+
+    with DetachSamples() if detach_samples else nullcontext():
+        traces = vectorized_traces(
+            model,
+            guide,
+            *args,
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            model_at_detached_z=model_at_detached_z,
+            **kwargs,
+        )
+    check_data_plate(traces, data_plate)
+    if require_rsample:
+        check_reparameterized(traces.guide_trace, estimator_name)
+    log_guide = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
+
+    def log_prob(trace, sites=None):
+        if sites is not None and not any(site["type"] == "sample" and sites(site) for site in trace.nodes.values()):
+            return torch.zeros_like(log_guide)  # per_example_log_prob cannot tell the batch size from no sites
+        return per_example_log_prob(trace, traces.particle_dim, num_particles, data_plate, sites=sites)
+
+    def observed(site):
+        return site["is_observed"]
+
+    def latent(site):
+        return not site["is_observed"]
+
+    log_guide_stopped = log_prob(stopped_guide_trace(traces.guide_trace)) if stop_guide_parameters else None
+    log_joint_at_detached_z = None
+    if model_at_detached_z:
+        at_detached_z = traces.model_trace_at_detached_z
+        log_joint_at_detached_z = log_prob(at_detached_z, observed) + kl_weight * log_prob(at_detached_z, latent)
+    return LogWeightParts(
+        log_likelihood=log_prob(traces.model_trace, observed),
+        log_prior=log_prob(traces.model_trace, latent),
+        log_guide=log_guide,
+        log_guide_nonreparam=log_prob(traces.guide_trace, lambda site: not site["fn"].has_rsample),
+        log_guide_stopped=log_guide_stopped,
+        log_joint_at_detached_z=log_joint_at_detached_z,
+        scale=data_plate_scale(traces.model_trace, data_plate),
+        kl_weight=kl_weight,
+    )

@@ -13,206 +13,20 @@ The loss is ``-(N / |B|) sum_{n in B} L_K(x_n)``: the subsample scale multiplies
 from outside. (Pyro's :class:`~pyro.infer.RenyiELBO` applies it to the log weights inside the log-sum-exp, which
 changes the bound whenever ``|B| < N``.)
 
-This module also holds what every importance-weighted estimator here shares: :func:`importance_terms` computes the
-``K x B`` log densities in one vectorized pass, and :class:`ImportanceWeightedObjective` turns an estimator's
-per-example objective and surrogate into Pyro's :class:`~pyro.infer.ELBO` contract.
+This module also holds :class:`ImportanceWeightedObjective`, which turns an estimator's per-example objective and
+surrogate, computed from the ``K x B`` log densities of
+:func:`~inference.importance.per_example_log_weight_parts`, into Pyro's :class:`~pyro.infer.ELBO` contract.
 """
 
-import copy
 import math
-import weakref
-from typing import NamedTuple, Optional
 
 import torch
-from torch.distributions import Distribution
-from torch.distributions.transforms import Transform
 
-import pyro
-import pyro.poutine as poutine
 from pyro.infer import ELBO
-from pyro.poutine.util import prune_subsample_sites
 from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
-from .importance import PARTICLE_PLATE, data_plate_scale, guess_max_plate_nesting, per_example_log_prob
-
-
-class ImportanceTerms(NamedTuple):
-    """Log densities of ``K`` particles for ``B`` data points, each of shape ``(K, B)``, unscaled.
-
-    ``log_guide_stopped`` is ``log q`` at the reparameterized ``z`` with the guide's distribution parameters
-    detached (gradient only through ``z``); ``log_joint_at_detached_z`` is ``log p(x | z) + beta log p(z)`` at
-    ``z`` detached (gradient only through the model's parameters). Each is ``None`` unless requested.
-    """
-
-    log_likelihood: torch.Tensor
-    log_prior: torch.Tensor
-    log_guide: torch.Tensor
-    log_guide_stopped: Optional[torch.Tensor]
-    log_joint_at_detached_z: Optional[torch.Tensor]
-    scale: float
-    kl_weight: float
-
-    @property
-    def log_weights(self) -> torch.Tensor:
-        """``log p(x | z) + beta (log p(z) - log q(z | x))``."""
-        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide)
-
-    @property
-    def log_weights_stopped(self) -> torch.Tensor:
-        """The log weights with the guide's parameters stopped in ``log q`` (the STL/DReG path derivative)."""
-        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide_stopped)
-
-
-def detach_distribution_parameters(fn: Distribution) -> Distribution:
-    """A copy of ``fn`` whose parameters are detached, so ``log_prob(z)`` has a gradient only through ``z``.
-
-    Recurses through wrappers (``Independent``, masked, expanded, transformed distributions and their transforms);
-    caches that would carry the old parameters (a transform's cached inverse) are dropped.
-    """
-    if isinstance(fn, torch.nn.Module):
-        raise ValueError(
-            f"cannot detach the parameters of {type(fn).__name__}: it is an nn.Module (e.g. a normalizing flow), "
-            "whose parameters are read when it is called. Sticking-the-landing and DReG estimators need a guide "
-            "whose distributions hold their parameters as tensors; use 'iwae' or 'elbo' with this guide."
-        )
-    if torch.is_tensor(fn):
-        return fn.detach()
-    if isinstance(fn, weakref.ref):
-        return None  # a transform's cached inverse, rebuilt on demand from the detached copy
-    if isinstance(fn, (list, tuple)):
-        return type(fn)(detach_distribution_parameters(part) for part in fn)
-    if isinstance(fn, (Distribution, Transform)):
-        detached = copy.copy(fn)
-        for key, value in vars(fn).items():
-            if key == "_cached_x_y":
-                value = (None, None)  # the cached pre-image would carry the old parameters' graph
-            else:
-                value = detach_distribution_parameters(value)
-            object.__setattr__(detached, key, value)
-        return detached
-    return fn
-
-
-def _check_reparameterized(guide_trace, estimator_name):
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
-            continue
-        if not site["fn"].has_rsample or site["infer"].get("enumerate"):
-            raise ValueError(
-                f"'{estimator_name}' needs reparameterized guide samples, but guide site '{name}' "
-                f"({type(site['fn']).__name__}) has no rsample. Use 'elbo' (which adds a score-function term for "
-                "non-reparameterizable sites), or give the guide a reparameterizable distribution."
-            )
-
-
-def _stopped_guide_trace(guide_trace):
-    stopped = poutine.Trace()
-    for name, site in guide_trace.nodes.items():
-        if site["type"] == "sample":
-            site = dict(site, fn=detach_distribution_parameters(site["fn"]))
-            if site["fn"].log_prob(site["value"].detach()).requires_grad:
-                raise ValueError(
-                    f"guide site '{name}': its distribution {type(site['fn']).__name__} still depends on "
-                    "parameters after detaching (they are captured outside its tensor attributes), so "
-                    "sticking-the-landing / DReG cannot stop their gradient. Use 'iwae' or 'elbo' instead."
-                )
-        stopped.add_node(name, **site)
-    return stopped
-
-
-def _detached_values(guide_trace):
-    detached = poutine.Trace()
-    for name, site in guide_trace.nodes.items():
-        if site["type"] == "sample" and torch.is_tensor(site["value"]):
-            site = dict(site, value=site["value"].detach())
-        detached.add_node(name, **site)
-    return detached
-
-
-def importance_terms(
-    model,
-    guide,
-    args,
-    kwargs,
-    *,
-    num_particles,
-    max_plate_nesting,
-    data_plate="data",
-    kl_weight=1.0,
-    vectorize_particles=True,
-    stop_guide_parameters=False,
-    model_at_detached_z=False,
-    estimator_name="estimator",
-) -> ImportanceTerms:
-    """Run guide and model once with ``num_particles`` particles (one batched pass) and split the log densities.
-
-    With ``vectorize_particles=False`` the particles are drawn one pass at a time (less memory, same result).
-    """
-    if not vectorize_particles and num_particles > 1:
-        pieces = [
-            importance_terms(
-                model,
-                guide,
-                args,
-                kwargs,
-                num_particles=1,
-                max_plate_nesting=max_plate_nesting,
-                data_plate=data_plate,
-                kl_weight=kl_weight,
-                stop_guide_parameters=stop_guide_parameters,
-                model_at_detached_z=model_at_detached_z,
-                estimator_name=estimator_name,
-            )
-            for _ in range(num_particles)
-        ]
-        tensors = [
-            None if pieces[0][i] is None else torch.cat([piece[i] for piece in pieces])
-            for i in range(len(ImportanceTerms._fields) - 2)
-        ]
-        return ImportanceTerms(*tensors, pieces[0].scale, kl_weight)
-
-    particle_dim = -(max_plate_nesting + 1)
-
-    def vectorize(fn):
-        def vectorized(*args, **kwargs):
-            with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
-                return fn(*args, **kwargs)
-
-        return vectorized
-
-    raw_guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(vectorize(model), trace=raw_guide_trace)).get_trace(*args, **kwargs)
-    guide_trace = prune_subsample_sites(raw_guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    _check_reparameterized(guide_trace, estimator_name)
-
-    def log_prob(trace, sites=None):
-        return per_example_log_prob(trace, particle_dim, num_particles, data_plate, sites=sites)
-
-    def observed(site):
-        return site["is_observed"]
-
-    def latent(site):
-        return not site["is_observed"]
-
-    log_guide_stopped = log_prob(_stopped_guide_trace(guide_trace)) if stop_guide_parameters else None
-    log_joint_at_detached_z = None
-    if model_at_detached_z:
-        detached_trace = poutine.trace(
-            poutine.replay(vectorize(model), trace=_detached_values(raw_guide_trace))
-        ).get_trace(*args, **kwargs)
-        detached_trace = prune_subsample_sites(detached_trace)
-        log_joint_at_detached_z = log_prob(detached_trace, observed) + kl_weight * log_prob(detached_trace, latent)
-    return ImportanceTerms(
-        log_likelihood=log_prob(model_trace, observed),
-        log_prior=log_prob(model_trace, latent),
-        log_guide=log_prob(guide_trace),
-        log_guide_stopped=log_guide_stopped,
-        log_joint_at_detached_z=log_joint_at_detached_z,
-        scale=data_plate_scale(model_trace, data_plate),
-        kl_weight=kl_weight,
-    )
+from .importance import LogWeightParts, guess_max_plate_nesting, per_example_log_weight_parts
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -226,7 +40,7 @@ def normalized_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def split_model_and_guide_surrogate(
-    terms: ImportanceTerms, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
+    terms: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
 ) -> torch.Tensor:
     """A per-example surrogate whose model gradient and guide gradient follow two different objectives.
 
@@ -274,17 +88,19 @@ class ImportanceWeightedObjective(ELBO):
         self.kl_weight = kl_weight
         self.data_plate = data_plate
 
-    def per_example_objective(self, terms: ImportanceTerms):
+    def per_example_objective(self, terms: LogWeightParts):
         raise NotImplementedError
 
     def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(f"{type(self).__name__} draws its particles with importance_terms(), not traces")
+        raise NotImplementedError(
+            f"{type(self).__name__} draws its particles with per_example_log_weight_parts(), not traces"
+        )
 
-    def _terms(self, model, guide, args, kwargs) -> ImportanceTerms:
+    def _terms(self, model, guide, args, kwargs) -> LogWeightParts:
         if self.max_plate_nesting == float("inf"):
             with torch.no_grad():
                 self.max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-        return importance_terms(
+        return per_example_log_weight_parts(
             model,
             guide,
             args,
@@ -294,6 +110,7 @@ class ImportanceWeightedObjective(ELBO):
             data_plate=self.data_plate,
             kl_weight=self.kl_weight,
             vectorize_particles=self.vectorize_particles,
+            require_rsample=True,
             stop_guide_parameters=self.stop_guide_parameters,
             model_at_detached_z=self.model_at_detached_z,
             estimator_name=self.name,

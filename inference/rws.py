@@ -14,9 +14,10 @@ from .importance import (
     data_plate_scale,
     guess_max_plate_nesting,
     per_example_log_prob,
+    per_example_log_weight_parts,
     vectorized_traces,
 )
-from .score import check_kl_weight, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
+from .score import check_kl_weight, check_num_particles, value_with_gradient_of
 
 
 def observations_replaced(model_trace, args, kwargs):
@@ -122,10 +123,11 @@ class ReweightedWakeSleep(ELBO):
             guide,
             args,
             kwargs,
-            self.num_particles,
-            self.vectorize_particles,
-            self.max_plate_nesting,
-            self.data_plate,
+            num_particles=self.num_particles,
+            vectorize_particles=self.vectorize_particles,
+            max_plate_nesting=self.max_plate_nesting,
+            data_plate=self.data_plate,
+            kl_weight=self.kl_weight,
             detach_samples=True,
         )
         # weights for the model: q held fixed

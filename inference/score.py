@@ -1,105 +1,18 @@
-"""Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines.
-
-Also home to the pieces the other score-function estimators (:mod:`inference.vimco`, :mod:`inference.rws`) share:
-:class:`DetachSamples` and :func:`per_example_log_weight_parts`.
-"""
+"""Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines."""
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
 import pyro
 from pyro.infer.elbo import ELBO
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
-from .importance import check_data_plate, data_plate_scale, per_example_log_prob, vectorized_traces
+from .importance import per_example_log_weight_parts, vectorized_traces
 
 BASELINES = ("none", "average", "leave-one-out", "learned")
-
-
-class DetachSamples(Messenger):
-    """Cut the pathwise gradient of every latent sample: downstream code (the rest of the guide, and the model
-    replayed on the guide's trace) sees ``z.detach()``, so only score-function terms can carry gradient to the
-    guide. Used as a context manager *around* :func:`~inference.importance.vectorized_traces`, so the traces record
-    the detached values (post-processing runs from the outermost handler inwards)."""
-
-    def _pyro_post_sample(self, msg):
-        if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample) and torch.is_tensor(msg["value"]):
-            msg["value"] = msg["value"].detach()
-
-
-class LogWeightParts(NamedTuple):
-    """The pieces of ``log w_nk``, each of shape ``(num_particles, batch_size)``, unscaled."""
-
-    log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
-    log_prior: torch.Tensor  # latent model sites: log p(z_nk)
-    log_guide: torch.Tensor  # every guide site: log q(z_nk | x_n)
-    log_guide_nonreparam: torch.Tensor  # guide sites without rsample (their only gradient is a score function)
-    scale: float  # the data plate's subsample scale N / B
-
-    def log_weights(self, kl_weight=1.0) -> torch.Tensor:
-        """``log p(x | z) + beta * (log p(z) - log q(z | x))``; ``beta = 1`` gives the true importance weight."""
-        return self.log_likelihood + kl_weight * (self.log_prior - self.log_guide)
-
-
-def per_example_log_weight_parts(
-    model,
-    guide,
-    args,
-    kwargs,
-    num_particles=1,
-    vectorize_particles=True,
-    max_plate_nesting=None,
-    data_plate="data",
-    detach_samples=False,
-) -> LogWeightParts:
-    """Draw ``num_particles`` guide samples per data point (one batched pass, or a Python loop when
-    ``vectorize_particles=False``) and split the log weights into the parts of :class:`LogWeightParts`.
-
-    With ``detach_samples=True`` every latent value is detached (see :class:`DetachSamples`), so the parts carry
-    gradients only through distribution parameters: ``log p`` to the model, ``log q`` to the guide.
-    """
-    if not vectorize_particles and num_particles > 1:
-        draws = [
-            per_example_log_weight_parts(
-                model, guide, args, kwargs, 1, True, max_plate_nesting, data_plate, detach_samples
-            )
-            for _ in range(num_particles)
-        ]
-        parts = [torch.cat(tensors, 0) for tensors in zip(*(draw[:4] for draw in draws))]
-        return LogWeightParts(*parts, draws[0].scale)
-    with DetachSamples() if detach_samples else _no_handler():
-        traces = vectorized_traces(
-            model, guide, *args, num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs
-        )
-    check_data_plate(traces, data_plate)
-
-    log_guide = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
-
-    def log_prob(trace, sites):
-        if not any(site["type"] == "sample" and sites(site) for site in trace.nodes.values()):
-            return torch.zeros_like(log_guide)  # per_example_log_prob cannot tell the batch size from no sites
-        return per_example_log_prob(trace, traces.particle_dim, num_particles, data_plate, sites=sites)
-
-    return LogWeightParts(
-        log_likelihood=log_prob(traces.model_trace, lambda site: site["is_observed"]),
-        log_prior=log_prob(traces.model_trace, lambda site: not site["is_observed"]),
-        log_guide=log_guide,
-        log_guide_nonreparam=log_prob(traces.guide_trace, lambda site: not site["fn"].has_rsample),
-        scale=data_plate_scale(traces.model_trace, data_plate),
-    )
-
-
-class _no_handler:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -217,10 +130,11 @@ class ScoreFunctionELBO(ELBO):
             guide,
             args,
             kwargs,
-            self.num_particles,
-            self.vectorize_particles,
-            self.max_plate_nesting,
-            self.data_plate,
+            num_particles=self.num_particles,
+            vectorize_particles=self.vectorize_particles,
+            max_plate_nesting=self.max_plate_nesting,
+            data_plate=self.data_plate,
+            kl_weight=self.kl_weight,
             detach_samples=True,
         )
 
@@ -270,7 +184,7 @@ class ScoreFunctionELBO(ELBO):
         """The scaled negative ELBO estimate (float, no gradient)."""
         with torch.no_grad():
             parts = self._log_weight_parts(model, guide, args, kwargs)
-            loss = -parts.scale * parts.log_weights(self.kl_weight).mean(0).sum().item()
+            loss = -parts.scale * parts.log_weights.mean(0).sum().item()
         warn_if_nan(loss, "loss")
         return loss
 

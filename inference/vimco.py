@@ -8,8 +8,8 @@ from pyro.infer.elbo import ELBO
 from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
-from .importance import vectorized_traces
-from .score import check_kl_weight, check_num_particles, per_example_log_weight_parts, value_with_gradient_of
+from .importance import per_example_log_weight_parts, vectorized_traces
+from .score import check_kl_weight, check_num_particles, value_with_gradient_of
 
 
 def vimco_learning_signals(log_w: torch.Tensor) -> torch.Tensor:
@@ -87,16 +87,17 @@ class VIMCO(ELBO):
             guide,
             args,
             kwargs,
-            self.num_particles,
-            self.vectorize_particles,
-            self.max_plate_nesting,
-            self.data_plate,
+            num_particles=self.num_particles,
+            vectorize_particles=self.vectorize_particles,
+            max_plate_nesting=self.max_plate_nesting,
+            data_plate=self.data_plate,
+            kl_weight=self.kl_weight,
         )
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The scaled negative bound estimate, with the VIMCO gradient."""
         parts = self._log_weight_parts(model, guide, args, kwargs)
-        log_w = parts.log_weights(self.kl_weight)
+        log_w = parts.log_weights
         log_mean_w = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
         normalized_weights = torch.softmax(log_w.detach(), 0)
         signals = vimco_learning_signals(log_w.detach())
@@ -109,7 +110,7 @@ class VIMCO(ELBO):
         """The scaled negative bound estimate (float, no gradient)."""
         with torch.no_grad():
             parts = self._log_weight_parts(model, guide, args, kwargs)
-            log_mean_w = torch.logsumexp(parts.log_weights(self.kl_weight), 0) - math.log(self.num_particles)
+            log_mean_w = torch.logsumexp(parts.log_weights, 0) - math.log(self.num_particles)
             loss = -parts.scale * log_mean_w.sum().item()
         warn_if_nan(loss, "loss")
         return loss

@@ -13,7 +13,7 @@ import pyro.distributions as dist
 from pyro.infer import RenyiELBO
 
 from inference.estimators import estimator
-from inference.iwae import detach_distribution_parameters
+from inference.stop_gradient import detach_distribution_parameters
 
 from .gradient_problem import (
     BATCH,

@@ -1,0 +1,89 @@
+"""Stopping one gradient path through a particle ``z = g_phi(eps)`` while keeping the others.
+
+* :class:`DetachSamples` cuts the path through the sampled values while the program runs: the guide's later
+  sites and the model see ``z.detach()``, so ``log p`` and ``log q`` keep only their gradients through
+  distribution parameters (what score-function estimators need).
+* :func:`detached_values` does the same to a recorded trace, so the model can be replayed at ``z.detach()``:
+  ``log p(x, z)`` then has a gradient to ``theta`` only (DReG and PIWAE keep model and guide gradients apart so).
+* :func:`stopped_guide_trace` detaches the guide's distribution parameters instead, so ``log q_sg(phi)(z)`` has a
+  gradient through ``z`` only (sticking-the-landing and DReG).
+"""
+
+import copy
+import weakref
+
+import torch
+from torch.distributions import Distribution
+from torch.distributions.transforms import Transform
+
+import pyro.poutine as poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+
+
+class DetachSamples(Messenger):
+    """Cut the pathwise gradient of every latent sample: downstream code (the rest of the guide, and the model
+    replayed on the guide's trace) sees ``z.detach()``, so only score-function terms can carry gradient to the
+    guide. Used as a context manager *around* :func:`~inference.importance.vectorized_traces`, so the traces record
+    the detached values (post-processing runs from the outermost handler inwards)."""
+
+    def _pyro_post_sample(self, msg):
+        if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample) and torch.is_tensor(msg["value"]):
+            msg["value"] = msg["value"].detach()
+
+
+def detached_values(trace: poutine.Trace) -> poutine.Trace:
+    """A copy of ``trace`` whose sample values are detached, to replay a program at ``z.detach()``."""
+    detached = poutine.Trace()
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and torch.is_tensor(site["value"]):
+            site = dict(site, value=site["value"].detach())
+        detached.add_node(name, **site)
+    return detached
+
+
+def detach_distribution_parameters(fn: Distribution) -> Distribution:
+    """A copy of ``fn`` whose parameters are detached, so ``log_prob(z)`` has a gradient only through ``z``.
+
+    Recurses through wrappers (``Independent``, masked, expanded, transformed distributions and their transforms);
+    caches that would carry the old parameters (a transform's cached inverse) are dropped.
+    """
+    if isinstance(fn, torch.nn.Module):
+        raise ValueError(
+            f"cannot detach the parameters of {type(fn).__name__}: it is an nn.Module (e.g. a normalizing flow), "
+            "whose parameters are read when it is called. Sticking-the-landing and DReG estimators need a guide "
+            "whose distributions hold their parameters as tensors; use 'iwae' or 'elbo' with this guide."
+        )
+    if torch.is_tensor(fn):
+        return fn.detach()
+    if isinstance(fn, weakref.ref):
+        return None  # a transform's cached inverse, rebuilt on demand from the detached copy
+    if isinstance(fn, (list, tuple)):
+        return type(fn)(detach_distribution_parameters(part) for part in fn)
+    if isinstance(fn, (Distribution, Transform)):
+        detached = copy.copy(fn)
+        for key, value in vars(fn).items():
+            if key == "_cached_x_y":
+                value = (None, None)  # the cached pre-image would carry the old parameters' graph
+            else:
+                value = detach_distribution_parameters(value)
+            object.__setattr__(detached, key, value)
+        return detached
+    return fn
+
+
+def stopped_guide_trace(guide_trace: poutine.Trace) -> poutine.Trace:
+    """A copy of ``guide_trace`` whose sample sites' distributions have their parameters detached: the log density
+    ``log q_sg(phi)(z)`` it gives keeps its gradient through the (reparameterized) values ``z`` only."""
+    stopped = poutine.Trace()
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample":
+            site = dict(site, fn=detach_distribution_parameters(site["fn"]))
+            if site["fn"].log_prob(site["value"].detach()).requires_grad:
+                raise ValueError(
+                    f"guide site '{name}': its distribution {type(site['fn']).__name__} still depends on "
+                    "parameters after detaching (they are captured outside its tensor attributes), so "
+                    "sticking-the-landing / DReG cannot stop their gradient. Use 'iwae' or 'elbo' instead."
+                )
+        stopped.add_node(name, **site)
+    return stopped
