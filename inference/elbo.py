@@ -14,7 +14,7 @@ import pyro.infer
 from pyro.poutine.messenger import Messenger
 
 from .estimators import ESTIMATORS
-from .iwae import ImportanceWeightedObjective
+from .objective import ImportanceWeightedObjective, check_kl_weight
 
 
 class ScaleLatents(Messenger):
@@ -38,8 +38,7 @@ class _KLWeighted:
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
     ):
-        if not kl_weight >= 0:
-            raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight}")
+        check_kl_weight(kl_weight)
         super().__init__(
             num_particles=num_particles,
             max_plate_nesting=float("inf") if max_plate_nesting is None else max_plate_nesting,
@@ -110,7 +109,7 @@ class StickingTheLandingELBO(ImportanceWeightedObjective):
     unbiased for the ELBO gradient for any ``beta``; when ``q`` is the exact posterior (``beta = 1``) the remaining
     integrand ``d/dz (log p(x, z) - log q(z)) = d/dz log p(x) = 0``, so the guide gradient has zero variance.
     Needs reparameterizable guide sites whose distributions hold their parameters as tensors. Options as in
-    :class:`~inference.iwae.ImportanceWeightedObjective`; the subsample scale multiplies each data point's term.
+    :class:`~inference.objective.ImportanceWeightedObjective`; the subsample scale multiplies each data point's term.
 
     References:
         [1] G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
@@ -120,5 +119,8 @@ class StickingTheLandingELBO(ImportanceWeightedObjective):
     name = "elbo-stl"
     stop_guide_parameters = True
 
-    def per_example_objective(self, terms):
-        return terms.log_weights.mean(0), terms.log_weights_stopped.mean(0)
+    def per_example_objective(self, parts):
+        return parts.log_weights.mean(0)
+
+    def per_example_surrogate(self, parts):
+        return parts.log_weights_stopped.mean(0)

@@ -13,34 +13,18 @@ The loss is ``-(N / |B|) sum_{n in B} L_K(x_n)``: the subsample scale multiplies
 from outside. (Pyro's :class:`~pyro.infer.RenyiELBO` applies it to the log weights inside the log-sum-exp, which
 changes the bound whenever ``|B| < N``.)
 
-This module also holds :class:`ImportanceWeightedObjective`, which turns an estimator's per-example objective and
-surrogate, computed from the ``K x B`` log densities of
-:func:`~inference.importance.per_example_log_weight_parts`, into Pyro's :class:`~pyro.infer.ELBO` contract.
+Every estimator here follows the contract of :class:`~inference.objective.ImportanceWeightedObjective`.
 """
-
-import math
 
 import torch
 
-from pyro.infer import ELBO
-from pyro.util import warn_if_nan
-
 from .estimators import ESTIMATORS
-from .importance import LogWeightParts, guess_max_plate_nesting, per_example_log_weight_parts
-
-
-def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``log (1/K) sum_k exp(log_w_k)`` along ``dim``, computed stably."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
-
-
-def normalized_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Self-normalized importance weights ``w_k / sum_j w_j`` along ``dim``, detached."""
-    return torch.softmax(log_w.detach(), dim)
+from .importance import LogWeightParts
+from .objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
 
 
 def split_model_and_guide_surrogate(
-    terms: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
+    parts: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
 ) -> torch.Tensor:
     """A per-example surrogate whose model gradient and guide gradient follow two different objectives.
 
@@ -49,97 +33,8 @@ def split_model_and_guide_surrogate(
     ``guide_weights``) being cancelled by evaluating the model at detached ``z``. Parameters shared by model and
     guide receive both parts. Returns a ``(B,)`` tensor.
     """
-    log_p = terms.log_joint_at_detached_z
+    log_p = parts.log_joint_at_detached_z
     return (model_weights.detach() * log_p).sum(0) + guide_surrogate - (guide_weights.detach() * log_p).sum(0)
-
-
-class ImportanceWeightedObjective(ELBO):
-    """Base class: a per-example objective ``L(x_n)`` from ``K`` log weights, minibatch-scaled outside.
-
-    Subclasses implement :meth:`per_example_objective`, returning the ``(B,)`` objective values and a ``(B,)``
-    surrogate whose gradient is the estimator's gradient. The loss (what :class:`~pyro.infer.SVI` minimizes) is
-    ``-(N / |B|) sum_n L(x_n)``, and :meth:`differentiable_loss` has that value and the surrogate's gradient.
-
-    :param int num_particles: ``K``, particles per data point.
-    :param int max_plate_nesting: the model's plate nesting (guessed by running model and guide once if ``None``);
-        the particle plate goes just outside it.
-    :param bool vectorize_particles: draw all particles in one batched pass (default) or one pass each.
-    :param float kl_weight: ``beta`` multiplying ``log p(z) - log q(z | x)`` in every log weight (KL annealing;
-        may be changed between steps).
-    :param str data_plate: name of the plate over independent data points; ``None`` treats the batch as one point.
-    """
-
-    name = "importance-weighted"
-    stop_guide_parameters = False
-    model_at_detached_z = False
-
-    def __init__(
-        self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
-    ):
-        if int(num_particles) != num_particles or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive integer, got {num_particles}")
-        if not kl_weight >= 0:
-            raise ValueError(f"kl_weight must be a number >= 0, got {kl_weight}")
-        super().__init__(
-            num_particles=int(num_particles),
-            max_plate_nesting=float("inf") if max_plate_nesting is None else max_plate_nesting,
-        )
-        self.vectorize_particles = vectorize_particles
-        self.kl_weight = kl_weight
-        self.data_plate = data_plate
-
-    def per_example_objective(self, terms: LogWeightParts):
-        raise NotImplementedError
-
-    def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError(
-            f"{type(self).__name__} draws its particles with per_example_log_weight_parts(), not traces"
-        )
-
-    def _terms(self, model, guide, args, kwargs) -> LogWeightParts:
-        if self.max_plate_nesting == float("inf"):
-            with torch.no_grad():
-                self.max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-        return per_example_log_weight_parts(
-            model,
-            guide,
-            args,
-            kwargs,
-            num_particles=self.num_particles,
-            max_plate_nesting=self.max_plate_nesting,
-            data_plate=self.data_plate,
-            kl_weight=self.kl_weight,
-            vectorize_particles=self.vectorize_particles,
-            require_rsample=True,
-            stop_guide_parameters=self.stop_guide_parameters,
-            model_at_detached_z=self.model_at_detached_z,
-            estimator_name=self.name,
-        )
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        """The loss ``-(N / |B|) sum_n L(x_n)``, with the estimator's gradient."""
-        terms = self._terms(model, guide, args, kwargs)
-        objective, surrogate = self.per_example_objective(terms)
-        loss = -terms.scale * objective.sum()
-        surrogate_loss = -terms.scale * surrogate.sum()
-        warn_if_nan(loss, "loss")
-        return loss.detach() + (surrogate_loss - surrogate_loss.detach())
-
-    @torch.no_grad()
-    def loss(self, model, guide, *args, **kwargs):
-        """The loss as a float, without gradients."""
-        terms = self._terms(model, guide, args, kwargs)
-        objective, _ = self.per_example_objective(terms)
-        loss = -terms.scale * objective.sum().item()
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        """The loss as a float; accumulates the estimator's gradient into the parameters' ``.grad``."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
 
 
 @ESTIMATORS.register("iwae")
@@ -162,9 +57,8 @@ class IWAE(ImportanceWeightedObjective):
 
     name = "iwae"
 
-    def per_example_objective(self, terms):
-        objective = log_mean_exp(terms.log_weights)
-        return objective, objective
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
 
 
 @ESTIMATORS.register("iwae-stl")
@@ -190,8 +84,11 @@ class StickingTheLandingIWAE(ImportanceWeightedObjective):
     name = "iwae-stl"
     stop_guide_parameters = True
 
-    def per_example_objective(self, terms):
-        return log_mean_exp(terms.log_weights), log_mean_exp(terms.log_weights_stopped)
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+    def per_example_surrogate(self, parts):
+        return log_mean_exp(parts.log_weights_stopped)
 
 
 @ESTIMATORS.register("iwae-dreg")
@@ -217,10 +114,11 @@ class DReGIWAE(ImportanceWeightedObjective):
     stop_guide_parameters = True
     model_at_detached_z = True
 
-    def per_example_objective(self, terms):
-        log_w = terms.log_weights
-        wbar = normalized_weights(log_w)
-        guide_weights = (1 - terms.kl_weight) * wbar + terms.kl_weight * wbar**2
-        guide_surrogate = (guide_weights * terms.log_weights_stopped).sum(0)
-        surrogate = split_model_and_guide_surrogate(terms, wbar, guide_surrogate, guide_weights)
-        return log_mean_exp(log_w), surrogate
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+    def per_example_surrogate(self, parts):
+        wbar = normalized_weights(parts.log_weights)
+        guide_weights = (1 - parts.kl_weight) * wbar + parts.kl_weight * wbar**2
+        guide_surrogate = (guide_weights * parts.log_weights_stopped).sum(0)
+        return split_model_and_guide_surrogate(parts, wbar, guide_surrogate, guide_weights)

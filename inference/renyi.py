@@ -11,7 +11,7 @@ ELBO, as the limit), decreasing in ``alpha``; ``alpha = 0`` is the IWAE bound an
 """
 
 from .estimators import ESTIMATORS
-from .iwae import ImportanceWeightedObjective, log_mean_exp
+from .objective import ImportanceWeightedObjective, log_mean_exp
 
 
 @ESTIMATORS.register("renyi")
@@ -27,7 +27,7 @@ class RenyiBound(ImportanceWeightedObjective):
 
     :param float alpha: the order; ``0`` gives IWAE, ``1`` the ELBO (as a limit); default 0.5.
     :param num_particles, max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.iwae.ImportanceWeightedObjective`.
+        :class:`~inference.objective.ImportanceWeightedObjective`.
 
     References:
         [1] Y. Li, R. E. Turner. Renyi Divergence Variational Inference. NeurIPS 2016.
@@ -39,10 +39,8 @@ class RenyiBound(ImportanceWeightedObjective):
         super().__init__(num_particles=num_particles, **options)
         self.alpha = float(alpha)
 
-    def per_example_objective(self, terms):
-        log_w = terms.log_weights
+    def per_example_objective(self, parts):
+        log_w = parts.log_weights
         if self.alpha == 1:
-            objective = log_w.mean(0)
-        else:
-            objective = log_mean_exp((1 - self.alpha) * log_w) / (1 - self.alpha)
-        return objective, objective
+            return log_w.mean(0)
+        return log_mean_exp((1 - self.alpha) * log_w) / (1 - self.alpha)

@@ -1,23 +1,13 @@
 """Reweighted wake-sleep, per data point and with minibatches."""
 
-import math
-
 import torch
 
 import pyro.poutine as poutine
-from pyro.infer.elbo import ELBO
 from pyro.poutine.util import prune_subsample_sites
-from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
-from .importance import (
-    data_plate_scale,
-    guess_max_plate_nesting,
-    per_example_log_prob,
-    per_example_log_weight_parts,
-    vectorized_traces,
-)
-from .score import check_kl_weight, check_num_particles, value_with_gradient_of
+from .importance import data_plate_scale, per_example_log_prob
+from .objective import ImportanceWeightedObjective, check_num_particles, log_mean_exp, normalized_weights
 
 
 def observations_replaced(model_trace, args, kwargs):
@@ -49,7 +39,7 @@ def observations_replaced(model_trace, args, kwargs):
 
 
 @ESTIMATORS.register("rws")
-class ReweightedWakeSleep(ELBO):
+class ReweightedWakeSleep(ImportanceWeightedObjective):
     r"""Reweighted wake-sleep (Bornschein & Bengio 2015; Le et al. 2019), with one importance-weighted estimate per
     data point.
 
@@ -90,6 +80,10 @@ class ReweightedWakeSleep(ELBO):
             Models with Stochastic Control Flow. UAI 2019.
     """
 
+    name = "rws"
+    require_rsample = False
+    detach_samples = True  # every gradient here is a weighted log density, none pathwise
+
     def __init__(
         self,
         num_particles=5,
@@ -101,48 +95,24 @@ class ReweightedWakeSleep(ELBO):
         sleep_args=None,
     ):
         check_num_particles(num_particles, 2, "the weights are self-normalized")
-        check_kl_weight(kl_weight)
         if not 0 <= insomnia <= 1:
             raise ValueError(f"insomnia (the weight of wake-phi against sleep-phi) must be in [0, 1]; got {insomnia}")
-        super().__init__(num_particles=num_particles, vectorize_particles=False)
-        self.vectorize_particles = vectorize_particles
-        self.max_plate_nesting = max_plate_nesting
+        super().__init__(
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=vectorize_particles,
+            kl_weight=kl_weight,
+            data_plate=data_plate,
+        )
         self.insomnia = insomnia
-        self.kl_weight = kl_weight
-        self.data_plate = data_plate
         self.sleep_args = sleep_args or observations_replaced
 
-    def _get_trace(self, model, guide, args, kwargs):
-        traces = vectorized_traces(model, guide, *args, max_plate_nesting=self.max_plate_nesting, **kwargs)
-        return traces.model_trace, traces.guide_trace
-
-    def _wake_losses(self, model, guide, args, kwargs):
-        """Scaled wake-theta loss (minus the bound) and wake-phi loss, from one set of particles."""
-        parts = per_example_log_weight_parts(
-            model,
-            guide,
-            args,
-            kwargs,
-            num_particles=self.num_particles,
-            vectorize_particles=self.vectorize_particles,
-            max_plate_nesting=self.max_plate_nesting,
-            data_plate=self.data_plate,
-            kl_weight=self.kl_weight,
-            detach_samples=True,
-        )
-        # weights for the model: q held fixed
-        log_w = parts.log_likelihood + self.kl_weight * (parts.log_prior - parts.log_guide.detach())
-        log_mean_w = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
-        wake_theta = -parts.scale * log_mean_w.sum()
-        normalized_weights = torch.softmax(log_w.detach(), 0)
-        wake_phi = -parts.scale * (normalized_weights * parts.log_guide).sum()
-        return wake_theta, wake_phi
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
 
     def _sleep_loss(self, model, guide, args, kwargs):
         """Scaled sleep-phi loss ``-(N / B) sum_n log q(z_n | x_n)`` with ``(z_n, x_n) ~ p(z, x)``."""
-        max_plate_nesting = self.max_plate_nesting
-        if max_plate_nesting is None:
-            max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
+        max_plate_nesting = self._max_plate_nesting(model, guide, args, kwargs)
         with torch.no_grad():
             model_trace = poutine.trace(poutine.uncondition(model)).get_trace(*args, **kwargs)
         guide_args, guide_kwargs = self.sleep_args(model_trace, args, kwargs)
@@ -153,24 +123,15 @@ class ReweightedWakeSleep(ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """Value: the scaled negative bound; gradient: wake-theta for the model plus the guide's wake/sleep mix."""
-        wake_theta, wake_phi = self._wake_losses(model, guide, args, kwargs)
-        guide_loss = self.insomnia * wake_phi if self.insomnia > 0 else 0.0
+        parts = self.log_weight_parts(model, guide, args, kwargs)
+        # weights for the model: q held fixed
+        log_w = parts.log_likelihood + self.kl_weight * (parts.log_prior - parts.log_guide.detach())
+        wake_theta = log_mean_exp(log_w)
+        surrogate = wake_theta
+        if self.insomnia > 0:
+            wake_phi = (normalized_weights(log_w) * parts.log_guide).sum(0)
+            surrogate = surrogate + self.insomnia * wake_phi
+        sleep_loss = 0.0
         if self.insomnia < 1:
-            guide_loss = guide_loss + (1 - self.insomnia) * self._sleep_loss(model, guide, args, kwargs)
-        loss = value_with_gradient_of(wake_theta, wake_theta + guide_loss)
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss(self, model, guide, *args, **kwargs):
-        """The scaled negative bound estimate (float, no gradient)."""
-        with torch.no_grad():
-            wake_theta, _ = self._wake_losses(model, guide, args, kwargs)
-        loss = wake_theta.item()
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+            sleep_loss = (1 - self.insomnia) * self._sleep_loss(model, guide, args, kwargs)
+        return self.minibatch_loss(parts, wake_theta, surrogate, sleep_loss)

@@ -1,23 +1,15 @@
 """Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines."""
 
-import math
 from typing import Optional
 
 import torch
 
 import pyro
-from pyro.infer.elbo import ELBO
-from pyro.util import warn_if_nan
 
 from .estimators import ESTIMATORS
-from .importance import per_example_log_weight_parts, vectorized_traces
+from .objective import ImportanceWeightedObjective, check_num_particles
 
 BASELINES = ("none", "average", "leave-one-out", "learned")
-
-
-def value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """A tensor whose value is ``value`` and whose gradient is that of ``surrogate``."""
-    return value.detach() + (surrogate - surrogate.detach())
 
 
 def leave_one_out_mean(values: torch.Tensor) -> torch.Tensor:
@@ -26,18 +18,8 @@ def leave_one_out_mean(values: torch.Tensor) -> torch.Tensor:
     return (values.sum(0, keepdim=True) - values) / (num_particles - 1)
 
 
-def check_num_particles(num_particles, minimum, reason):
-    if not isinstance(num_particles, int) or num_particles < minimum:
-        raise ValueError(f"num_particles must be an integer >= {minimum} ({reason}); got {num_particles!r}")
-
-
-def check_kl_weight(kl_weight):
-    if not (isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0):
-        raise ValueError(f"kl_weight must be a finite number >= 0; got {kl_weight!r}")
-
-
 @ESTIMATORS.register("score")
-class ScoreFunctionELBO(ELBO):
+class ScoreFunctionELBO(ImportanceWeightedObjective):
     r"""The ELBO with score-function (REINFORCE) gradients for *every* guide site, reparameterizable or not, so
     their variance can be compared with the pathwise estimator's.
 
@@ -91,6 +73,10 @@ class ScoreFunctionELBO(ELBO):
         [4] W. Kool, H. van Hoof, M. Welling. Buy 4 REINFORCE Samples, Get a Baseline for Free! ICLR workshop 2019.
     """
 
+    name = "score"
+    require_rsample = False
+    detach_samples = True  # no pathwise gradient: log p and log q keep only their parameters' gradients
+
     def __init__(
         self,
         num_particles=1,
@@ -105,38 +91,24 @@ class ScoreFunctionELBO(ELBO):
         if baseline not in BASELINES:
             raise ValueError(f"unknown baseline '{baseline}'; choose one of {', '.join(BASELINES)}")
         check_num_particles(num_particles, 2 if baseline == "leave-one-out" else 1, f"baseline='{baseline}'")
-        check_kl_weight(kl_weight)
         if not 0 <= baseline_decay < 1:
             raise ValueError(f"baseline_decay must be in [0, 1); got {baseline_decay}")
         if baseline_net is not None and baseline != "learned":
             raise ValueError("baseline_net is only used with baseline='learned'; pass both or neither")
-        super().__init__(num_particles=num_particles, vectorize_particles=False)
-        self.vectorize_particles = vectorize_particles
-        self.max_plate_nesting = max_plate_nesting
-        self.kl_weight = kl_weight
+        super().__init__(
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=vectorize_particles,
+            kl_weight=kl_weight,
+            data_plate=data_plate,
+        )
         self.baseline = baseline
         self.baseline_decay = baseline_decay
         self.baseline_net = baseline_net
-        self.data_plate = data_plate
         self.average_learning_signal = None  # state of the "average" baseline
 
-    def _get_trace(self, model, guide, args, kwargs):
-        traces = vectorized_traces(model, guide, *args, max_plate_nesting=self.max_plate_nesting, **kwargs)
-        return traces.model_trace, traces.guide_trace
-
-    def _log_weight_parts(self, model, guide, args, kwargs):
-        return per_example_log_weight_parts(
-            model,
-            guide,
-            args,
-            kwargs,
-            num_particles=self.num_particles,
-            vectorize_particles=self.vectorize_particles,
-            max_plate_nesting=self.max_plate_nesting,
-            data_plate=self.data_plate,
-            kl_weight=self.kl_weight,
-            detach_samples=True,
-        )
+    def per_example_objective(self, parts):
+        return parts.log_weights.mean(0)
 
     def _learned_baseline(self, args, batch_size) -> torch.Tensor:
         if self.baseline_net is None:
@@ -153,7 +125,7 @@ class ScoreFunctionELBO(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The scaled negative ELBO estimate, with the score-function gradient (plus the learned baseline's
         squared-error gradient)."""
-        parts = self._log_weight_parts(model, guide, args, kwargs)
+        parts = self.log_weight_parts(model, guide, args, kwargs)
         # f_n(z_nk) with gradients to the model only: the direct -beta * grad log q term has expectation zero
         signal = parts.log_likelihood + self.kl_weight * (parts.log_prior - parts.log_guide.detach())
         baseline_loss = 0.0
@@ -174,22 +146,4 @@ class ScoreFunctionELBO(ELBO):
             baseline_loss = (signal.detach() - baseline).pow(2).mean()
             baseline = baseline.detach()
         surrogate = signal + (signal.detach() - baseline) * parts.log_guide
-        elbo = parts.scale * signal.mean(0).sum()
-        surrogate_elbo = parts.scale * surrogate.mean(0).sum()
-        loss = value_with_gradient_of(-elbo, -surrogate_elbo + baseline_loss)
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss(self, model, guide, *args, **kwargs):
-        """The scaled negative ELBO estimate (float, no gradient)."""
-        with torch.no_grad():
-            parts = self._log_weight_parts(model, guide, args, kwargs)
-            loss = -parts.scale * parts.log_weights.mean(0).sum().item()
-        warn_if_nan(loss, "loss")
-        return loss
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+        return self.minibatch_loss(parts, signal.mean(0), surrogate.mean(0), baseline_loss)

@@ -15,7 +15,8 @@ References:
 """
 
 from .estimators import ESTIMATORS
-from .iwae import ImportanceWeightedObjective, log_mean_exp, normalized_weights, split_model_and_guide_surrogate
+from .iwae import split_model_and_guide_surrogate
+from .objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
 
 
 def _groups(log_w, num_inner):
@@ -34,7 +35,7 @@ class MIWAE(ImportanceWeightedObjective):
     :param int num_particles: ``K``, draws inside each log-mean-exp.
     :param int num_outer: ``M``, independent groups averaged (``M x K`` draws per data point in one pass).
     :param max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.iwae.ImportanceWeightedObjective`.
+        :class:`~inference.objective.ImportanceWeightedObjective`.
     """
 
     name = "miwae"
@@ -46,9 +47,8 @@ class MIWAE(ImportanceWeightedObjective):
         self.num_inner = int(num_particles)
         self.num_outer = int(num_outer)
 
-    def per_example_objective(self, terms):
-        objective = log_mean_exp(_groups(terms.log_weights, self.num_inner), 1).mean(0)
-        return objective, objective
+    def per_example_objective(self, parts):
+        return log_mean_exp(_groups(parts.log_weights, self.num_inner), 1).mean(0)
 
 
 @ESTIMATORS.register("ciwae")
@@ -60,7 +60,7 @@ class CIWAE(ImportanceWeightedObjective):
 
     :param float beta: the ELBO's share, in ``[0, 1]`` (not the KL weight, which is ``kl_weight``).
     :param num_particles, max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.iwae.ImportanceWeightedObjective`.
+        :class:`~inference.objective.ImportanceWeightedObjective`.
     """
 
     name = "ciwae"
@@ -71,10 +71,9 @@ class CIWAE(ImportanceWeightedObjective):
         super().__init__(num_particles=num_particles, **options)
         self.beta = float(beta)
 
-    def per_example_objective(self, terms):
-        log_w = terms.log_weights
-        objective = self.beta * log_w.mean(0) + (1 - self.beta) * log_mean_exp(log_w)
-        return objective, objective
+    def per_example_objective(self, parts):
+        log_w = parts.log_weights
+        return self.beta * log_w.mean(0) + (1 - self.beta) * log_mean_exp(log_w)
 
 
 @ESTIMATORS.register("piwae")
@@ -93,7 +92,7 @@ class PIWAE(ImportanceWeightedObjective):
     :param int num_particles: ``S``, draws per data point (the model's IWAE).
     :param int num_inner: ``K``, draws per group in the guide's MIWAE; must divide ``num_particles``.
     :param max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.iwae.ImportanceWeightedObjective`.
+        :class:`~inference.objective.ImportanceWeightedObjective`.
     """
 
     name = "piwae"
@@ -107,10 +106,12 @@ class PIWAE(ImportanceWeightedObjective):
         super().__init__(num_particles=num_particles, **options)
         self.num_inner = int(num_inner)
 
-    def per_example_objective(self, terms):
-        log_w = terms.log_weights
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+    def per_example_surrogate(self, parts):
+        log_w = parts.log_weights
         grouped = _groups(log_w, self.num_inner)
         guide_objective = log_mean_exp(grouped, 1).mean(0)
         guide_weights = (normalized_weights(grouped, 1) / grouped.shape[0]).reshape(log_w.shape)
-        surrogate = split_model_and_guide_surrogate(terms, normalized_weights(log_w), guide_objective, guide_weights)
-        return log_mean_exp(log_w), surrogate
+        return split_model_and_guide_surrogate(parts, normalized_weights(log_w), guide_objective, guide_weights)
