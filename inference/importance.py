@@ -286,8 +286,12 @@ def per_example_log_weight_parts(
             estimator_name=estimator_name,
         )
         draws = [per_example_log_weight_parts(model, guide, args, kwargs, **options) for _ in range(num_particles)]
-        tensors = [None if parts[0] is None else torch.cat(parts) for parts in zip(*(draw[:6] for draw in draws))]
-        return LogWeightParts(*tensors, draws[0].scale, kl_weight)
+        concatenated = {
+            name: torch.cat([getattr(draw, name) for draw in draws])
+            for name, value in draws[0]._asdict().items()
+            if torch.is_tensor(value)
+        }
+        return draws[0]._replace(**concatenated)
 
     with DetachSamples() if detach_samples else nullcontext():
         traces = vectorized_traces(
