@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .ais import annealed_importance_sampling, prior_proposal
 from .diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from .exact import exact_log_marginal
-from .importance import per_example_log_weights
+from .importance import guess_max_plate_nesting, per_example_log_weights
 
 METHODS = ("is", "is-prior", "ais", "exact")
 
@@ -233,6 +233,9 @@ def log_marginal_likelihood(
         n = _num_data(args)
         spans = [(start, min(start + data_batch_size, n)) for start in range(0, n, data_batch_size)]
     proposal_guide = prior_proposal(model) if method == "is-prior" else guide
+    if max_plate_nesting is None:  # once here, not once per chunk
+        first = args if spans[0][1] is None else _split_args(args, *spans[0])
+        max_plate_nesting = guess_max_plate_nesting(model, proposal_guide, *first, **kwargs)
     results = []
     for start, stop in tqdm(spans, desc=f"log p(x), {method}", disable=not progress, leave=False):
         chunk_args = args if stop is None else _split_args(args, start, stop)
