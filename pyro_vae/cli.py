@@ -136,8 +136,10 @@ def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate",
         help="estimate held-out log p(x) of a trained run",
-        description="Importance-weighted estimate of log p(x) per example (and the ELBO from the same draws) on a "
-        "split of a trained run; writes eval.json into the run folder and prints it.",
+        description="Estimate log p(x) of every example of a split of a trained run (importance sampling, AIS or "
+        "exact), with the ELBO from the same draws, KL(q(z|x) || p(z)) per latent dimension and the active units. "
+        "Writes eval.json (summary) and eval.nc (per-example estimates, ESS, Pareto k-hat and posterior draws, "
+        "for arviz) into the run folder, and prints the summary.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", help="run folder written by `pyro-vae train`")
