@@ -284,6 +284,7 @@ def evaluate_run(
         "split": split,
         "seed": seed,
         "seconds": seconds,
+        **_generating_model_reference(splits, x),
         "inference_data": INFERENCE_DATA_FILE,
     }
     draws = {}
@@ -296,6 +297,13 @@ def evaluate_run(
     save_inference_data(result, os.path.join(run_dir, INFERENCE_DATA_FILE), latent_draws=draws, attrs=report)
     _write_json(report, os.path.join(run_dir, EVAL_FILE))
     return report
+
+
+def _generating_model_reference(splits, x) -> dict:
+    """For synthetic data, the exact log p(x) under the model that generated it: the mark a fit aims at."""
+    if splits.source is None:
+        return {}
+    return {"generating_model_log_px": splits.source.log_marginal(x.to(splits.source.weight)).mean().item()}
 
 
 def _image_grid(flat: torch.Tensor, image_shape, nrow: int, upscale: int):

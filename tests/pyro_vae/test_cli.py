@@ -86,6 +86,21 @@ def test_resume_continues_to_more_epochs(tmp_path):
         assert [m["epoch"] for m in json.load(f)] == [1, 2, 3, 4]
 
 
+def test_synthetic_data_reports_the_generating_models_exact_log_px(tmp_path):
+    from pyro_vae.data import load_dataset
+
+    out = str(tmp_path / "lg")
+    args = ["--dataset", "linear-gaussian", "--likelihood", "gaussian", "--num-train", "500", "--num-test", "50"]
+    assert main(["train", *args, "--epochs", "2", "--latent-dim", "2", "--out", out, "--no-progress"]) == 0
+    assert main(["evaluate", out, "--num-samples", "50", "--posterior-examples", "--no-progress"]) == 0
+    with open(os.path.join(out, "eval.json")) as f:
+        report = json.load(f)
+    splits = load_dataset("linear-gaussian", seed=0, num_test=50)
+    exact = splits.source.log_marginal(splits.test).mean().item()
+    assert report["generating_model_log_px"] == pytest.approx(exact, rel=1e-6)
+    assert report["log_px"] < exact  # two epochs from scratch are far from the generating model
+
+
 def test_errors_name_the_problem_and_the_fix(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "pyro-vae train" in capsys.readouterr().err
