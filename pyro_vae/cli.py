@@ -81,6 +81,9 @@ def _add_train(sub):
     g.add_argument("--activation", default=d.activation, choices=sorted(ACTIVATIONS), help="hidden activation")
     g.add_argument("--network", default=d.network, choices=NETWORKS.names(), help="encoder/decoder network")
     g.add_argument("--prior", default=d.prior, choices=PRIORS.names(), help="prior p(z)")
+    g.add_argument(
+        "--prior-options", type=_json_dict, default={}, help="prior options as JSON, e.g. '{\"learned\": true}'"
+    )
     g.add_argument("--likelihood", default=d.likelihood, choices=LIKELIHOODS.names(), help="likelihood p(x|z)")
     g.add_argument(
         "--likelihood-scale",
@@ -88,6 +91,9 @@ def _add_train(sub):
         help="Gaussian likelihood's scale: a positive number (fixed) or 'learned'",
     )
     g.add_argument("--guide", default=d.guide, choices=GUIDES.names(), help="guide family q(z|x)")
+    g.add_argument(
+        "--guide-options", type=_json_dict, default={}, help="guide options as JSON, e.g. '{\"temperature\": 0.3}'"
+    )
     g = p.add_argument_group("training")
     g.add_argument("--estimator", default=d.estimator, choices=estimator_names(), help="gradient estimator")
     g.add_argument("--num-particles", type=_positive_int, default=d.num_particles, help="particles K per example")

@@ -54,9 +54,11 @@ class RunConfig:
     activation: str = "tanh"
     network: str = "mlp"
     prior: str = "normal"
+    prior_options: dict = field(default_factory=dict)
     likelihood: str = "bernoulli"
     likelihood_scale: str = "learned"
     guide: str = "diagonal-normal"
+    guide_options: dict = field(default_factory=dict)
     estimator: str = "elbo"
     num_particles: int = 1
     estimator_options: dict = field(default_factory=dict)
@@ -157,7 +159,9 @@ def build_model(config: RunConfig, data_dim: int, num_data: int) -> VAE:
         likelihood=config.likelihood,
         guide=config.guide,
         num_data=num_data,
+        prior_options=config.prior_options,
         likelihood_options=_likelihood_options(config),
+        guide_options=config.guide_options,
     )
 
 

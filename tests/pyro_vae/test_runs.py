@@ -22,3 +22,16 @@ def test_config_round_trips_and_rejects_unknown_keys():
         assert "latent_dimm" in str(e)
     else:
         raise AssertionError("an unknown key must be an error")
+
+
+def test_component_options_reach_the_components(tmp_path):
+    from pyro_vae.runs import load_run, train_run
+
+    config = RunConfig(
+        prior="bernoulli", prior_options={"learned": True}, guide="concrete", guide_options={"temperature": 0.3},
+        latent_dim=3, hidden_sizes=(8,), epochs=1, num_train=200,
+    )
+    train_run(config, str(tmp_path / "run"), progress=False)
+    _, _, vae = load_run(str(tmp_path / "run"))
+    assert vae.guide_family.temperature == 0.3
+    assert any(name.startswith("prior.") for name, _ in vae.named_parameters())  # the learned prior's logits
