@@ -23,9 +23,9 @@ CONFIGS = {
 
 
 def run_one(num_examples, num_samples, options):
+    import pyro
     import torch
 
-    import pyro
     from inference import log_marginal_likelihood
     from pyro_vae import build_vae
 
@@ -53,9 +53,19 @@ def main():
     rows = {}
     for name in CONFIGS:
         out = subprocess.run(
-            [sys.executable, __file__, "--num-examples", str(args.num_examples), "--num-samples",
-             str(args.num_samples), "--child", name],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--num-examples",
+                str(args.num_examples),
+                "--num-samples",
+                str(args.num_samples),
+                "--child",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         rows[name] = json.loads(out.strip().splitlines()[-1])
     reference = rows[next(iter(CONFIGS))]
@@ -63,8 +73,10 @@ def main():
     print(f"{'configuration':<44} {'s':>7} {'peak MiB':>9} {'extra MiB':>10} {'extra / first':>14} {'log p(x)':>9}")
     for name, row in rows.items():
         ratio = row["extra_mib"] / reference["extra_mib"]
-        print(f"{name:<44} {row['seconds']:>7.1f} {row['peak_mib']:>9.0f} {row['extra_mib']:>10.0f} "
-              f"{ratio:>14.2f} {row['log_px']:>9.2f}")
+        print(
+            f"{name:<44} {row['seconds']:>7.1f} {row['peak_mib']:>9.0f} {row['extra_mib']:>10.0f} "
+            f"{ratio:>14.2f} {row['log_px']:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

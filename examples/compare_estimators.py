@@ -70,8 +70,13 @@ def write_report(rows, out):
     labels = [f"{r['estimator']}\nK={r['k']}" for r in rows]
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.5))
     xs = range(len(rows))
-    ax.errorbar(xs, [r["log_px"] for r in rows], yerr=[2 * r["log_px_mc_stderr"] for r in rows], fmt="o",
-                label="log p(x) (IS, ±2 MC s.e.)")
+    ax.errorbar(
+        xs,
+        [r["log_px"] for r in rows],
+        yerr=[2 * r["log_px_mc_stderr"] for r in rows],
+        fmt="o",
+        label="log p(x) (IS, ±2 MC s.e.)",
+    )
     ax.plot(xs, [r["elbo"] for r in rows], "s", label="ELBO")
     ax.set_xticks(list(xs), labels)
     ax.set_ylabel("nats per test example")
@@ -97,8 +102,16 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows = run_grid(
-        [parse_method(m) for m in args.methods], args.out, args.dataset, args.epochs, args.num_test,
-        args.num_samples, args.hidden_sizes, args.latent_dim, args.seed, not args.no_progress,
+        [parse_method(m) for m in args.methods],
+        args.out,
+        args.dataset,
+        args.epochs,
+        args.num_test,
+        args.num_samples,
+        args.hidden_sizes,
+        args.latent_dim,
+        args.seed,
+        not args.no_progress,
     )
     print(write_report(rows, args.out))
 

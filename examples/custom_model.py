@@ -8,13 +8,12 @@ The model is linear-Gaussian, so log p(x) is known in closed form and the printe
 
 import argparse
 
-import torch
-from torch import nn
-
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.infer import SVI
 from pyro.nn import PyroModule, pyro_method
+from torch import nn
 
 import inference
 

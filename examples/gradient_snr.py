@@ -28,14 +28,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
 import pyro  # noqa: E402
+import torch  # noqa: E402
 from pyro.infer import SVI  # noqa: E402
 from pyro.optim import Adam  # noqa: E402
 
 import inference  # noqa: E402
-from inference.gradient_snr import gradient_snr  # noqa: E402
+from inference.evaluation.gradient_snr import gradient_snr  # noqa: E402
 from pyro_vae import binarize, build_vae, fixed_binarization, load_dataset  # noqa: E402
 
 

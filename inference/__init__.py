@@ -4,10 +4,9 @@ Nothing here imports :mod:`pyro_vae`: every tool takes a Pyro ``model`` and ``gu
 plate (named ``"data"`` unless told otherwise).
 """
 
-from .ais import AISResult, annealed_importance_sampling
-from .bdmc import BDMCResult, bdmc, simulate_from_model
-from .checkpoint import load_checkpoint, save_checkpoint
-from .diagnostics import (
+from inference.evaluation.ais import AISResult, annealed_importance_sampling
+from inference.evaluation.bdmc import BDMCResult, bdmc, simulate_from_model
+from inference.evaluation.diagnostics import (
     active_units,
     effective_sample_size,
     importance_resampled_latents,
@@ -17,20 +16,26 @@ from .diagnostics import (
     save_inference_data,
     to_inference_data,
 )
-from .elbo import AnalyticKLELBO, StickingTheLandingELBO, TraceELBO
-from .estimators import ESTIMATORS, estimator, estimator_names
-from .exact import exact_log_marginal
-from .gradient_snr import GradientSNR, gradient_snr, parameter_groups
-from .importance import per_example_log_weights, vectorized_traces
-from .iwae import IWAE, DReGIWAE, ImportanceWeightedObjective, StickingTheLandingIWAE
-from .log_marginal_likelihood import METHODS, LogMarginalLikelihood, importance_log_weights, log_marginal_likelihood
-from .registry import Registry
-from .renyi import RenyiBound
-from .rws import ReweightedWakeSleep
-from .score import ScoreFunctionELBO
-from .tighter_bounds import CIWAE, MIWAE, PIWAE
-from .training import evaluate_objectives, linear_warmup, make_optimizer, train
-from .vimco import VIMCO
+from inference.evaluation.exact import exact_log_marginal
+from inference.evaluation.gradient_snr import GradientSNR, gradient_snr, parameter_groups
+from inference.evaluation.log_marginal_likelihood import (
+    METHODS,
+    LogMarginalLikelihood,
+    importance_log_weights,
+    log_marginal_likelihood,
+)
+from inference.importance import per_example_log_weights, vectorized_traces
+from inference.objectives.elbo import AnalyticKLELBO, StickingTheLandingELBO, TraceELBO
+from inference.objectives.estimators import ESTIMATORS, estimator, estimator_names
+from inference.objectives.iwae import IWAE, DReGIWAE, ImportanceWeightedObjective, StickingTheLandingIWAE
+from inference.objectives.renyi import RenyiBound
+from inference.objectives.rws import ReweightedWakeSleep
+from inference.objectives.score import ScoreFunctionELBO
+from inference.objectives.tighter_bounds import CIWAE, MIWAE, PIWAE
+from inference.objectives.vimco import VIMCO
+from inference.registry import Registry
+from inference.training.checkpoint import load_checkpoint, save_checkpoint
+from inference.training.trainer import evaluate_objectives, linear_warmup, make_optimizer, train
 
 __all__ = [
     "AISResult",

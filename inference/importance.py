@@ -20,14 +20,13 @@ the estimator, with some gradient paths stopped: :func:`per_example_log_weight_p
 from contextlib import nullcontext
 from typing import NamedTuple, Optional
 
-import torch
-
 import pyro
 import pyro.poutine as poutine
+import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
-from .stop_gradient import DetachSamples, detached_values, stopped_guide_trace
+from inference.stop_gradient import DetachSamples, detached_values, stopped_guide_trace
 
 PARTICLE_PLATE = "particles"
 

@@ -39,9 +39,7 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(name, self._builders, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"unknown {self.kind} '{name}'.{hint} Choose one of: {', '.join(self.names())}."
-            ) from None
+            raise ValueError(f"unknown {self.kind} '{name}'.{hint} Choose one of: {', '.join(self.names())}.") from None
 
     def build(self, name: str, **config):
         """Build the component registered under ``name`` with keyword ``config``."""

@@ -12,13 +12,12 @@
 import copy
 import weakref
 
-import torch
-from torch.distributions import Distribution
-from torch.distributions.transforms import Transform
-
 import pyro.poutine as poutine
+import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import Distribution
+from torch.distributions.transforms import Transform
 
 
 class DetachSamples(Messenger):

@@ -18,17 +18,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import pyro
 import torch
 
-import pyro
 from inference import estimator, log_marginal_likelihood
-from inference.checkpoint import load_checkpoint
-from inference.diagnostics import importance_resampled_latents, kl_per_dimension, latent_activity, save_inference_data
-from inference.training import linear_warmup, make_optimizer, train
-
-from .data import batches, fixed_binarization, load_dataset
-from .likelihoods import LIKELIHOODS
-from .vae import VAE, build_vae
+from inference.evaluation.diagnostics import (
+    importance_resampled_latents,
+    kl_per_dimension,
+    latent_activity,
+    save_inference_data,
+)
+from inference.training.checkpoint import load_checkpoint
+from inference.training.trainer import linear_warmup, make_optimizer, train
+from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.data.datasets import batches, fixed_binarization, load_dataset
+from pyro_vae.vae import VAE, build_vae
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"

@@ -14,16 +14,15 @@ full-data objective (Hoffman et al. 2013). Estimators of log p(x) in :mod:`infer
 
 from typing import Optional, Sequence
 
-import torch
-
 import pyro
+import torch
 from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
 
-from .guides import GUIDES
-from .likelihoods import LIKELIHOODS
-from .networks import NETWORKS
-from .priors import PRIORS
+from pyro_vae.components.guides import GUIDES
+from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.networks import NETWORKS
+from pyro_vae.components.priors import PRIORS
 
 
 class VAE(PyroModule):
@@ -117,7 +116,5 @@ def build_vae(
     net = NETWORKS.get(network)
     hidden = list(hidden_sizes)
     encoder = net(data_dim, guide_module.num_params(latent_dim), hidden_sizes=hidden, activation=activation)
-    decoder = net(
-        latent_dim, likelihood_module.num_params * data_dim, hidden_sizes=hidden[::-1], activation=activation
-    )
+    decoder = net(latent_dim, likelihood_module.num_params * data_dim, hidden_sizes=hidden[::-1], activation=activation)
     return VAE(prior_module, likelihood_module, guide_module, encoder, decoder, num_data=num_data)

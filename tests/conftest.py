@@ -1,9 +1,8 @@
 import os
 
+import pyro
 import pytest
 import torch
-
-import pyro
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +34,7 @@ def require_data(available: bool, what: str, fix: str):
 
 
 def require_fashion_mnist():
-    from pyro_vae.data import FASHION_MNIST_SYSTEM_FOLDERS, find_idx_image_files
+    from pyro_vae.data.datasets import FASHION_MNIST_SYSTEM_FOLDERS, find_idx_image_files
 
     require_data(
         find_idx_image_files(FASHION_MNIST_SYSTEM_FOLDERS) is not None,

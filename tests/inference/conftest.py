@@ -1,6 +1,6 @@
 import pytest
 
-from .gradient_problem import LinearGaussianProblem
+from tests.inference.gradient_problem import LinearGaussianProblem
 
 
 @pytest.fixture

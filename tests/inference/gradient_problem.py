@@ -8,12 +8,11 @@ folder can compare their means within a stated number of standard errors.
 
 import math
 
-import torch
-
 import pyro
 import pyro.distributions as dist
+import torch
 
-from pyro_vae.linear_gaussian import LinearGaussian
+from pyro_vae.data.linear_gaussian import LinearGaussian
 
 DATA_DIM, LATENT_DIM, SIGMA, BATCH = 3, 2, 0.7, 3
 MODEL_PARAMS = ("W", "b")

@@ -1,13 +1,12 @@
-import pytest
-import torch
-
 import pyro
 import pyro.poutine as poutine
+import pytest
+import torch
 from pyro.infer import Trace_ELBO
 
 from inference import log_marginal_likelihood, per_example_log_weights
 from pyro_vae import GUIDES, LIKELIHOODS, build_vae
-from pyro_vae.guides import positive_scale
+from pyro_vae.components.guides import positive_scale
 
 
 def test_guide_scale_is_finite_and_positive_at_extremes():

@@ -1,0 +1,126 @@
+r"""The evidence lower bound: standard, with closed-form KL, and with the sticking-the-landing gradient.
+
+For a data point ``x_n`` and KL weight ``beta`` (1 by default; smaller values anneal the KL term)::
+
+    ELBO_beta(x_n) = E_q [ log p(x_n | z) + beta (log p(z) - log q(z | x_n)) ]  <=  log p(x_n)   (beta = 1)
+
+estimated with ``K`` particles, and scaled by ``N / |B|`` over a minibatch ``B``. ``elbo`` and
+``elbo-analytic-kl`` are Pyro's :class:`~pyro.infer.Trace_ELBO` and :class:`~pyro.infer.TraceMeanField_ELBO`,
+whose per-site subsample scales already give the right minibatch scaling because the ELBO is a sum over data
+points; they only gain the KL weight, applied as a scale on every latent site's log density.
+"""
+
+import pyro.infer
+from pyro.poutine.messenger import Messenger
+
+from inference.objectives.estimators import ESTIMATORS
+from inference.objectives.objective import ImportanceWeightedObjective, check_kl_weight
+
+
+class ScaleLatents(Messenger):
+    """Multiply the log density of every unobserved sample site by ``factor`` (the KL weight ``beta``).
+
+    Unlike :func:`pyro.poutine.scale` it leaves observed sites alone and accepts ``factor = 0``.
+    """
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.factor * msg["scale"]
+
+
+class _KLWeighted:
+    """Runs a Pyro ELBO on model and guide with their latent sites' log densities scaled by ``kl_weight``."""
+
+    def __init__(
+        self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
+    ):
+        check_kl_weight(kl_weight)
+        super().__init__(
+            num_particles=num_particles,
+            max_plate_nesting=float("inf") if max_plate_nesting is None else max_plate_nesting,
+            vectorize_particles=vectorize_particles and num_particles > 1,
+        )
+        self.kl_weight = kl_weight
+        self.data_plate = data_plate  # unused: Pyro's per-site subsample scale is exact for a sum over data points
+
+    def _weighted(self, model, guide):
+        if self.kl_weight == 1:
+            return model, guide
+        return ScaleLatents(self.kl_weight)(model), ScaleLatents(self.kl_weight)(guide)
+
+    def loss(self, model, guide, *args, **kwargs):
+        return super().loss(*self._weighted(model, guide), *args, **kwargs)
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        return super().loss_and_grads(*self._weighted(model, guide), *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        return super().differentiable_loss(*self._weighted(model, guide), *args, **kwargs)
+
+
+@ESTIMATORS.register("elbo")
+class TraceELBO(_KLWeighted, pyro.infer.Trace_ELBO):
+    r"""The ELBO with ``K`` particles (Kingma & Welling 2014): Pyro's :class:`~pyro.infer.Trace_ELBO`.
+
+    Gradient: reparameterized (``z = g_phi(eps)``) where the guide site has ``rsample``; otherwise a score-function
+    term ``(log w - ...) grad_phi log q`` with Pyro's plate-wise Rao-Blackwellization (Ranganath et al. 2014).
+
+    :param int num_particles: ``K``.
+    :param int max_plate_nesting: guessed if ``None``.
+    :param bool vectorize_particles: one batched pass over the ``K`` particles (default) or a loop.
+    :param float kl_weight: ``beta``, scaling every latent site's log density in model and guide.
+    :param str data_plate: accepted for a common interface; not needed (see the module docstring).
+
+    References:
+        [1] D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
+        [2] R. Ranganath, S. Gerrish, D. M. Blei. Black Box Variational Inference. AISTATS 2014.
+    """
+
+
+@ESTIMATORS.register("elbo-analytic-kl")
+class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
+    r"""The ELBO as ``E_q[log p(x | z)] - beta KL(q(z | x) || p(z))``: Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`.
+
+    The KL term is closed-form wherever :func:`torch.distributions.kl_divergence` has a rule for the (guide, prior)
+    pair of a site (e.g. diagonal Normal vs Normal) and a ``K``-particle Monte Carlo estimate otherwise; the
+    likelihood term is reparameterized. Requires a mean-field-compatible model/guide (each latent site's prior may
+    depend on other latents only through sampled values). Options as in :class:`TraceELBO`.
+
+    References:
+        [1] D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014 (appendix B).
+    """
+
+
+@ESTIMATORS.register("elbo-stl")
+class StickingTheLandingELBO(ImportanceWeightedObjective):
+    r"""The ELBO with the sticking-the-landing gradient (Roeder et al. 2017).
+
+    Value: ``(1/K) sum_k log w_k`` per data point. Gradient: the reparameterized gradient with the guide's
+    parameters stopped inside ``log q``::
+
+        (1/K) sum_k [ grad_theta log p(x, z_k) + d/dz log w_sg(phi)(z)|_{z_k} dz_k/dphi ],
+        log w_sg(phi)(z) = log p(x | z) + beta (log p(z) - log q_sg(phi)(z))
+
+    The dropped term ``-beta E_q[grad_phi log q_phi(z)]`` is a score function with mean zero, so the estimator is
+    unbiased for the ELBO gradient for any ``beta``; when ``q`` is the exact posterior (``beta = 1``) the remaining
+    integrand ``d/dz (log p(x, z) - log q(z)) = d/dz log p(x) = 0``, so the guide gradient has zero variance.
+    Needs reparameterizable guide sites whose distributions hold their parameters as tensors. Options as in
+    :class:`~inference.objective.ImportanceWeightedObjective`; the subsample scale multiplies each data point's term.
+
+    References:
+        [1] G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
+            Variational Inference. NeurIPS 2017.
+    """
+
+    name = "elbo-stl"
+    stop_guide_parameters = True
+
+    def per_example_objective(self, parts):
+        return parts.log_weights.mean(0)
+
+    def per_example_surrogate(self, parts):
+        return parts.log_weights_stopped.mean(0)

@@ -1,0 +1,124 @@
+r"""Importance-weighted bounds per data point: IWAE, its sticking-the-landing and doubly reparameterized gradients.
+
+For every data point ``x_n`` of a minibatch ``B`` of a data set of size ``N``, ``K`` reparameterized draws
+``z_nk = g_phi(eps_nk, x_n)`` from the guide give the log weights (with a KL weight ``beta``, 1 by default)::
+
+    log w_nk = log p_theta(x_n | z_nk) + beta * (log p_theta(z_nk) - log q_phi(z_nk | x_n))
+
+and the IWAE bound (Burda et al. 2016)::
+
+    L_K(x_n) = log (1/K) sum_k w_nk  <=  log p(x_n)        (beta = 1)
+
+The loss is ``-(N / |B|) sum_{n in B} L_K(x_n)``: the subsample scale multiplies each data point's log-sum-exp
+from outside. (Pyro's :class:`~pyro.infer.RenyiELBO` applies it to the log weights inside the log-sum-exp, which
+changes the bound whenever ``|B| < N``.)
+
+Every estimator here follows the contract of :class:`~inference.objective.ImportanceWeightedObjective`.
+"""
+
+import torch
+
+from inference.importance import LogWeightParts
+from inference.objectives.estimators import ESTIMATORS
+from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
+
+
+def split_model_and_guide_surrogate(
+    parts: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
+) -> torch.Tensor:
+    """A per-example surrogate whose model gradient and guide gradient follow two different objectives.
+
+    ``model_weights`` ``a_k`` give the model gradient ``sum_k a_k grad_theta log p(x, z_k)``; ``guide_surrogate`` is
+    differentiated for the guide, its own model gradient ``sum_k b_k grad_theta log p(x, z_k)`` (``b`` =
+    ``guide_weights``) being cancelled by evaluating the model at detached ``z``. Parameters shared by model and
+    guide receive both parts. Returns a ``(B,)`` tensor.
+    """
+    log_p = parts.log_joint_at_detached_z
+    return (model_weights.detach() * log_p).sum(0) + guide_surrogate - (guide_weights.detach() * log_p).sum(0)
+
+
+@ESTIMATORS.register("iwae")
+class IWAE(ImportanceWeightedObjective):
+    r"""The importance-weighted bound ``L_K(x_n) = log (1/K) sum_k w_nk`` (Burda et al. 2016), per data point.
+
+    Gradient (all guide sites reparameterized): the exact gradient of ``L_K`` at the drawn ``eps``::
+
+        grad L_K = sum_k wbar_k grad log w_k,    wbar_k = w_k / sum_j w_j,
+
+    through ``theta`` directly and through ``phi`` both along ``z_k = g_phi(eps_k)`` and in ``log q_phi``.
+    Its guide gradient's signal-to-noise ratio falls as ``O(1 / sqrt(K))`` (Rainforth et al. 2018).
+    ``K = 1`` is the ELBO. The subsample scale ``N / |B|`` multiplies ``L_K`` outside the log-sum-exp.
+
+    References:
+        [1] Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
+        [2] T. Rainforth, A. Kosiorek, T. A. Le, C. Maddison, M. Igl, F. Wood, Y. W. Teh. Tighter Variational
+            Bounds are Not Necessarily Better. ICML 2018.
+    """
+
+    name = "iwae"
+
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+
+@ESTIMATORS.register("iwae-stl")
+class StickingTheLandingIWAE(ImportanceWeightedObjective):
+    r"""IWAE with the sticking-the-landing gradient (Roeder et al. 2017): guide parameters stopped in ``log q``.
+
+    Value: ``L_K`` as in :class:`IWAE`. Gradient::
+
+        sum_k wbar_k [ grad_theta log p(x, z_k)  +  d/dz (log p(x, z) - log q_sg(phi)(z))|_{z_k} dz_k/dphi ]
+
+    dropping the score term ``-sum_k wbar_k grad_phi log q_phi(z_k)``. For ``K = 1`` that term has mean zero, but
+    for ``K > 1`` it does not, so this gradient is **biased** for ``L_K`` (Tucker et al. 2018); use
+    :class:`DReGIWAE` for an unbiased one. When ``q`` is the exact posterior every ``log w_k = log p(x)`` is constant
+    in ``z`` and the guide gradient is exactly zero for every draw.
+
+    References:
+        [1] G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
+            Variational Inference. NeurIPS 2017.
+        [2] G. Tucker, D. Lawson, S. Gu, C. J. Maddison. Doubly Reparameterized Gradient Estimators for Monte Carlo
+            Objectives. ICLR 2019.
+    """
+
+    name = "iwae-stl"
+    stop_guide_parameters = True
+
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+    def per_example_surrogate(self, parts):
+        return log_mean_exp(parts.log_weights_stopped)
+
+
+@ESTIMATORS.register("iwae-dreg")
+class DReGIWAE(ImportanceWeightedObjective):
+    r"""IWAE with doubly reparameterized guide gradients (Tucker et al. 2019); the model's gradient is IWAE's.
+
+    Value: ``L_K`` as in :class:`IWAE`. Applying the reparameterization trick a second time to the score term of
+    the IWAE guide gradient gives, for KL weight ``beta``, the unbiased estimator::
+
+        grad_phi L_K = sum_k [ (1 - beta) wbar_k + beta wbar_k^2 ] d/dz (log w_sg(phi)(z))|_{z_k} dz_k/dphi
+
+    (``wbar_k^2`` at ``beta = 1``), and ``grad_theta L_K = sum_k wbar_k grad_theta log p(x, z_k)`` as in IWAE. Its
+    guide SNR grows as ``O(sqrt(K))`` instead of falling. With the exact posterior as guide the guide gradient is
+    exactly zero. The two gradients are kept apart by evaluating the model a second time at detached ``z``.
+
+    References:
+        [1] G. Tucker, D. Lawson, S. Gu, C. J. Maddison. Doubly Reparameterized Gradient Estimators for Monte Carlo
+            Objectives. ICLR 2019.
+        [2] Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
+    """
+
+    name = "iwae-dreg"
+    stop_guide_parameters = True
+    model_at_detached_z = True
+
+    def per_example_objective(self, parts):
+        return log_mean_exp(parts.log_weights)
+
+    def per_example_surrogate(self, parts):
+        wbar = normalized_weights(parts.log_weights)
+        guide_weights = (1 - parts.kl_weight) * wbar + parts.kl_weight * wbar**2
+        guide_surrogate = (guide_weights * parts.log_weights_stopped).sum(0)
+        return split_model_and_guide_surrogate(parts, wbar, guide_surrogate, guide_weights)

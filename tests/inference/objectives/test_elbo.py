@@ -1,0 +1,116 @@
+"""ELBO estimators against the closed-form ELBO of the linear-Gaussian problem (see ``test_iwae.py``)."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import inference.objectives.elbo  # noqa: F401 (registers the ELBO estimators)
+from inference.objectives.estimators import estimator
+from tests.inference.gradient_problem import (
+    BATCH,
+    DATA_DIM,
+    GUIDE_PARAMS,
+    LATENT_DIM,
+    MODEL_PARAMS,
+    SIGMA,
+    LinearGaussianProblem,
+    deviations,
+)
+
+ELBOS = ("elbo", "elbo-analytic-kl", "elbo-stl")
+
+
+def closed_form_elbo(problem, p, kl_weight=1.0):
+    """``sum_n E_q[log p(x_n | z)] + beta (E_q[log p(z)] + H[q])`` for the Gaussian guide, exactly."""
+    x, W, b = problem.x, p["W"], p["b"]
+    m = x @ p["A"].T + p["c"]
+    tril = problem.scale_tril(p)
+    cov = tril @ tril.T
+    expected_log_lik = -0.5 * DATA_DIM * math.log(2 * math.pi * SIGMA**2) - (
+        (x - m @ W.T - b).pow(2).sum(-1) + torch.trace(W @ cov @ W.T)
+    ) / (2 * SIGMA**2)
+    expected_log_prior = -0.5 * LATENT_DIM * math.log(2 * math.pi) - 0.5 * (m.pow(2).sum(-1) + torch.trace(cov))
+    entropy = 0.5 * LATENT_DIM * (1 + math.log(2 * math.pi)) + p["log_diag"].sum()
+    return (expected_log_lik + kl_weight * (expected_log_prior + entropy)).sum()
+
+
+@pytest.mark.parametrize("kl_weight", [1.0, 0.5])
+@pytest.mark.parametrize("name", ELBOS)
+def test_gradient_is_unbiased_for_the_closed_form_elbo_gradient(problem, name, kl_weight):
+    leaves = problem.leaves()
+    exact = dict(zip(leaves, torch.autograd.grad(closed_form_elbo(problem, leaves, kl_weight), list(leaves.values()))))
+    reference = (exact, {n: torch.zeros_like(g) for n, g in exact.items()})
+    pyro.set_rng_seed(0)
+    estimate = problem.estimator_gradient(estimator(name, num_particles=2, kl_weight=kl_weight), replicates=1000)
+    assert deviations(estimate, reference, MODEL_PARAMS + GUIDE_PARAMS) < 4.0
+    # the check has power: standard errors are below 2% of each parameter's largest gradient
+    assert all((estimate[1][n] < 0.02 * exact[n].abs().max()).all() for n in exact)
+
+
+def test_loss_is_minus_the_elbo_on_average(problem):
+    """The loss averages to -ELBO (within 4 standard errors of 200 draws); elbo-analytic-kl only has the KL exact."""
+    exact = closed_form_elbo(problem, problem.leaves()).item()
+    pyro.set_rng_seed(1)
+    for name in ELBOS:
+        est = estimator(name, num_particles=10)
+        losses = torch.tensor([est.loss(problem.model, problem.guide, problem.x) for _ in range(200)])
+        assert abs(losses.mean().item() + exact) < 4 * losses.std().item() / math.sqrt(200), name
+
+
+def test_sticking_the_landing_guide_gradient_is_zero_at_the_exact_posterior(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.exact)
+    pyro.set_rng_seed(2)
+    _, stl_se = problem.estimator_gradient(estimator("elbo-stl", num_particles=3), replicates=10, num_groups=5)
+    _, elbo_se = problem.estimator_gradient(estimator("elbo", num_particles=3), replicates=10, num_groups=5)
+    assert max(stl_se[n].max().item() for n in GUIDE_PARAMS) < 1e-12
+    assert min(elbo_se[n].max().item() for n in GUIDE_PARAMS) > 1e-3
+
+
+@pytest.mark.parametrize("name", ELBOS)
+def test_minibatch_loss_is_scaled_to_the_full_data_set(problem, name):
+    num_data = 30
+    est = estimator(name, num_particles=4, max_plate_nesting=1)
+    pyro.set_rng_seed(3)
+    full = est.loss(problem.model, problem.guide, problem.x)
+    pyro.set_rng_seed(3)
+    sub = est.loss(problem.model, problem.guide, problem.x, num_data=num_data)
+    assert sub == pytest.approx(num_data / BATCH * full, rel=1e-12)
+
+
+def test_kl_weight_zero_leaves_only_the_likelihood(problem):
+    """At beta = 0 the loss is -E_q[log p(x | z)], which is free of the prior: W's gradient matches it exactly."""
+    leaves = problem.leaves()
+    exact = torch.autograd.grad(closed_form_elbo(problem, leaves, kl_weight=0.0), [leaves["c"]])[0]
+    pyro.set_rng_seed(4)
+    mean, se = problem.estimator_gradient(estimator("elbo-analytic-kl", kl_weight=0.0), replicates=1000)
+    assert ((mean["c"] - exact).abs() < 4 * se["c"]).all()
+
+
+def test_analytic_kl_is_exact_for_a_diagonal_guide(problem):
+    """Same draws at beta = 1 and beta = 0: the losses differ by exactly sum_n KL(q(z | x_n) || N(0, I))."""
+
+    def diagonal_guide(x):
+        loc = x @ pyro.param("A").T + pyro.param("c")
+        scale = pyro.param("log_diag").exp()
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    loc = problem.x @ pyro.param("A").T + pyro.param("c")
+    log_scale = pyro.param("log_diag")
+    exact_kl = 0.5 * (torch.exp(2 * log_scale) + loc**2 - 1 - 2 * log_scale).sum()
+    losses = []
+    for kl_weight in (1.0, 0.0):
+        pyro.set_rng_seed(5)
+        est = estimator("elbo-analytic-kl", num_particles=3, kl_weight=kl_weight)
+        losses.append(est.loss(problem.model, diagonal_guide, problem.x))
+    assert losses[0] - losses[1] == pytest.approx(exact_kl.item(), rel=1e-10)
+
+
+def test_negative_kl_weight_is_refused():
+    for name in ELBOS:
+        with pytest.raises(ValueError, match="kl_weight"):
+            estimator(name, kl_weight=-1.0)

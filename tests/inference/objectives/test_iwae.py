@@ -1,0 +1,147 @@
+"""IWAE, IWAE-STL and IWAE-DReG against a linear-Gaussian model whose IWAE gradient is computed independently.
+
+The problem and its reference gradients are in ``gradient_problem.py``; estimator means are compared with them
+within 4 combined standard errors.
+"""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import RenyiELBO
+
+from inference.objectives.estimators import estimator
+from inference.stop_gradient import detach_distribution_parameters
+from tests.inference.gradient_problem import (
+    BATCH,
+    GUIDE_PARAMS,
+    MODEL_PARAMS,
+    LinearGaussianProblem,
+    deviations,
+    iwae_bound,
+)
+
+
+@pytest.mark.parametrize("kl_weight", [1.0, 0.5])
+def test_iwae_and_dreg_gradients_are_unbiased_for_the_iwae_gradient(problem, kl_weight):
+    K = 5
+    pyro.set_rng_seed(0)
+    reference = problem.reference_gradient(iwae_bound, K, kl_weight=kl_weight)
+    # the comparison has power: the standard errors are small next to the gradients
+    ref_mean, ref_se = reference
+    assert all((ref_se[n] < 0.02 * ref_mean[n].abs().max()).all() for n in ref_mean)
+    for name in ("iwae", "iwae-dreg"):
+        estimate = problem.estimator_gradient(estimator(name, num_particles=K, kl_weight=kl_weight))
+        assert deviations(estimate, reference, MODEL_PARAMS + GUIDE_PARAMS) < 4.0, name
+
+
+def test_iwae_stl_guide_gradient_is_biased_and_the_check_detects_it(problem):
+    K = 5
+    pyro.set_rng_seed(1)
+    reference = problem.reference_gradient(iwae_bound, K)
+    estimate = problem.estimator_gradient(estimator("iwae-stl", num_particles=K))
+    assert deviations(estimate, reference, MODEL_PARAMS) < 4.0
+    assert deviations(estimate, reference, GUIDE_PARAMS) > 10.0
+
+
+def test_guide_gradient_vanishes_at_the_exact_posterior(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.exact)
+    pyro.set_rng_seed(2)
+    for name in ("iwae-stl", "iwae-dreg", "iwae"):
+        estimate_mean, estimate_se = problem.estimator_gradient(
+            estimator(name, num_particles=4), replicates=10, num_groups=5
+        )
+        guide_se = max(estimate_se[n].abs().max().item() for n in GUIDE_PARAMS)
+        model_se = max(estimate_se[n].abs().max().item() for n in MODEL_PARAMS)
+        assert model_se > 1e-3, name
+        if name == "iwae":
+            assert guide_se > 1e-3
+        else:
+            assert guide_se < 1e-12, name
+            assert max(estimate_mean[n].abs().max().item() for n in GUIDE_PARAMS) < 1e-12, name
+
+
+def test_iwae_equals_pyro_renyi_alpha_zero_on_a_full_batch(problem):
+    K = 6
+    results = []
+    for est in (
+        estimator("iwae", num_particles=K, max_plate_nesting=1),
+        RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1),
+    ):
+        pyro.set_rng_seed(3)
+        leaves = problem.leaves()
+        for leaf in leaves.values():
+            leaf.grad = None
+        loss = est.loss_and_grads(problem.model, problem.guide, problem.x)
+        results.append((loss, {n: leaf.grad.clone() for n, leaf in leaves.items()}))
+    (ours, our_grads), (pyros, pyro_grads) = results
+    assert ours == pytest.approx(pyros, rel=1e-12)
+    for name in our_grads:
+        assert torch.allclose(our_grads[name], pyro_grads[name], rtol=1e-10, atol=1e-12), name
+
+
+def test_minibatch_loss_is_the_full_data_scaling_of_per_example_bounds(problem):
+    """With the data plate subsampled (N = 30, |B| = 3), the loss is (N / |B|) times the batch's own loss."""
+    K, num_data = 6, 30
+    scale = num_data / BATCH
+
+    def loss(est, **kwargs):
+        pyro.set_rng_seed(4)
+        return est.loss(problem.model, problem.guide, problem.x, **kwargs)
+
+    iwae = estimator("iwae", num_particles=K, max_plate_nesting=1)
+    assert loss(iwae, num_data=num_data) == pytest.approx(scale * loss(iwae), rel=1e-12)
+    renyi = RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)
+    assert loss(renyi) == pytest.approx(loss(iwae), rel=1e-12)
+    # Pyro scales the log weights inside the log-sum-exp: its objective s * (1/s) log mean_k w^s with s = N / |B|
+    # is a power mean above s * IWAE (here by about 25 nats), not the full-data IWAE bound
+    assert loss(renyi, num_data=num_data) < scale * loss(renyi) - 10.0
+
+
+def test_unvectorized_particles_give_the_same_bound(float64):
+    problem = LinearGaussianProblem()
+    problem.set_params(problem.exact)
+    exact = -problem.truth.log_marginal(problem.x).sum().item()
+    for vectorize in (True, False):
+        assert estimator("iwae", num_particles=3, vectorize_particles=vectorize).loss(
+            problem.model, problem.guide, problem.x
+        ) == pytest.approx(exact, rel=1e-10)
+
+
+def test_detached_distribution_has_gradient_only_through_the_value(float64):
+    loc = torch.tensor([0.3, -0.2], requires_grad=True)
+    log_scale = torch.tensor([0.1, 0.4], requires_grad=True)
+    fn = dist.TransformedDistribution(
+        dist.Normal(torch.zeros(2), 1.0), [dist.transforms.AffineTransform(loc, log_scale.exp())]
+    ).to_event(1)
+    z = fn.rsample()
+    stopped = detach_distribution_parameters(fn)
+    assert torch.allclose(stopped.log_prob(z), fn.log_prob(z))
+    (grad_loc,) = torch.autograd.grad(stopped.log_prob(z), [loc])
+    # d/dloc log q_stop(loc + s eps) = -(z - loc) / s^2 = -eps / s, not the zero of the full derivative
+    eps = ((z - loc) / log_scale.exp()).detach()
+    assert torch.allclose(grad_loc, -eps / log_scale.exp().detach())
+
+
+def test_non_reparameterizable_guide_is_refused_with_the_fix(float64):
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Bernoulli(p))
+
+    for name in ("iwae", "iwae-dreg", "iwae-stl"):
+        with pytest.raises(ValueError, match="reparameterized.*'z'.*Use 'elbo'"):
+            estimator(name, num_particles=2).loss(model, guide, torch.zeros(3))
+
+
+def test_bad_options_are_refused(float64):
+    with pytest.raises(ValueError, match="num_particles"):
+        estimator("iwae", num_particles=0)
+    with pytest.raises(ValueError, match="kl_weight"):
+        estimator("iwae-dreg", kl_weight=float("nan"))
