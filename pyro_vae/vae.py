@@ -12,6 +12,7 @@ minibatch as its subsample, so every Pyro objective is scaled by ``num_data / ba
 full-data objective (Hoffman et al. 2013). Estimators of log p(x) in :mod:`inference` ignore that scale.
 """
 
+import functools
 from typing import Optional, Sequence
 
 import pyro
@@ -25,12 +26,34 @@ from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
 
 
+def module_local(method):
+    """Run ``method`` with Pyro's ``module_local_params`` on, so the VAE's parameters stay in the module.
+
+    Pyro's default keeps a PyroModule's parameters also in the global param store under names such as
+    ``"encoder.0.weight"``, which a second VAE in the same process would share. Module-local, every VAE owns its
+    tensors; it is trained with :class:`inference.Trainer` (``torch.optim`` over ``vae.parameters()``).
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with pyro.settings.context(module_local_params=True):
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class VAE(PyroModule):
-    """A VAE from its five components; see :func:`build_vae` to build one by names."""
+    """A VAE from its five components; see :func:`build_vae` to build one by names.
+
+    Its parameters are module-local (see :func:`module_local`): train it with :class:`inference.Trainer` or any
+    ``torch.optim`` optimizer over ``vae.parameters()``, not with ``pyro.infer.SVI``, which reads the global
+    param store. Build the PyroModule components inside :func:`module_local` too (:func:`build_vae` does).
+    """
 
     #: The data plate is the only plate, so estimators need not guess the nesting by running the model.
     max_plate_nesting = 1
 
+    @module_local
     def __init__(self, prior, likelihood, guide_family, encoder, decoder, num_data: Optional[int] = None):
         super().__init__()
         self.prior = prior
@@ -48,6 +71,7 @@ class VAE(PyroModule):
         size = self.num_data or batch_size
         return pyro.plate("data", size=size, subsample=torch.arange(batch_size, device=x.device))
 
+    @module_local
     @pyro_method
     def model(self, x: torch.Tensor):
         """``p(x, z)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
@@ -55,16 +79,19 @@ class VAE(PyroModule):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
+    @module_local
     @pyro_method
     def guide(self, x: torch.Tensor):
         """``q(z | x)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
         with self.data_plate(x):
             pyro.sample("z", self.guide_family(self.encoder(x)))
 
+    @module_local
     def posterior(self, x: torch.Tensor):
         """The guide's distribution ``q(z | x)``, batched over the rows of ``x``."""
         return self.guide_family(self.encoder(x))
 
+    @module_local
     def decode(self, z: torch.Tensor):
         """The likelihood ``p(x | z)``, batched over the rows of ``z``."""
         return self.likelihood(self.decoder(z))
@@ -81,12 +108,14 @@ class VAE(PyroModule):
         return self.decode(z).mean
 
     @torch.no_grad()
+    @module_local
     def sample_means(self, num_samples: int) -> torch.Tensor:
         """Means of ``p(x | z)`` for ``num_samples`` draws ``z ~ p(z)``."""
         z = self.prior().sample((num_samples,))
         return self.decode(z).mean
 
 
+@module_local
 def build_vae(
     data_dim: int,
     latent_dim: int = 10,

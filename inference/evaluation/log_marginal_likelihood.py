@@ -1,6 +1,6 @@
 """Estimates of log p(x), one per data point, with standard errors and diagnostics.
 
-``method`` chooses the estimator:
+``method`` chooses the estimator, a class registered in :data:`LOG_PX_METHODS` with its own options:
 
 * ``"is"`` (default): importance sampling with the guide as proposal (below);
 * ``"is-prior"``: the same with the prior ``p(z)`` as proposal, to show how much the guide buys;
@@ -32,6 +32,7 @@ References:
     R. M. Neal. Annealed importance sampling. Statistics and Computing 11, 2001.
 """
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -42,10 +43,8 @@ from tqdm.auto import tqdm
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
+from inference.registry import Registry
 from inference.importance import guess_max_plate_nesting, per_example_log_weights
-
-METHODS = ("is", "is-prior", "ais", "exact")
-
 
 @dataclass
 class LogMarginalLikelihood:
@@ -164,45 +163,141 @@ def importance_log_weights(
     return torch.cat(pieces, 0)
 
 
-def _importance_chunk(model, guide, args, kwargs, num_samples, particle_batch_size, data_plate, max_plate_nesting):
-    log_w = importance_log_weights(
-        model,
-        guide,
-        *args,
-        num_samples=num_samples,
-        particle_batch_size=particle_batch_size,
-        data_plate=data_plate,
-        max_plate_nesting=max_plate_nesting,
-        **kwargs,
-    )
-    if data_plate is None:
-        log_w = log_w.unsqueeze(-1)
-    if not torch.isfinite(log_w).all():
-        raise FloatingPointError(
-            "non-finite importance weights: the model or guide produced NaN/inf log densities "
-            "(check the data range against the likelihood, e.g. Bernoulli needs values in [0, 1])"
+class ImportanceSampling:
+    """``"is"``: ``log (1/K) sum_k p(x_n, z_nk) / q(z_nk | x_n)`` with ``z_nk`` drawn from the guide.
+
+    :param int num_samples: ``K`` per data point (Burda et al. 2016 use 5000).
+    :param int particle_batch_size: particles per vectorized pass (memory); ``None``: all ``K`` at once.
+    """
+
+    name = "is"
+
+    def __init__(self, num_samples: int = 5000, particle_batch_size: Optional[int] = 500):
+        check_positive_int(num_samples, "num_samples")
+        if particle_batch_size is not None:
+            check_positive_int(particle_batch_size, "particle_batch_size")
+        self.num_samples = num_samples
+        self.particle_batch_size = particle_batch_size
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per data point behind each estimate (reported as ``num_samples``)."""
+        return self.num_samples
+
+    def proposal(self, model, guide):
+        return guide
+
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
+        """``(log_px, elbo, mc_stderr, ess, khat)`` for the data points of ``args``."""
+        log_w = importance_log_weights(
+            model,
+            self.proposal(model, guide),
+            *args,
+            num_samples=self.num_samples,
+            particle_batch_size=self.particle_batch_size,
+            data_plate=data_plate,
+            max_plate_nesting=max_plate_nesting,
+            **kwargs,
         )
-    return (*summarize_log_weights(log_w), pareto_khat(log_w))
+        if data_plate is None:
+            log_w = log_w.unsqueeze(-1)
+        if not torch.isfinite(log_w).all():
+            raise FloatingPointError(
+                "non-finite importance weights: the model or guide produced NaN/inf log densities "
+                "(check the data range against the likelihood, e.g. Bernoulli needs values in [0, 1])"
+            )
+        return (*summarize_log_weights(log_w), pareto_khat(log_w))
+
+
+class PriorImportanceSampling(ImportanceSampling):
+    """``"is-prior"``: importance sampling with the prior ``p(z)`` as proposal, to show what the guide buys."""
+
+    name = "is-prior"
+
+    def proposal(self, model, guide):
+        return prior_proposal(model)
+
+
+class ExactLogMarginal(ImportanceSampling):
+    """``"exact"``: analytic or enumerated ``log p(x_n)`` (:mod:`inference.evaluation.exact`); the ELBO, ESS and
+    k-hat still describe the guide's ``num_samples`` importance weights, and the Monte Carlo error is 0."""
+
+    name = "exact"
+
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
+        _, elbo, mc_stderr, ess, khat = super().estimate(model, guide, args, kwargs, data_plate, max_plate_nesting)
+        log_px = exact_log_marginal(model, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs)
+        return log_px.reshape(-1), elbo, torch.zeros_like(mc_stderr), ess, khat
+
+
+class AnnealedImportanceSampling:
+    """``"ais"``: annealed importance sampling from the guide (or prior) to the posterior with adaptive HMC
+    (Neal 2001); options as in :func:`~inference.evaluation.ais.annealed_importance_sampling`. The ELBO is that
+    of the chains' starting points; there is no k-hat (too few chains to fit a tail)."""
+
+    name = "ais"
+
+    def __init__(
+        self,
+        num_steps: int = 100,
+        num_chains: int = 16,
+        num_leapfrog_steps: int = 10,
+        step_size: float = 0.1,
+        target_accept: float = 0.65,
+        schedule: str = "sigmoid",
+        proposal: str = "guide",
+    ):
+        for name in ("num_steps", "num_chains", "num_leapfrog_steps"):
+            check_positive_int(locals()[name], name)
+        self.options = dict(
+            num_steps=num_steps,
+            num_chains=num_chains,
+            num_leapfrog_steps=num_leapfrog_steps,
+            step_size=step_size,
+            target_accept=target_accept,
+            schedule=schedule,
+            proposal=proposal,
+        )
+
+    @property
+    def num_draws(self) -> int:
+        return self.options["num_chains"]
+
+    def proposal(self, model, guide):
+        return prior_proposal(model) if self.options["proposal"] == "prior" else guide
+
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
+        ais = annealed_importance_sampling(
+            model, guide, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **self.options, **kwargs
+        )
+        log_px, _, mc_stderr, ess = summarize_log_weights(ais.log_weights)
+        return log_px, ais.proposal_log_weights.mean(0), mc_stderr, ess, None
+
+
+LOG_PX_METHODS = Registry("log p(x) method")
+for _method in (ImportanceSampling, PriorImportanceSampling, AnnealedImportanceSampling, ExactLogMarginal):
+    LOG_PX_METHODS.register(_method.name)(_method)
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def log_px_method(method="is", **options):
+    """The log p(x) method registered under ``method`` (see :data:`LOG_PX_METHODS`), built with ``options``."""
+    return LOG_PX_METHODS.build(method, **options)
 
 
 def log_marginal_likelihood(
     model,
     guide,
     *args,
-    num_samples=1000,
     method="is",
     data_batch_size=100,
-    particle_batch_size=500,
     data_plate="data",
     max_plate_nesting=None,
     progress=False,
-    num_steps=100,
-    num_chains=16,
-    num_leapfrog_steps=10,
-    step_size=0.1,
-    target_accept=0.65,
-    schedule="sigmoid",
-    proposal="guide",
     **kwargs,
 ) -> LogMarginalLikelihood:
     """Estimate log p(x_n) for every data point ``n`` of ``*args``.
@@ -211,65 +306,33 @@ def log_marginal_likelihood(
     :param guide: a Pyro guide with the same plate; its samples are the importance proposals.
     :param args: the model's arguments. With ``data_batch_size`` set, every tensor argument is split along its
         first dimension (the data points) into chunks of that size.
-    :param int num_samples: ``K``, the number of importance samples per data point (``"is"``, ``"is-prior"``,
-        and the guide diagnostics of ``"exact"``).
-    :param str method: one of :data:`METHODS` (see the module docstring).
+    :param method: a name from :data:`LOG_PX_METHODS` (see the module docstring), or a method object.
     :param int data_batch_size: data points per pass (``None``: all at once).
-    :param int particle_batch_size: particles per pass (``None``: all ``K`` at once).
     :param str data_plate: name of the plate over data points; ``None`` treats the batch as one data point.
     :param int max_plate_nesting: optional; guessed by running the model once if not given.
     :param bool progress: show a tqdm progress bar over chunks.
-    :param num_steps, num_chains, num_leapfrog_steps, step_size, target_accept, schedule, proposal: options of
-        ``"ais"``, see :func:`~inference.ais.annealed_importance_sampling`.
+    :param kwargs: options of the method, by name (``num_samples`` and ``particle_batch_size`` of ``"is"``;
+        ``num_steps``, ``num_chains``, ... of ``"ais"``); any other keyword goes to the model and guide.
     :returns: :class:`LogMarginalLikelihood`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    if isinstance(method, str):
+        accepted = inspect.signature(LOG_PX_METHODS.get(method)).parameters
+        options = {name: kwargs.pop(name) for name in list(kwargs) if name in accepted}
+        method = log_px_method(method, **options)
     if data_plate is None or data_batch_size is None:
         spans = [(0, None)]
     else:
         n = _num_data(args)
         spans = [(start, min(start + data_batch_size, n)) for start in range(0, n, data_batch_size)]
-    proposal_guide = prior_proposal(model) if method == "is-prior" else guide
     if max_plate_nesting is None:  # once here, not once per chunk
         first = args if spans[0][1] is None else _split_args(args, *spans[0])
-        max_plate_nesting = guess_max_plate_nesting(model, proposal_guide, *first, **kwargs)
+        max_plate_nesting = guess_max_plate_nesting(model, method.proposal(model, guide), *first, **kwargs)
     results = []
-    for start, stop in tqdm(spans, desc=f"log p(x), {method}", disable=not progress, leave=False):
+    for start, stop in tqdm(spans, desc=f"log p(x), {method.name}", disable=not progress, leave=False):
         chunk_args = args if stop is None else _split_args(args, start, stop)
-        if method == "ais":
-            ais = annealed_importance_sampling(
-                model,
-                guide,
-                *chunk_args,
-                num_steps=num_steps,
-                num_chains=num_chains,
-                num_leapfrog_steps=num_leapfrog_steps,
-                step_size=step_size,
-                target_accept=target_accept,
-                schedule=schedule,
-                proposal=proposal,
-                data_plate=data_plate,
-                max_plate_nesting=max_plate_nesting,
-                **kwargs,
-            )
-            log_px, _, mc_stderr, ess = summarize_log_weights(ais.log_weights)
-            results.append((log_px, ais.proposal_log_weights.mean(0), mc_stderr, ess, None))
-            continue
-        chunk = _importance_chunk(
-            model, proposal_guide, chunk_args, kwargs, num_samples, particle_batch_size, data_plate, max_plate_nesting
-        )
-        if method == "exact":
-            log_px = exact_log_marginal(
-                model, *chunk_args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs
-            )
-            chunk = (log_px.reshape(-1), chunk[1], torch.zeros_like(chunk[2]), *chunk[3:])
-        results.append(chunk)
+        results.append(method.estimate(model, guide, chunk_args, kwargs, data_plate, max_plate_nesting))
     log_px, elbo, mc_stderr, ess, khat = zip(*results)
-    khat = None if method == "ais" else torch.cat(khat)
-    num_used = num_chains if method == "ais" else num_samples
+    khat = None if khat[0] is None else torch.cat(khat)
     return LogMarginalLikelihood(
-        torch.cat(log_px), torch.cat(elbo), torch.cat(mc_stderr), torch.cat(ess), num_used, method, khat
+        torch.cat(log_px), torch.cat(elbo), torch.cat(mc_stderr), torch.cat(ess), method.num_draws, method.name, khat
     )

@@ -85,6 +85,18 @@ class ImportanceWeightedObjective(ELBO):
         self.kl_weight = kl_weight
         self.data_plate = data_plate
 
+    def parameters(self) -> list:
+        """Parameters the estimator itself learns (a learned baseline); trained alongside model and guide."""
+        return []
+
+    def state_dict(self) -> dict:
+        """The estimator's own state across steps (running baselines), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but was given {sorted(state)}")
+
     def per_example_objective(self, parts: LogWeightParts) -> torch.Tensor:
         """The ``(B,)`` values ``L(x_n)``."""
         raise NotImplementedError

@@ -1,14 +1,27 @@
 """Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines."""
 
+import itertools
 from typing import Optional
 
-import pyro
 import torch
+
+import pyro
 
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, check_num_particles
 
 BASELINES = ("none", "average", "leave-one-out", "learned")
+
+
+_instance_ids = itertools.count()
+
+
+class ConstantBaseline(torch.nn.Module):
+    """The learned baseline without a network: one number ``b``, the same for every data point."""
+
+    def __init__(self, device=None):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.zeros((), device=device))
 
 
 def leave_one_out_mean(values: torch.Tensor) -> torch.Tensor:
@@ -47,9 +60,10 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
     * ``"leave-one-out"``: ``b_nk = mean_{j != k} f_n(z_nj)`` (needs ``K >= 2``; Kool et al. 2019).
     * ``"learned"``: ``b_n = baseline_net(x_n)`` when a ``baseline_net`` (a ``torch.nn.Module`` mapping the first
       positional argument, the data batch, to one value per data point) is given, otherwise one learned scalar
-      ``pyro.param("score_baseline")``. Its parameters are registered with Pyro (``pyro.module("score_baseline_net",
-      ...)``) so :class:`~pyro.infer.SVI` updates them in the same step, by the gradient of the added squared error
-      ``mean_nk (f_n(z_nk) - b_n)^2``, which touches only the baseline (Mnih & Gregor 2014).
+      (:class:`ConstantBaseline`). The estimator owns these parameters (:meth:`parameters`, :meth:`state_dict`)
+      and registers them with Pyro under a name of its own (``pyro.module``), so :class:`~pyro.infer.SVI` and
+      :class:`~inference.training.trainer.Trainer` update them in the same step, by the gradient of the added
+      squared error ``mean_nk (f_n(z_nk) - b_n)^2``, which touches only the baseline (Mnih & Gregor 2014).
 
     The loss is :math:`-\frac{N}{B} \sum_{n \in \text{batch}} \hat{\mathcal{L}}_n` (the data plate's subsample
     scale applied outside any per-example computation); :meth:`differentiable_loss` has that value and the
@@ -103,16 +117,38 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
         )
         self.baseline = baseline
         self.baseline_decay = baseline_decay
-        self.baseline_net = baseline_net
+        self.baseline_net = baseline_net  # the "learned" baseline's parameters; a constant one is made on first use
         self.average_learning_signal = None  # state of the "average" baseline
+        # Each estimator registers its own baseline with Pyro under its own name, so two never share one.
+        self._baseline_name = f"score_baseline_{next(_instance_ids)}"
 
     def per_example_objective(self, parts):
         return parts.log_weights.mean(0)
 
-    def _learned_baseline(self, args, batch_size) -> torch.Tensor:
+    def parameters(self):
+        """The learned baseline's parameters (none before the first step or for other baselines)."""
+        return list(self.baseline_net.parameters()) if self.baseline == "learned" and self.baseline_net else []
+
+    def state_dict(self) -> dict:
+        """The baselines' state, for checkpoints: the running average and the learned baseline's parameters."""
+        state = {"average_learning_signal": self.average_learning_signal}
+        if self.baseline == "learned" and self.baseline_net is not None:
+            state["baseline_net"] = self.baseline_net.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict):
+        self.average_learning_signal = state["average_learning_signal"]
+        if "baseline_net" in state:
+            if self.baseline_net is None:
+                self.baseline_net = ConstantBaseline(next(iter(state["baseline_net"].values())).device)
+            self.baseline_net.load_state_dict(state["baseline_net"])
+
+    def _learned_baseline(self, args, batch_size, device) -> torch.Tensor:
         if self.baseline_net is None:
-            return pyro.param("score_baseline", torch.zeros(())).expand(batch_size)
-        net = pyro.module("score_baseline_net", self.baseline_net)
+            self.baseline_net = ConstantBaseline(device)
+        net = pyro.module(self._baseline_name, self.baseline_net)
+        if isinstance(net, ConstantBaseline):
+            return net.value.expand(batch_size)
         value = net(args[0]).reshape(-1)
         if value.shape != (batch_size,):
             raise ValueError(
@@ -141,7 +177,7 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
                 decay = self.baseline_decay
                 self.average_learning_signal = decay * self.average_learning_signal + (1 - decay) * mean_signal
         else:
-            baseline = self._learned_baseline(args, signal.shape[1])
+            baseline = self._learned_baseline(args, signal.shape[1], signal.device)
             baseline_loss = (signal.detach() - baseline).pow(2).mean()
             baseline = baseline.detach()
         surrogate = signal + (signal.detach() - baseline) * parts.log_guide

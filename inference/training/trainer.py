@@ -1,40 +1,57 @@
-"""The SVI training loop: epochs over minibatches, per-example objectives, checkpoints and exact resume.
+r"""Training a Pyro model/guide pair with a gradient estimator and a ``torch.optim`` optimizer.
 
-Works with any Pyro model/guide pair and any :class:`pyro.infer.ELBO`-style loss whose value estimates the negative
-objective of the **whole training set** (the convention of Pyro's subsampling plates: a data plate with
-``size=N`` and the minibatch as subsample scales each minibatch term by ``N / B``). The loop reports
+The trainer minimizes an estimator's loss (any :class:`pyro.infer.ELBO`-style object with
+``differentiable_loss(model, guide, *args)``; every estimator of :mod:`inference.objectives` is one) over the
+parameters the model, the guide and the estimator read, as Pyro advises for plain PyTorch optimizers (the
+docstring of :meth:`pyro.infer.ELBO.__call__`)::
 
-* ``train_objective``: the minibatch estimates of the objective averaged over the epoch, divided by ``N``
-  (nats per example; an ELBO-style objective, higher is better),
-* ``val_elbo`` and ``val_log_px_K``: the validation set's ELBO and ``K``-sample importance-weighted bound per example,
-  from :func:`inference.importance_log_weights`, which ignore any plate scaling,
-* ``seconds``: the epoch's wall-clock time.
+    loss = estimator.differentiable_loss(model, guide, *batch)
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
 
-At the end of each epoch it writes one atomic checkpoint holding the parameters of ``module``, the optimizer state,
-the metrics so far, the caller's ``config``, and the states of every random number generator involved, so that
-training resumed from epoch ``e`` continues exactly as an uninterrupted run would have (the loss object's own state,
-e.g. a score-function baseline's running average, is kept only if it lives in ``module`` or the param store).
+The loss estimates the negative objective of the **whole training set** (a data plate with ``size=N`` and the
+minibatch as subsample scales each minibatch term by ``N / B``), so the reported objectives are divided by ``N``:
+
+* ``train_objective``: the epoch's minibatch estimates averaged, in nats per example (higher is better),
+* ``val_elbo`` and ``val_log_px``: the validation set's ELBO and ``val_num_samples``-sample importance-weighted
+  bound per example (:func:`evaluate_objectives`; plate scales ignored),
+* ``train_seconds``, ``val_seconds`` and ``seconds``: wall-clock time of the epoch's parts and of the whole.
+
+The parameters are found once, by running the loss under a parameter-only trace on the first batch: the
+``nn.Parameter`` of a module-local PyroModule, the leaves of plain ``pyro.param`` sites (kept in Pyro's global
+param store), and those of the estimator itself (a learned baseline). :meth:`Trainer.state_dict` holds all of
+them, the optimizer's and the estimator's state and every random generator, so training resumed from a
+checkpoint continues exactly as an uninterrupted run would have.
+
+Callbacks (:mod:`inference.training.callbacks`) hook into the loop for checkpoints, metrics files, KL and
+learning-rate schedules and early stopping; a bandit or a search drives :meth:`Trainer.step` and
+:meth:`Trainer.train_epoch` itself.
 """
 
 import math
-import os
 import time
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
-import pyro
-import pyro.optim
 import torch
-from pyro.infer import SVI
 from torch import nn
 from tqdm.auto import tqdm
 
-from inference.evaluation.log_marginal_likelihood import importance_log_weights, summarize_log_weights
-from inference.training.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from inference.importance import guess_max_plate_nesting
+from inference.parameters import params_read_by
+from inference.registry import Registry
+from inference.training.checkpoint import get_rng_state, set_rng_state
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
+OPTIMIZERS.register("sgd")(torch.optim.SGD)
+OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
 
 
 @torch.no_grad()
 def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data", max_plate_nesting=None):
     """Mean per-example ELBO and ``num_samples``-sample importance-weighted bound over ``batches``."""
+    from inference.evaluation.log_marginal_likelihood import importance_log_weights, summarize_log_weights
+
     elbo_sum, log_px_sum, count = 0.0, 0.0, 0
     for batch in batches:
         log_w = importance_log_weights(
@@ -44,141 +61,233 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
         elbo_sum += elbo.sum().item()
         log_px_sum += log_px.sum().item()
         count += elbo.numel()
-    return {"elbo": elbo_sum / count, f"log_px_{num_samples}": log_px_sum / count}
+    return {"elbo": elbo_sum / count, "log_px": log_px_sum / count}
 
 
-def linear_warmup(epochs: int, start: float = 0.0):
-    """``epoch -> beta`` rising linearly from ``start`` at epoch 0 to 1 at epoch ``epochs`` and staying there."""
-    if epochs < 1:
-        raise ValueError(f"a KL warm-up needs at least one epoch, got {epochs}")
-    return lambda epoch: min(1.0, start + (1.0 - start) * epoch / epochs)
-
-
-def make_optimizer(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, clip_norm=None):
-    """Pyro's Adam; with ``clip_norm`` each parameter's gradient norm is clipped to it before the step."""
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
-    clip_args = {"clip_norm": float(clip_norm)} if clip_norm else None
-    return pyro.optim.Adam({"lr": lr, "betas": tuple(betas), "eps": eps}, clip_args=clip_args)
-
-
-def train(
-    model,
-    guide,
-    loss,
-    train_batches,
-    *,
-    epochs: int,
-    module: Optional[nn.Module] = None,
-    optimizer=None,
-    val_batches=None,
-    val_num_samples: int = 10,
-    num_data: Optional[int] = None,
-    checkpoint_path=None,
-    resume: bool = False,
-    config: Optional[dict] = None,
-    generator: Optional[torch.Generator] = None,
-    data_plate: str = "data",
-    progress: bool = True,
-    on_epoch: Optional[Callable[[list], None]] = None,
-    kl_weight_schedule: Optional[Callable[[int], float]] = None,
-):
-    """Run SVI for ``epochs`` epochs and return the list of per-epoch metrics.
-
-    :param loss: an ELBO-style object (e.g. ``pyro.infer.Trace_ELBO()`` or ``inference.estimator(name)``).
-    :param train_batches: a re-iterable of argument tuples for ``model``/``guide``, one per minibatch, with a
-        ``num_data`` attribute (or pass ``num_data``): the training set size.
-    :param module: the ``nn.Module`` (e.g. a ``PyroModule``) holding every trained parameter; checkpointed.
-    :param optimizer: a ``pyro.optim`` optimizer; default :func:`make_optimizer`.
-    :param val_batches: optional re-iterable of validation argument tuples.
-    :param checkpoint_path: where to write a checkpoint after every epoch (atomically).
-    :param resume: continue from ``checkpoint_path`` if it exists.
-    :param config: a JSON-like dict stored in the checkpoint (how to rebuild the model).
-    :param generator: the ``torch.Generator`` driving ``train_batches``' shuffling; checkpointed for exact resume.
-    :param on_epoch: called after each epoch with the list of metrics so far (resumed epochs included).
-    :param kl_weight_schedule: ``epoch -> beta`` (epochs counted from 0), set as ``loss.kl_weight`` before each
-        epoch: KL annealing / warm-up (Bowman et al. 2016; Sonderby et al. 2016). Needs a loss with ``kl_weight``.
-    """
-    num_data = num_data or getattr(train_batches, "num_data", None)
-    if not num_data:
-        raise ValueError("train() needs the training set size: pass num_data=N or batches with a num_data attribute")
-    if epochs < 0:
-        raise ValueError(f"epochs must be non-negative, got {epochs}")
-    if kl_weight_schedule is not None and not hasattr(loss, "kl_weight"):
-        raise ValueError(
-            f"a KL weight schedule needs a loss with a kl_weight attribute; {type(loss).__name__} has none "
-            "(the estimators from inference.estimator() have one)"
-        )
-    optimizer = optimizer or make_optimizer()
-    svi = SVI(model, guide, optimizer, loss)
-    metrics = []
-    if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
-        metrics = _restore(load_checkpoint(checkpoint_path), module, optimizer, generator)
-    start_epoch = len(metrics)
-    steps_per_epoch = len(train_batches)
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        initial=min(start_epoch, epochs) * steps_per_epoch,
-        disable=not progress,
-        desc="train",
-        unit="step",
-    )
-    with bar:
-        for epoch in range(start_epoch, epochs):
-            start = time.perf_counter()
-            if kl_weight_schedule is not None:
-                loss.kl_weight = float(kl_weight_schedule(epoch))
-            weighted_loss = 0.0
-            for batch in train_batches:
-                batch_loss = svi.step(*batch)
-                if not math.isfinite(batch_loss):
-                    raise FloatingPointError(
-                        f"non-finite loss ({batch_loss}) at epoch {epoch + 1}: lower the learning rate, set "
-                        "clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
-                    )
-                weighted_loss += batch_loss * _batch_size(batch) / num_data
-                bar.update()
-            entry = {"epoch": epoch + 1, "train_objective": -weighted_loss / num_data}
-            if kl_weight_schedule is not None:
-                entry["kl_weight"] = loss.kl_weight
-            if val_batches is not None:
-                val = evaluate_objectives(model, guide, val_batches, val_num_samples, data_plate)
-                entry.update({f"val_{k}": v for k, v in val.items()})
-            entry["seconds"] = time.perf_counter() - start
-            metrics.append(entry)
-            bar.set_postfix({k: f"{v:.2f}" for k, v in entry.items() if k not in ("epoch", "seconds")})
-            if checkpoint_path is not None:
-                save_checkpoint(_state(metrics, module, optimizer, generator, config), checkpoint_path)
-            if on_epoch is not None:
-                on_epoch(metrics)
-    return metrics
-
-
-def _batch_size(batch):
+def batch_size_of(batch) -> int:
+    """The number of data points in a batch: the first dimension of its first tensor argument."""
     for arg in batch:
         if torch.is_tensor(arg) and arg.dim() > 0:
             return arg.shape[0]
     raise ValueError("a training batch must contain at least one tensor whose first dimension indexes data points")
 
 
-def _state(metrics, module, optimizer, generator, config):
-    return {
-        "format": "pyro-vae-checkpoint-1",
-        "epoch": len(metrics),
-        "metrics": metrics,
-        "module": module.state_dict() if module is not None else {},
-        "optimizer": optimizer.get_state(),
-        "rng": get_rng_state(),
-        "generator": generator.get_state() if generator is not None else None,
-        "config": config or {},
-    }
+class Trainer:
+    """Trains ``model``/``guide`` under the estimator ``loss`` with a ``torch.optim`` optimizer.
+
+    :param model, guide: a Pyro model/guide pair whose data points sit in the plate ``data_plate``.
+    :param loss: an estimator (``inference.estimator(name, ...)``) or any object with ``differentiable_loss``.
+    :param torch.nn.Module module: the module holding the model's and guide's parameters (checkpointed by its
+        ``state_dict``, buffers included). Parameters read through plain ``pyro.param`` are found and
+        checkpointed by name.
+    :param str optimizer: a name from :data:`OPTIMIZERS` (``torch.optim`` classes).
+    :param dict optimizer_options: keyword options of the optimizer, e.g. ``{"lr": 1e-3}``.
+    :param float clip_norm: clip the global gradient norm to this value before every step.
+    :param callbacks: :class:`~inference.training.callbacks.Callback` objects, called in order.
+    :param torch.Generator generator: the generator driving the training batches (shuffling, binarization);
+        checkpointed for exact resume.
+    :param int max_plate_nesting: the model's plate nesting; read from ``module.max_plate_nesting`` or guessed
+        once from the first batch.
+    """
+
+    def __init__(
+        self,
+        model,
+        guide,
+        loss,
+        *,
+        module: Optional[nn.Module] = None,
+        optimizer: str = "adam",
+        optimizer_options: Optional[dict] = None,
+        clip_norm: Optional[float] = None,
+        callbacks: Sequence = (),
+        generator: Optional[torch.Generator] = None,
+        data_plate: str = "data",
+        max_plate_nesting: Optional[int] = None,
+    ):
+        if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a positive finite number or None, got {clip_norm}")
+        self.model = model
+        self.guide = guide
+        self.loss = loss
+        self.module = module
+        self.optimizer_name = optimizer
+        self.optimizer_options = dict(optimizer_options or {})
+        _check_learning_rate(self.optimizer_options)
+        OPTIMIZERS.get(optimizer)  # an unknown name fails here, not at the first step
+        self.clip_norm = clip_norm
+        self.callbacks = list(callbacks)
+        self.generator = generator
+        self.data_plate = data_plate
+        self.max_plate_nesting = max_plate_nesting or getattr(module, "max_plate_nesting", None)
+        self.metrics = []
+        self.should_stop = False
+        self.optimizer = None
+        self.store_params = {}  # plain pyro.param leaves, by name
+
+    # -- parameters and optimizer ------------------------------------------------------------------------------
+
+    def setup(self, *args, **kwargs):
+        """Find the parameters by one run of the loss on ``args`` (a batch) and build the optimizer (once)."""
+        if self.optimizer is not None:
+            return
+        if self.max_plate_nesting is None:
+            self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, *args, **kwargs)
+        estimator_state = _estimator_state(self.loss)
+        read = params_read_by(self.loss.differentiable_loss, self.model, self.guide, *args, **kwargs)
+        _load_estimator_state(self.loss, estimator_state)  # the trial run must not move a running baseline
+        owned = {id(p) for p in self._owned_parameters()}
+        self.store_params = {name: leaf for name, leaf in read.items() if id(leaf) not in owned}
+        params = self.parameters()
+        if not params:
+            raise ValueError(
+                "model, guide and estimator read no parameters (nn.Module, PyroModule or pyro.param), so there is "
+                "nothing to train"
+            )
+        self.optimizer = OPTIMIZERS.build(self.optimizer_name, params=params, **self.optimizer_options)
+
+    def _owned_parameters(self):
+        module_params = list(self.module.parameters()) if self.module is not None else []
+        return module_params + list(getattr(self.loss, "parameters", list)())
+
+    def parameters(self) -> list:
+        """Every trained tensor: the module's, the estimator's, then plain ``pyro.param`` leaves."""
+        return self._owned_parameters() + list(self.store_params.values())
+
+    # -- one step, one epoch -----------------------------------------------------------------------------------
+
+    def step(self, *args, **kwargs) -> float:
+        """One gradient step on a batch; returns the loss (the negative full-data objective estimate)."""
+        self.setup(*args, **kwargs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: lower the learning rate, set "
+                "clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
+            )
+        if loss.requires_grad:
+            loss.backward()
+        if self.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.parameters(), self.clip_norm)
+        self.optimizer.step()
+        return value
+
+    def train_epoch(self, batches, num_data: Optional[int] = None, bar=None) -> float:
+        """One pass over ``batches``; returns the mean per-example objective (``-loss / N`` averaged)."""
+        num_data = num_data or getattr(batches, "num_data", None)
+        if not num_data:
+            raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
+        weighted_loss = 0.0
+        for batch in batches:
+            weighted_loss += self.step(*batch) * batch_size_of(batch) / num_data
+            self._call("on_step_end")
+            if bar is not None:
+                bar.update()
+        return -weighted_loss / num_data
+
+    def validate(self, batches, num_samples: int = 10) -> dict:
+        """``val_elbo`` and ``val_log_px`` (``num_samples``-sample bound), per example, on ``batches``."""
+        values = evaluate_objectives(
+            self.model, self.guide, batches, num_samples, self.data_plate, self.max_plate_nesting
+        )
+        return {"val_elbo": values["elbo"], "val_log_px": values["log_px"], "val_num_samples": num_samples}
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def fit(self, train_batches, *, epochs: int, val_batches=None, val_num_samples: int = 10, progress=True):
+        """Train until ``epochs`` epochs are done (counting resumed ones) or a callback stops it; returns the
+        per-epoch metrics."""
+        if epochs < 0:
+            raise ValueError(f"epochs must be non-negative, got {epochs}")
+        self.setup(*next(iter(train_batches)))
+        self._call("on_train_begin")
+        self.should_stop = bool(self.metrics and self.metrics[-1].get("stopped_early"))
+        start_epoch = len(self.metrics)
+        steps = len(train_batches)
+        bar = tqdm(
+            total=epochs * steps, initial=min(start_epoch, epochs) * steps, disable=not progress, desc="train",
+            unit="step",
+        )
+        with bar:
+            for epoch in range(start_epoch, epochs):
+                if self.should_stop:
+                    break
+                self._call("on_epoch_begin", epoch)
+                start = time.perf_counter()
+                entry = {"epoch": epoch + 1, "train_objective": self.train_epoch(train_batches, bar=bar)}
+                entry["train_seconds"] = time.perf_counter() - start
+                if val_batches is not None:
+                    val_start = time.perf_counter()
+                    entry.update(self.validate(val_batches, val_num_samples))
+                    entry["val_seconds"] = time.perf_counter() - val_start
+                entry["seconds"] = time.perf_counter() - start
+                self.metrics.append(entry)
+                self._call("on_epoch_end", entry)
+                bar.set_postfix({k: f"{v:.2f}" for k, v in entry.items() if k.startswith(("train_obj", "val_"))})
+        self._call("on_train_end")
+        return self.metrics
+
+    def _call(self, hook, *args):
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: parameters, optimizer, estimator, callbacks, generators."""
+        return {
+            "epoch": len(self.metrics),
+            "metrics": list(self.metrics),
+            "module": self.module.state_dict() if self.module is not None else {},
+            "params": {name: leaf.detach().clone() for name, leaf in self.store_params.items()},
+            "estimator": _estimator_state(self.loss),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+            "rng": get_rng_state(),
+            "generator": self.generator.get_state() if self.generator is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output (call after :meth:`setup`, so the parameters exist)."""
+        if self.module is not None:
+            self.module.load_state_dict(state["module"])
+        missing = sorted(set(state["params"]) - set(self.store_params))
+        if missing:
+            raise ValueError(f"the checkpoint holds parameters {missing} that this model and guide never read")
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                self.store_params[name].copy_(value)
+        _load_estimator_state(self.loss, state["estimator"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for callback, callback_state in zip(self.callbacks, state["callbacks"]):
+            callback.load_state_dict(callback_state)
+        set_rng_state(state["rng"])
+        if self.generator is not None and state["generator"] is not None:
+            self.generator.set_state(state["generator"])
+        self.metrics = list(state["metrics"])
 
 
-def _restore(state, module, optimizer, generator):
-    if module is not None:
-        module.load_state_dict(state["module"])
-    optimizer.set_state(state["optimizer"])
-    set_rng_state(state["rng"])
-    if generator is not None and state["generator"] is not None:
-        generator.set_state(state["generator"])
-    return list(state["metrics"])
+def _check_learning_rate(options):
+    lr = options.get("lr")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the learning rate must be a positive finite number, got {lr!r}")
+
+
+def _estimator_state(loss) -> dict:
+    return loss.state_dict() if hasattr(loss, "state_dict") else {}
+
+
+def _load_estimator_state(loss, state):
+    if hasattr(loss, "load_state_dict"):
+        loss.load_state_dict(state)
+
+
+def train(model, guide, loss, train_batches, *, epochs, val_batches=None, val_num_samples=10, progress=True, **options):
+    """Build a :class:`Trainer` with ``options`` and :meth:`~Trainer.fit` it; returns the per-epoch metrics."""
+    trainer = Trainer(model, guide, loss, **options)
+    return trainer.fit(
+        train_batches, epochs=epochs, val_batches=val_batches, val_num_samples=val_num_samples, progress=progress
+    )

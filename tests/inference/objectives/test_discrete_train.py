@@ -5,8 +5,7 @@ import math
 import pyro
 import pytest
 import torch
-from pyro.infer import SVI
-from pyro.optim import Adam
+from inference import Trainer
 
 import inference.objectives.elbo  # noqa: F401  (registers "elbo")
 import inference.objectives.rws  # noqa: F401
@@ -56,11 +55,11 @@ def test_estimator_trains_binary_latent_vae(binary_digits, name, guide, options)
         return sum(judge.loss(vae.model, vae.guide, x) for _ in range(3)) / 3 / len(x)
 
     before = full_data_loss()
-    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-2}), objective)
+    trainer = Trainer(vae.model, vae.guide, objective, module=vae, optimizer_options={"lr": 1e-2})
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):  # epochs
         for idx in torch.randperm(len(x), generator=generator).split(100):
-            loss = svi.step(x[idx])
+            loss = trainer.step(x[idx])
             assert math.isfinite(loss), f"{name}: non-finite loss {loss}"
     after = full_data_loss()
     assert all(torch.isfinite(p).all() for p in vae.parameters())

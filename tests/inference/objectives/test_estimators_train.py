@@ -5,8 +5,7 @@ import math
 import pyro
 import pytest
 import torch
-from pyro.infer import SVI
-from pyro.optim import Adam
+from inference import Trainer
 
 import inference  # noqa: F401 (registers every estimator)
 from inference.objectives.estimators import estimator
@@ -43,11 +42,11 @@ def test_estimator_trains_the_digits_vae(digits, name):
     vae = build_vae(data_dim=64, latent_dim=4, hidden_sizes=(32,), num_data=len(digits))
     est = estimator(name, num_particles=K, max_plate_nesting=1, **ESTIMATORS[name])
     before = mean_loss_per_example(est, vae, digits)
-    svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-2}), est)
+    trainer = Trainer(vae.model, vae.guide, est, module=vae, optimizer_options={"lr": 1e-2})
     gen = torch.Generator().manual_seed(0)
     for _ in range(EPOCHS):
         for batch in torch.randperm(len(digits), generator=gen).split(BATCH_SIZE):
-            loss = svi.step(digits[batch])
+            loss = trainer.step(digits[batch])
             assert math.isfinite(loss), name
     after = mean_loss_per_example(est, vae, digits)
     # measured: about 45 nats per example untrained, about 28 after 30 steps, for every estimator

@@ -1,13 +1,27 @@
 import math
 
-import pyro
 import pytest
 import torch
+
+import pyro
+import pyro.distributions as dist
 from pyro.infer import Trace_ELBO
 
-from inference import evaluate_objectives, load_checkpoint, train
+from inference import (
+    Checkpoint,
+    EarlyStopping,
+    KLWeightSchedule,
+    LearningRateSchedule,
+    Trainer,
+    estimator,
+    evaluate_objectives,
+    linear_warmup,
+    load_checkpoint,
+    train,
+)
+from inference.objectives.score import ScoreFunctionELBO
 from pyro_vae import build_vae
-from pyro_vae.data.datasets import batches, fixed_binarization, load_dataset
+from pyro_vae.data import batches, fixed_binarization, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -16,48 +30,123 @@ def digits():
     return splits.train[:400], fixed_binarization(splits.val, seed=1)
 
 
-def _fit(x, x_val, epochs, path, resume=False, seed=0):
-    pyro.clear_param_store()
+def _fit(x, x_val, epochs, path, resume=False, seed=0, loss=None, callbacks=()):
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
     data = batches(x, 50, shuffle=True, generator=generator, dynamic_binarization=True)
-    metrics = train(
+    trainer = Trainer(
         vae.model,
         vae.guide,
-        Trace_ELBO(),
-        data,
-        epochs=epochs,
+        loss if loss is not None else Trace_ELBO(),
         module=vae,
-        val_batches=[(x_val,)],
-        checkpoint_path=path,
-        resume=resume,
         generator=generator,
-        progress=False,
+        callbacks=[*callbacks, Checkpoint(path, resume=resume)],
     )
-    return vae, metrics
+    metrics = trainer.fit(data, epochs=epochs, val_batches=[(x_val,)], progress=False)
+    return vae, metrics, trainer
+
+
+def _strip(metrics):
+    return [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in metrics]
 
 
 def test_resume_is_exact(digits, tmp_path):
     x, x_val = digits
-    straight, straight_metrics = _fit(x, x_val, 4, tmp_path / "a.pt")
+    straight, straight_metrics, _ = _fit(x, x_val, 4, tmp_path / "a.pt")
     _fit(x, x_val, 2, tmp_path / "b.pt", seed=0)
     # A different seed now must not matter: resuming restores every generator from the checkpoint.
-    resumed, resumed_metrics = _fit(x, x_val, 4, tmp_path / "b.pt", resume=True, seed=123)
+    resumed, resumed_metrics, _ = _fit(x, x_val, 4, tmp_path / "b.pt", resume=True, seed=123)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
-    assert strip(straight_metrics) == strip(resumed_metrics)
+    assert _strip(straight_metrics) == _strip(resumed_metrics)
+
+
+def test_resume_is_exact_for_the_score_estimator_with_a_learned_baseline(digits, tmp_path):
+    """The baseline's parameters and the running state live in the estimator and go into the checkpoint."""
+    x, x_val = digits
+
+    def score():
+        return ScoreFunctionELBO(num_particles=2, baseline="learned", max_plate_nesting=1)
+
+    straight, straight_metrics, straight_trainer = _fit(x, x_val, 4, tmp_path / "a.pt", loss=score())
+    _fit(x, x_val, 2, tmp_path / "b.pt", loss=score())
+    resumed, resumed_metrics, resumed_trainer = _fit(x, x_val, 4, tmp_path / "b.pt", resume=True, loss=score())
+    assert _strip(straight_metrics) == _strip(resumed_metrics)
+    a, b = straight_trainer.loss.baseline_net.value, resumed_trainer.loss.baseline_net.value
+    assert a.item() != 0.0 and torch.equal(a, b)
+    assert "baseline_net" in load_checkpoint(tmp_path / "b.pt")["estimator"]
+
+
+class PlainParamModel:
+    """The README's model/guide: bare ``pyro.param`` statements, which live in Pyro's global param store."""
+
+    def __init__(self, num_data):
+        self.num_data = num_data
+
+    def model(self, x):
+        w = pyro.param("w", torch.ones(3, 2))
+        with pyro.plate("data", size=self.num_data, subsample=torch.arange(len(x))):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ w.T, 0.5).to_event(1), obs=x)
+
+    def guide(self, x):
+        a = pyro.param("a", torch.zeros(3, 2))
+        s = pyro.param("s", torch.ones(2), constraint=dist.constraints.positive)
+        with pyro.plate("data", size=self.num_data, subsample=torch.arange(len(x))):
+            pyro.sample("z", dist.Normal(x @ a, s).to_event(1))
+
+
+def _fit_plain(x, epochs, path, resume=False):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    plain = PlainParamModel(len(x))
+    trainer = Trainer(
+        plain.model,
+        plain.guide,
+        estimator("iwae", num_particles=3),
+        optimizer_options={"lr": 0.05},
+        generator=generator,
+        callbacks=[Checkpoint(path, resume=resume)],
+    )
+    data = batches(x, 25, shuffle=True, generator=generator)
+    metrics = trainer.fit(data, epochs=epochs, progress=False)
+    return {name: pyro.param(name).detach().clone() for name in ("w", "a", "s")}, metrics
+
+
+def test_resume_is_exact_for_plain_pyro_params(tmp_path):
+    x = torch.randn(100, 3)
+    straight, straight_metrics = _fit_plain(x, 4, tmp_path / "a.pt")
+    _fit_plain(x, 2, tmp_path / "b.pt")
+    resumed, resumed_metrics = _fit_plain(x, 4, tmp_path / "b.pt", resume=True)
+    assert _strip(straight_metrics) == _strip(resumed_metrics)
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    assert not torch.equal(straight["a"], torch.zeros(3, 2))  # it trained
+    assert set(load_checkpoint(tmp_path / "b.pt")["params"]) == {"w", "a", "s"}
+
+
+def test_two_models_in_one_process_do_not_share_parameters(digits, tmp_path):
+    """Without clearing Pyro's param store, a second VAE of the same shape trains exactly as the first did."""
+    x, x_val = digits
+    first, first_metrics, _ = _fit(x, x_val, 2, tmp_path / "a.pt")
+    second, second_metrics, _ = _fit(x, x_val, 2, tmp_path / "b.pt")
+    assert _strip(first_metrics) == _strip(second_metrics)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items()):
+        assert torch.equal(a, b), name
+        assert a.data_ptr() != b.data_ptr()
+    assert len(pyro.get_param_store()) == 0  # the VAE's parameters never went there
 
 
 def test_checkpoint_is_code_free_and_complete(digits, tmp_path):
     x, x_val = digits
     path = tmp_path / "c.pt"
-    vae, metrics = _fit(x, x_val, 1, path)
+    vae, metrics, _ = _fit(x, x_val, 1, path)
     state = torch.load(path, weights_only=True)  # raises if anything but plain data were pickled
     assert state["epoch"] == 1 and state["metrics"] == metrics
     assert set(state["module"]) == set(vae.state_dict())
-    assert set(state["optimizer"]) == {name for name, _ in vae.named_parameters()}
+    assert len(state["optimizer"]["state"]) == len(list(vae.parameters()))
     assert load_checkpoint(path)["rng"]["torch"].dtype == torch.uint8
 
 
@@ -71,9 +160,10 @@ def test_training_raises_validation_elbo(digits):
         vae.model, vae.guide, Trace_ELBO(), data, epochs=15, module=vae, val_batches=[(x_val,)], progress=False
     )
     assert metrics[-1]["val_elbo"] > before["elbo"] + 10.0  # about 44 -> 29 nats on 64 binary pixels
-    assert metrics[-1]["val_log_px_10"] >= metrics[-1]["val_elbo"]
+    assert metrics[-1]["val_log_px"] >= metrics[-1]["val_elbo"]
+    assert metrics[-1]["val_num_samples"] == 10
     assert [m["epoch"] for m in metrics] == list(range(1, 16))
-    assert all(m["seconds"] > 0 for m in metrics)
+    assert all(m["seconds"] >= m["train_seconds"] > 0 and m["val_seconds"] > 0 for m in metrics)
 
 
 def test_train_objective_is_per_example(digits):
@@ -84,12 +174,9 @@ def test_train_objective_is_per_example(digits):
     pyro.set_rng_seed(0)
     vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
     reference = evaluate_objectives(vae.model, vae.guide, [(x_bin,)], num_samples=50)["elbo"]
-    data = [(x_bin[i : i + 50],) for i in range(0, len(x_bin), 50)]
-    optimizer = pyro.optim.Adam({"lr": 1e-9})
-    metrics = train(
-        vae.model, vae.guide, Trace_ELBO(), data, epochs=1, num_data=len(x), optimizer=optimizer, progress=False
-    )
-    assert metrics[0]["train_objective"] == pytest.approx(reference, abs=0.3)
+    trainer = Trainer(vae.model, vae.guide, Trace_ELBO(), module=vae, optimizer_options={"lr": 1e-9})
+    objective = trainer.train_epoch([(x_bin[i : i + 50],) for i in range(0, len(x_bin), 50)], num_data=len(x))
+    assert objective == pytest.approx(reference, abs=0.3)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(digits, tmp_path):
@@ -99,44 +186,60 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(digits, tmp_path):
     before = torch.load(path, weights_only=True)
 
     class BrokenLoss(Trace_ELBO):
-        def loss_and_grads(self, model, guide, *args, **kwargs):
-            return math.nan
+        def differentiable_loss(self, model, guide, *args, **kwargs):
+            return super().differentiable_loss(model, guide, *args, **kwargs) * math.nan
 
-    vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
-    data = batches(x, 50, shuffle=True, generator=torch.Generator().manual_seed(0))
     with pytest.raises(FloatingPointError, match="non-finite loss"):
-        train(
-            vae.model,
-            vae.guide,
-            BrokenLoss(),
-            data,
-            epochs=2,
-            module=vae,
-            checkpoint_path=path,
-            resume=True,
-            progress=False,
-        )
+        _fit(x, x_val, 2, path, resume=True, loss=BrokenLoss())
     after = torch.load(path, weights_only=True)
     assert after["epoch"] == before["epoch"] == 1
 
 
-def test_kl_warmup_sets_the_estimators_kl_weight_each_epoch(digits):
-    from inference import estimator
-    from inference.training.trainer import linear_warmup
+def test_kl_warmup_sets_the_estimators_kl_weight_each_epoch(digits, tmp_path):
+    x, x_val = digits
+    _, metrics, trainer = _fit(
+        x, x_val, 3, tmp_path / "k.pt", loss=estimator("elbo"), callbacks=[KLWeightSchedule(linear_warmup(2))]
+    )
+    assert [m["kl_weight"] for m in metrics] == [0.0, 0.5, 1.0]
+    assert trainer.loss.kl_weight == 1.0
+
+
+def test_kl_schedule_needs_a_kl_weight(digits, tmp_path):
+    x, x_val = digits
+    with pytest.raises(ValueError, match="needs an estimator with a kl_weight"):
+        _fit(x, x_val, 1, tmp_path / "k.pt", callbacks=[KLWeightSchedule(linear_warmup(2))])
+
+
+def test_learning_rate_schedule_steps_each_epoch_and_resumes(digits, tmp_path):
+    def schedule():
+        return LearningRateSchedule(lambda optimizer: torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.5))
 
     x, x_val = digits
-    vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
-    data = batches(x, 100, shuffle=True, generator=torch.Generator().manual_seed(0), dynamic_binarization=True)
-    metrics = train(
-        vae.model,
-        vae.guide,
-        estimator("iwae", num_particles=2),
-        data,
-        epochs=4,
-        module=vae,
-        kl_weight_schedule=linear_warmup(2),
-        progress=False,
-    )
-    assert [m["kl_weight"] for m in metrics] == [0.0, 0.5, 1.0, 1.0]
-    with pytest.raises(ValueError, match="kl_weight attribute"):
-        train(vae.model, vae.guide, Trace_ELBO(), data, epochs=1, kl_weight_schedule=linear_warmup(2))
+    _, straight, _ = _fit(x, x_val, 3, tmp_path / "a.pt", callbacks=[schedule()])
+    assert [m["lr"] for m in straight] == [1e-3, 5e-4, 2.5e-4]
+    _fit(x, x_val, 1, tmp_path / "b.pt", callbacks=[schedule()])
+    _, resumed, _ = _fit(x, x_val, 3, tmp_path / "b.pt", resume=True, callbacks=[schedule()])
+    assert _strip(resumed) == _strip(straight)
+
+
+def test_early_stopping_stops_when_the_monitored_metric_stalls(digits, tmp_path):
+    x, x_val = digits
+    # An objective that cannot improve by 1000 nats: stop after `patience` epochs without improvement.
+    stop = EarlyStopping(monitor="val_elbo", patience=2, min_delta=1000.0)
+    _, metrics, trainer = _fit(x, x_val, 10, tmp_path / "e.pt", callbacks=[stop])
+    assert len(metrics) == 3 and metrics[-1]["stopped_early"] and trainer.should_stop
+
+
+def test_a_model_without_parameters_is_refused():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+    with pytest.raises(ValueError, match="no parameters"):
+        Trainer(model, lambda x: None, Trace_ELBO()).step(torch.zeros(3))
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, 0.0, -1.0])
+def test_a_bad_learning_rate_is_refused(lr):
+    with pytest.raises(ValueError, match="learning rate must be a positive finite number"):
+        Trainer(None, None, Trace_ELBO(), optimizer_options={"lr": lr})
