@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae.runs import RunConfig, evaluate_run, read_metrics, train_run  # noqa: E402
+from pyro_vae.config import RunConfig, apply_overrides  # noqa: E402
+from pyro_vae.runs import evaluate_run, read_metrics, train_run  # noqa: E402
 
 DEFAULT_METHODS = ["elbo:1", "elbo:5", "iwae:5", "iwae-dreg:5", "iwae-stl:5", "ciwae:5"]
 
@@ -34,18 +35,23 @@ def run_grid(methods, out, dataset, epochs, num_test, num_samples, hidden_sizes,
     rows = []
     for name, k in methods:
         run_dir = os.path.join(out, f"{name}-k{k}")
-        config = RunConfig(
-            dataset=dataset,
-            num_test=num_test,
-            estimator=name,
-            num_particles=k,
-            epochs=epochs,
-            hidden_sizes=hidden_sizes,
-            latent_dim=latent_dim,
-            seed=seed,
+        config = apply_overrides(
+            RunConfig(),
+            [
+                ("data.name", dataset),
+                ("data.num_test", num_test),
+                ("train.estimator", {"name": name, "options": {"num_particles": k}}),
+                ("train.epochs", epochs),
+                ("train.seed", seed),
+                ("model.latent_dim", latent_dim),
+                ("model.encoder.options.hidden_sizes", hidden_sizes),
+                ("model.decoder.options.hidden_sizes", hidden_sizes[::-1]),
+            ],
         )
         train_run(config, run_dir, resume=True, progress=progress)
-        report = evaluate_run(run_dir, num_samples=num_samples, progress=progress, posterior_examples=())
+        report = evaluate_run(
+            run_dir, method_options={"num_samples": num_samples}, progress=progress, posterior_examples=()
+        )
         seconds = sum(m["seconds"] for m in read_metrics(run_dir))
         rows.append({"estimator": name, "k": k, "train_seconds": seconds, **report})
         print(f"{name:>12} K={k:<3} log p(x) {report['log_px']:9.3f}  ELBO {report['elbo']:9.3f}", flush=True)

@@ -30,8 +30,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
-from pyro.infer import SVI  # noqa: E402
-from pyro.optim import Adam  # noqa: E402
 
 import inference  # noqa: E402
 from inference.evaluation.gradient_snr import gradient_snr  # noqa: E402
@@ -41,11 +39,12 @@ from pyro_vae import binarize, build_vae, fixed_binarization, load_dataset  # no
 def train_vae(train, epochs, batch_size, seed):
     pyro.set_rng_seed(seed)
     vae = build_vae(data_dim=train.shape[1], latent_dim=8, hidden_sizes=(100,), num_data=len(train))
-    svi = SVI(vae.model, vae.guide, Adam({"lr": 3e-3}), inference.estimator("elbo", max_plate_nesting=1))
+    loss = inference.estimator("elbo", max_plate_nesting=1)
+    trainer = inference.Trainer(vae.model, vae.guide, loss, module=vae, optimizer_options={"lr": 3e-3})
     for epoch in range(epochs):
         total = 0.0
         for batch in torch.randperm(len(train)).split(batch_size):
-            total += svi.step(binarize(train[batch]))
+            total += trainer.step(binarize(train[batch]))
         print(f"epoch {epoch + 1:3d}  training loss {total / len(train):8.3f} nats per example", flush=True)
     return vae
 

@@ -5,9 +5,8 @@ A ``pyro.param`` site's value is a constrained view of an unconstrained leaf ten
 and that parameter is the leaf. Optimizers and gradient diagnostics want the leaves.
 """
 
-import torch
-
 import pyro.poutine as poutine
+import torch
 
 
 def unconstrained_leaf(value: torch.Tensor) -> torch.Tensor:

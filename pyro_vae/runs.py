@@ -2,37 +2,40 @@
 
 A run folder holds
 
-* ``config.json``: the :class:`RunConfig` that built the data, model and estimator,
-* ``metrics.json``: one entry per epoch (objectives in nats per example, wall-clock seconds),
-* ``checkpoint.pt``: model, optimizer and RNG state (loads with ``torch.load(..., weights_only=True)``),
-* ``eval.json`` after :func:`evaluate_run`, and ``samples.png`` / ``reconstructions.png`` after :func:`sample_run`.
+* ``config.json``: the :class:`~pyro_vae.config.RunConfig` tree that built the data, model, estimator and
+  evaluation (it rebuilds the run exactly),
+* ``metrics.json``: one entry per epoch (objectives in nats per example, training and validation seconds),
+* ``checkpoint.pt``: parameters, optimizer, estimator and RNG state (``torch.load(..., weights_only=True)``),
+* ``eval.json`` and ``eval.nc`` after :func:`evaluate_run`, ``samples.png`` / ``reconstructions.png`` after
+  :func:`sample_run`.
 
-The command line (:mod:`pyro_vae.cli`) is a thin layer over these functions.
+Nothing is written before the whole run (configuration, data, model, estimator) has been built, so a refused
+run leaves no folder behind. The command line (:mod:`pyro_vae.cli`) is a thin layer over these functions.
 """
 
-import dataclasses
 import json
 import math
 import os
+import shutil
 import time
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import pyro
 import torch
 
-from inference import estimator, log_marginal_likelihood
+from inference import estimator, log_marginal_likelihood, log_px_method
 from inference.evaluation.diagnostics import (
     importance_resampled_latents,
     kl_per_dimension,
     latent_activity,
     save_inference_data,
 )
+from inference.training.callbacks import Checkpoint, KLWeightSchedule, OnEpochEnd, linear_warmup
 from inference.training.checkpoint import load_checkpoint
-from inference.training.trainer import linear_warmup, make_optimizer, train
-from pyro_vae.components.likelihoods import LIKELIHOODS
-from pyro_vae.data.datasets import batches, fixed_binarization, load_dataset
-from pyro_vae.vae import VAE, build_vae
+from inference.training.trainer import Trainer
+from pyro_vae.components import LIKELIHOODS
+from pyro_vae.config import ConfigError, RunConfig, apply_overrides, resolve_device
+from pyro_vae.data import batches, fixed_binarization, load_dataset
+from pyro_vae.vae import VAE, build_model
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -41,51 +44,7 @@ EVAL_FILE = "eval.json"
 INFERENCE_DATA_FILE = "eval.nc"
 #: Burda et al. (2016): latent unit u is active when Cov_x(E_q[z_u | x]) exceeds this.
 ACTIVE_UNIT_THRESHOLD = 0.01
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a training run; stored as ``config.json``."""
-
-    dataset: str = "digits"
-    data_root: Optional[str] = None
-    download: bool = False
-    num_train: Optional[int] = None
-    num_val: Optional[int] = None
-    num_test: Optional[int] = None
-    latent_dim: int = 10
-    hidden_sizes: Sequence[int] = (200, 200)
-    activation: str = "tanh"
-    network: str = "mlp"
-    prior: str = "normal"
-    prior_options: dict = field(default_factory=dict)
-    likelihood: str = "bernoulli"
-    likelihood_scale: str = "learned"
-    guide: str = "diagonal-normal"
-    guide_options: dict = field(default_factory=dict)
-    estimator: str = "elbo"
-    num_particles: int = 1
-    estimator_options: dict = field(default_factory=dict)
-    kl_warmup_epochs: int = 0
-    epochs: int = 100
-    batch_size: int = 100
-    lr: float = 1e-3
-    clip_norm: Optional[float] = None
-    val_num_samples: int = 10
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hidden_sizes"] = list(self.hidden_sizes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys are {sorted(known)}")
-        return cls(**d)
+SPLITS = ("train", "val", "test")
 
 
 def load_config(run_dir) -> RunConfig:
@@ -107,7 +66,8 @@ def json_safe(obj):
     return obj
 
 
-def _write_json(obj, path):
+def write_json(obj, path):
+    """Write ``obj`` as JSON atomically (a temporary file renamed over ``path``)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(json_safe(obj), f, indent=2, allow_nan=False)
@@ -115,123 +75,144 @@ def _write_json(obj, path):
     os.replace(tmp, path)
 
 
-def _likelihood_options(config: RunConfig) -> dict:
-    return {"scale": config.likelihood_scale} if config.likelihood == "gaussian" else {}
-
-
-def _binary_data(config: RunConfig) -> bool:
-    return getattr(LIKELIHOODS.get(config.likelihood), "binary_data", False)
+def binary_data(config: RunConfig) -> bool:
+    """Whether the likelihood reads 0/1 data, so grey levels are binarized."""
+    return getattr(LIKELIHOODS.get(config.model.likelihood.name), "binary_data", False)
 
 
 def prepare_data(config: RunConfig):
-    """The run's splits; evaluation splits are binarized once (seeded) for a Bernoulli likelihood."""
+    """The run's splits, drawn by the data seed (the same for every training seed)."""
+    data = config.data
     splits = load_dataset(
-        config.dataset,
-        root=config.data_root,
-        download=config.download,
-        seed=config.seed,
-        num_train=config.num_train,
-        num_val=config.num_val,
-        num_test=config.num_test,
+        data.name,
+        root=data.root,
+        download=data.download,
+        seed=data.seed,
+        num_train=data.num_train,
+        num_val=data.num_val,
+        num_test=data.num_test,
     )
-    if _binary_data(config) and not splits.binary_ok:
-        raise ValueError(
-            f"the '{config.likelihood}' likelihood needs data in [0, 1] to binarize, but '{config.dataset}' is "
-            "real-valued: choose --likelihood gaussian"
+    if binary_data(config) and not splits.binary_ok:
+        raise ConfigError(
+            f"the '{config.model.likelihood.name}' likelihood needs data in [0, 1] to binarize, but "
+            f"'{data.name}' is real-valued: choose --likelihood gaussian"
+        )
+    if config.train.batch_size > len(splits.train):
+        raise ConfigError(
+            f"train.batch_size {config.train.batch_size} is larger than the {len(splits.train)} training examples: "
+            "choose a smaller --batch-size"
         )
     return splits
 
 
 def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be one of train, val, test; got '{split}'")
+    """A split as the model sees it at evaluation: binarized once, by the data seed, for a 0/1 likelihood."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got '{split}'")
     x = getattr(splits, split)
-    if _binary_data(config):
+    if binary_data(config):
         # A different fixed seed per split, so validation and test binarizations are independent.
-        x = fixed_binarization(x, seed=config.seed * 3 + ("train", "val", "test").index(split) + 1)
+        x = fixed_binarization(x, seed=config.data.seed * 3 + SPLITS.index(split) + 1)
     return x
 
 
-def build_model(config: RunConfig, data_dim: int, num_data: int) -> VAE:
-    return build_vae(
-        data_dim=data_dim,
-        latent_dim=config.latent_dim,
-        hidden_sizes=config.hidden_sizes,
-        activation=config.activation,
-        network=config.network,
-        prior=config.prior,
-        likelihood=config.likelihood,
-        guide=config.guide,
-        num_data=num_data,
-        prior_options=config.prior_options,
-        likelihood_options=_likelihood_options(config),
-        guide_options=config.guide_options,
-    )
+def model_for(config: RunConfig, splits) -> VAE:
+    """The VAE of ``config.model`` for these data, initialised by the training seed."""
+    pyro.set_rng_seed(config.train.seed)
+    return build_model(config.model, data_dim=splits.data_dim, num_data=len(splits.train))
+
+
+def estimator_for(config: RunConfig, vae: VAE):
+    options = {"max_plate_nesting": vae.max_plate_nesting, **config.train.estimator.options}
+    return estimator(config.train.estimator.name, **options)
 
 
 def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE:
-    """Train the VAE described by ``config`` and write the run folder ``run_dir``."""
-    os.makedirs(run_dir, exist_ok=True)
-    config_path = os.path.join(run_dir, CONFIG_FILE)
-    if resume and os.path.exists(config_path):
-        saved = load_config(run_dir)
-        if saved.to_dict() | {"epochs": config.epochs} != config.to_dict():
-            raise ValueError(
-                f"--resume with a config that differs from {config_path} in more than the number of epochs; "
-                "resume with the same options, or train into a new --out folder"
-            )
-    elif os.path.exists(os.path.join(run_dir, CHECKPOINT_FILE)) and not resume:
+    """Train the VAE described by ``config`` and write the run folder ``run_dir``.
+
+    With ``resume`` the run continues from its checkpoint; ``config`` may then differ from the saved one only in
+    ``train.epochs`` (pass ``None`` to take the saved configuration as it is).
+    """
+    resume = resume and os.path.exists(os.path.join(run_dir, CONFIG_FILE))  # nothing to resume: a fresh run
+    config = _config_to_resume(config, run_dir) if resume else config
+    if config is None:
+        raise ConfigError("train_run needs a configuration (or resume=True with a run folder that has one)")
+    if not resume and os.path.exists(os.path.join(run_dir, CHECKPOINT_FILE)):
         raise FileExistsError(
             f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
         )
-    _write_json(config.to_dict(), config_path)
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(config.seed)
+    device = resolve_device(config.device)
     splits = prepare_data(config)
-    generator = torch.Generator().manual_seed(config.seed)
+    vae = model_for(config, splits).to(device)
+    loss = estimator_for(config, vae)
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
     train_batches = batches(
-        splits.train,
-        config.batch_size,
+        splits.train.to(device),
+        config.train.batch_size,
         shuffle=True,
         generator=generator,
-        dynamic_binarization=_binary_data(config),
+        dynamic_binarization=binary_data(config),
     )
-    val_x = eval_split(config, splits, "val")
+    val_x = eval_split(config, splits, "val").to(device)
     val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
-    vae = build_model(config, splits.train.shape[1], len(splits.train))
-    options = {"max_plate_nesting": vae.max_plate_nesting, **config.estimator_options}
-    loss = estimator(config.estimator, num_particles=config.num_particles, **options)
-
+    callbacks = []
+    if config.train.kl_warmup_epochs:
+        callbacks.append(KLWeightSchedule(linear_warmup(config.train.kl_warmup_epochs)))
     metrics_path = os.path.join(run_dir, METRICS_FILE)
-    train(
+    callbacks += [
+        OnEpochEnd(lambda metrics: write_json(metrics, metrics_path)),
+        Checkpoint(os.path.join(run_dir, CHECKPOINT_FILE), resume=resume, extra={"config": config.to_dict()}),
+    ]
+    trainer = Trainer(
         vae.model,
         vae.guide,
         loss,
-        train_batches,
-        epochs=config.epochs,
         module=vae,
-        optimizer=make_optimizer(lr=config.lr, clip_norm=config.clip_norm),
-        val_batches=val_batches,
-        val_num_samples=config.val_num_samples,
-        checkpoint_path=os.path.join(run_dir, CHECKPOINT_FILE),
-        resume=resume,
-        config=config.to_dict(),
+        optimizer=config.train.optimizer.name,
+        optimizer_options=config.train.optimizer.options,
+        clip_norm=config.train.clip_norm,
+        callbacks=callbacks,
         generator=generator,
-        progress=progress,
-        on_epoch=lambda metrics: _write_json(metrics, metrics_path),
-        kl_weight_schedule=linear_warmup(config.kl_warmup_epochs) if config.kl_warmup_epochs else None,
     )
+    created = not os.path.exists(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    try:
+        write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
+        trainer.fit(
+            train_batches,
+            epochs=config.train.epochs,
+            val_batches=val_batches,
+            val_num_samples=config.train.val_num_samples,
+            progress=progress,
+        )
+    except BaseException:
+        if created and not os.path.exists(os.path.join(run_dir, CHECKPOINT_FILE)):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave nothing behind
+        raise
     return vae
 
 
-def load_run(run_dir):
-    """Rebuild the trained VAE of a run folder: ``(config, splits, vae)``."""
+def _config_to_resume(config, run_dir):
+    saved = load_config(run_dir)
+    if config is None:
+        return saved
+    if apply_overrides(saved, [("train.epochs", config.train.epochs)]) != config:
+        raise ConfigError(
+            f"--resume with a configuration that differs from {os.path.join(run_dir, CONFIG_FILE)} in more than "
+            "train.epochs; resume with `pyro-vae train --resume --out DIR [--epochs N]` alone, or train into a "
+            "new --out folder"
+        )
+    return config
+
+
+def load_run(run_dir, device="auto"):
+    """Rebuild the trained VAE of a run folder: ``(config, splits, vae)``, the VAE on ``device``."""
     config = load_config(run_dir)
     splits = prepare_data(config)
-    vae = build_model(config, splits.train.shape[1], len(splits.train))
+    vae = model_for(config, splits)
     state = load_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
     vae.load_state_dict(state["module"])
+    vae.to(resolve_device(device))
     vae.eval()
     return config, splits, vae
 
@@ -239,43 +220,53 @@ def load_run(run_dir):
 def evaluate_run(
     run_dir,
     *,
-    num_samples=5000,
-    split="test",
-    method="is",
-    data_batch_size=100,
-    particle_batch_size=500,
-    seed=0,
+    method=None,
+    method_options=None,
+    split=None,
+    data_batch_size=None,
+    seed=None,
+    device="auto",
     progress=True,
     posterior_examples=(0, 1, 2, 3),
     num_posterior_draws=200,
-    **method_options,
 ) -> dict:
     """Estimate log p(x) on a split of a trained run; write ``eval.json`` and ``eval.nc``; return the report.
 
+    Every argument left ``None`` takes the run's ``eval`` section (itself defaulting to ``is`` on the test split
+    with the method's own defaults, e.g. ``K = 5000``); ``method_options`` update the method's options.
     The report holds the estimate's summary (:meth:`~inference.LogMarginalLikelihood.summary`), the per-model
-    diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units) and where it came from.
-    ``eval.nc`` holds the per-example estimates, ESS and Pareto k-hat, and sampling-importance-resampled posterior
-    draws of ``z`` for ``posterior_examples``, as an arviz InferenceData (``arviz.from_netcdf``).
-    ``method_options`` go to :func:`inference.log_marginal_likelihood` (e.g. AIS's ``num_steps``).
+    diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units), the seeds and where
+    it came from. ``eval.nc`` holds the per-example estimates, ESS and Pareto k-hat, and
+    sampling-importance-resampled posterior draws of ``z`` for ``posterior_examples``, as an arviz InferenceData.
     """
-    config, splits, vae = load_run(run_dir)
-    x = eval_split(config, splits, split)
+    config, splits, vae = load_run(run_dir, device)
+    overrides = [
+        (f"eval.{key}", value)
+        for key, value in (("split", split), ("data_batch_size", data_batch_size), ("seed", seed))
+        if value is not None
+    ]
+    if method is not None and method != config.eval.method.name:
+        overrides.append(("eval.method", {"name": method, "options": {}}))
+    for key, value in (method_options or {}).items():
+        overrides.append((f"eval.method.options.{key}", value))
+    config = apply_overrides(config, overrides)
+    evaluation = config.eval
+    x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
     bad = [i for i in posterior_examples if not 0 <= i < len(x)]
     if bad:
-        raise ValueError(f"posterior examples {bad} are out of range: the {split} split has {len(x)} examples")
-    pyro.set_rng_seed(seed)
+        raise ValueError(
+            f"posterior examples {bad} are out of range: the {evaluation.split} split has {len(x)} examples"
+        )
+    pyro.set_rng_seed(evaluation.seed)
     start = time.perf_counter()
     result = log_marginal_likelihood(
         vae.model,
         vae.guide,
         x,
-        num_samples=num_samples,
-        method=method,
-        data_batch_size=data_batch_size,
-        particle_batch_size=particle_batch_size,
+        method=log_px_method(evaluation.method.name, **evaluation.method.options),
+        data_batch_size=evaluation.data_batch_size,
         max_plate_nesting=vae.max_plate_nesting,
         progress=progress,
-        **method_options,
     )
     seconds = time.perf_counter() - start
     with torch.no_grad():
@@ -283,14 +274,16 @@ def evaluate_run(
         activity = latent_activity(vae.guide, x)
     report = {
         **result.summary(),
-        **{f"ais_{key}": value for key, value in method_options.items() if method == "ais"},
+        "method_options": evaluation.method.options,
         "kl": kl.sum().item(),
         "kl_per_dimension": kl.tolist(),
         "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_activity": activity.tolist(),
-        "dataset": config.dataset,
-        "split": split,
-        "seed": seed,
+        "dataset": config.data.name,
+        "split": evaluation.split,
+        "data_seed": config.data.seed,
+        "train_seed": config.train.seed,
+        "seed": evaluation.seed,
         "seconds": seconds,
         **_generating_model_reference(splits, x),
         "inference_data": INFERENCE_DATA_FILE,
@@ -301,9 +294,9 @@ def evaluate_run(
         resampled = importance_resampled_latents(
             vae.model, vae.guide, x[chosen], num_draws=num_posterior_draws, num_samples=max(num_posterior_draws, 1000)
         )
-        draws = {i: resampled[:, j] for j, i in enumerate(chosen)}
+        draws = {i: resampled[:, j].cpu() for j, i in enumerate(chosen)}
     save_inference_data(result, os.path.join(run_dir, INFERENCE_DATA_FILE), latent_draws=draws, attrs=report)
-    _write_json(report, os.path.join(run_dir, EVAL_FILE))
+    write_json(report, os.path.join(run_dir, EVAL_FILE))
     return report
 
 
@@ -323,22 +316,22 @@ def _image_grid(flat: torch.Tensor, image_shape, nrow: int, upscale: int):
     return torchvision.utils.make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
 
 
-def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale=None) -> dict:
+def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale=None, device="auto") -> dict:
     """Write ``samples.png`` (likelihood means of ``z ~ p(z)``) and ``reconstructions.png`` (data rows alternating
     with their reconstructions) into the run folder; returns the two paths."""
     import torchvision.utils
 
-    config, splits, vae = load_run(run_dir)
+    config, splits, vae = load_run(run_dir, device)
     if splits.image_shape is None:
-        raise ValueError(f"dataset '{config.dataset}' has no image shape, so there is nothing to draw as images")
+        raise ValueError(f"dataset '{config.data.name}' has no image shape, so there is nothing to draw as images")
     upscale = upscale or max(1, 112 // splits.image_shape[-1])
     pyro.set_rng_seed(seed)
-    samples = vae.sample_means(num_samples)
+    samples = vae.sample_means(num_samples).cpu()
     x = eval_split(config, splits, split)[: nrow * max(1, num_samples // (2 * nrow))]
     rows = []
     for start in range(0, len(x), nrow):
         chunk = x[start : start + nrow]
-        rows += [chunk, vae.reconstruct(chunk)]
+        rows += [chunk, vae.reconstruct(chunk.to(resolve_device(device))).cpu()]
     paths = {
         "samples": os.path.join(run_dir, "samples.png"),
         "reconstructions": os.path.join(run_dir, "reconstructions.png"),

@@ -116,6 +116,27 @@ class VAE(PyroModule):
 
 
 @module_local
+def build_model(config, data_dim: int, num_data: Optional[int] = None) -> VAE:
+    """Build the :class:`VAE` of a :class:`~pyro_vae.config.ModelConfig`: each component by name and options.
+
+    :param data_dim: dimension of a flattened data point.
+    :param num_data: training set size, for the data plate's subsample scale.
+    """
+    if config.latent_dim < 1 or data_dim < 1:
+        raise ValueError(f"latent_dim and data_dim must be positive, got {config.latent_dim} and {data_dim}")
+    latent_dim = config.latent_dim
+    prior = PRIORS.build(config.prior.name, latent_dim=latent_dim, **config.prior.options)
+    likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
+    guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
+    encoder = NETWORKS.build(
+        config.encoder.name, in_dim=data_dim, out_dim=guide.num_params(latent_dim), **config.encoder.options
+    )
+    decoder = NETWORKS.build(
+        config.decoder.name, in_dim=latent_dim, out_dim=likelihood.num_params * data_dim, **config.decoder.options
+    )
+    return VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
+
+
 def build_vae(
     data_dim: int,
     latent_dim: int = 10,
@@ -130,20 +151,22 @@ def build_vae(
     likelihood_options: Optional[dict] = None,
     guide_options: Optional[dict] = None,
 ) -> VAE:
-    """Build a :class:`VAE` by component names, with mirrored encoder and decoder networks.
+    """Build a :class:`VAE` by component names, with mirrored encoder and decoder networks (a shorthand for
+    :func:`build_model` with a :class:`~pyro_vae.config.ModelConfig`).
 
     :param data_dim: dimension of a flattened data point.
     :param latent_dim: dimension of ``z``.
     :param hidden_sizes: the encoder's hidden sizes; the decoder uses them reversed.
     :param num_data: training set size, for the data plate's subsample scale.
     """
-    if latent_dim < 1 or data_dim < 1:
-        raise ValueError(f"latent_dim and data_dim must be positive, got {latent_dim} and {data_dim}")
-    prior_module = PRIORS.build(prior, latent_dim=latent_dim, **(prior_options or {}))
-    likelihood_module = LIKELIHOODS.build(likelihood, data_dim=data_dim, **(likelihood_options or {}))
-    guide_module = GUIDES.build(guide, latent_dim=latent_dim, **(guide_options or {}))
-    net = NETWORKS.get(network)
-    hidden = list(hidden_sizes)
-    encoder = net(data_dim, guide_module.num_params(latent_dim), hidden_sizes=hidden, activation=activation)
-    decoder = net(latent_dim, likelihood_module.num_params * data_dim, hidden_sizes=hidden[::-1], activation=activation)
-    return VAE(prior_module, likelihood_module, guide_module, encoder, decoder, num_data=num_data)
+    from pyro_vae.config import Component, ModelConfig
+
+    config = ModelConfig(
+        latent_dim=latent_dim,
+        prior=Component(prior, dict(prior_options or {})),
+        likelihood=Component(likelihood, dict(likelihood_options or {})),
+        guide=Component(guide, dict(guide_options or {})),
+        encoder=Component(network, {"hidden_sizes": list(hidden_sizes), "activation": activation}),
+        decoder=Component(network, {"hidden_sizes": list(hidden_sizes)[::-1], "activation": activation}),
+    )
+    return build_model(config, data_dim, num_data)

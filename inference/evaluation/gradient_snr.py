@@ -21,9 +21,9 @@ from typing import Dict
 
 import pyro
 import pyro.poutine as poutine
+import torch
 
 from inference.parameters import unconstrained_leaf
-import torch
 
 GROUPS = ("model", "guide", "shared")
 
@@ -88,7 +88,9 @@ def parameter_groups(model, guide, *args, **kwargs):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
 
     def params(trace):
-        return {name: unconstrained_leaf(site["value"]) for name, site in trace.nodes.items() if site["type"] == "param"}
+        return {
+            name: unconstrained_leaf(site["value"]) for name, site in trace.nodes.items() if site["type"] == "param"
+        }
 
     in_guide, in_model = params(guide_trace), params(model_trace)
     roles = {}

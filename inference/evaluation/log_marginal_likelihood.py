@@ -43,8 +43,9 @@ from tqdm.auto import tqdm
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
-from inference.registry import Registry
 from inference.importance import guess_max_plate_nesting, per_example_log_weights
+from inference.registry import Registry
+
 
 @dataclass
 class LogMarginalLikelihood:

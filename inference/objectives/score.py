@@ -3,9 +3,8 @@
 import itertools
 from typing import Optional
 
-import torch
-
 import pyro
+import torch
 
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, check_num_particles

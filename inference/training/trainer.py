@@ -207,7 +207,10 @@ class Trainer:
         start_epoch = len(self.metrics)
         steps = len(train_batches)
         bar = tqdm(
-            total=epochs * steps, initial=min(start_epoch, epochs) * steps, disable=not progress, desc="train",
+            total=epochs * steps,
+            initial=min(start_epoch, epochs) * steps,
+            disable=not progress,
+            desc="train",
             unit="step",
         )
         with bar:

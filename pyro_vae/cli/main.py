@@ -1,42 +1,24 @@
-"""The ``pyro-vae`` command line: a thin layer over :mod:`pyro_vae.runs`.
+"""The ``pyro-vae`` command line: a thin layer over :mod:`pyro_vae.runs` and :mod:`pyro_vae.config`.
 
 pyro-vae train --dataset digits --out runs/digits
+pyro-vae train --config experiment.toml --set model.prior=bernoulli --set train.epochs=20 --out runs/x
+pyro-vae train --resume --out runs/digits --epochs 200
 pyro-vae evaluate runs/digits --num-samples 5000
 pyro-vae sample runs/digits
-pyro-vae list
+pyro-vae list [--json]
+
+Every training option is a dotted path of the configuration tree (:mod:`pyro_vae.config`); the short flags are
+aliases of ``--set PATH=VALUE`` and are applied first, in the order of :data:`TRAIN_ALIASES`, then every ``--set``
+in the order given.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 
-from inference import estimator_names
-from inference.evaluation.log_marginal_likelihood import METHODS
-from pyro_vae import runs
-from pyro_vae.components.guides import GUIDES
-from pyro_vae.components.likelihoods import LIKELIHOODS
-from pyro_vae.components.networks import ACTIVATIONS, NETWORKS
-from pyro_vae.components.priors import PRIORS
-from pyro_vae.data.datasets import DATASETS
 
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _json_dict(text):
+def _json_object(text):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -46,95 +28,194 @@ def _json_dict(text):
     return value
 
 
+def _assignment(text):
+    from pyro_vae.config import parse_value
+
+    path, sep, value = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"'{text}' is not PATH=VALUE, e.g. train.epochs=20 or model.prior=bernoulli")
+    return path.strip(), parse_value(value)
+
+
+def _options(component):
+    return lambda value: [(f"{component}.options.{key}", option) for key, option in value.items()]
+
+
+def _both_networks(key):
+    return lambda value: [(f"model.encoder.{key}", value), (f"model.decoder.{key}", value)]
+
+
+def _mirrored_hidden_sizes(value):
+    return [("model.encoder.options.hidden_sizes", value), ("model.decoder.options.hidden_sizes", value[::-1])]
+
+
+#: Short flags of `train`: (flag, argparse keywords, what the value sets: a dotted path or a function of the value
+#: giving (path, value) pairs).
+TRAIN_ALIASES = [
+    ("--dataset", {"help": "data set (a name from `pyro-vae list`)"}, "data.name"),
+    ("--data-root", {"help": "folder holding the data set's files"}, "data.root"),
+    (
+        "--download",
+        {"action": "store_const", "const": True, "help": "download a missing data set (internet)"},
+        "data.download",
+    ),
+    ("--num-train", {"type": int, "help": "use only this many training examples"}, "data.num_train"),
+    ("--num-val", {"type": int, "help": "use only this many validation examples"}, "data.num_val"),
+    ("--num-test", {"type": int, "help": "use only this many test examples"}, "data.num_test"),
+    ("--data-seed", {"type": int, "help": "seed of the split and of the evaluation splits' binarization"}, "data.seed"),
+    ("--latent-dim", {"type": int, "help": "dimension of z"}, "model.latent_dim"),
+    ("--network", {"help": "encoder and decoder network"}, _both_networks("name")),
+    (
+        "--hidden-sizes",
+        {"type": int, "nargs": "+", "help": "encoder hidden sizes; the decoder mirrors them"},
+        _mirrored_hidden_sizes,
+    ),
+    ("--activation", {"help": "hidden activation of both networks"}, _both_networks("options.activation")),
+    ("--prior", {"help": "prior p(z)"}, "model.prior"),
+    (
+        "--prior-options",
+        {"type": _json_object, "help": "prior options as JSON, e.g. '{\"learned\": true}'"},
+        _options("model.prior"),
+    ),
+    ("--likelihood", {"help": "likelihood p(x|z)"}, "model.likelihood"),
+    (
+        "--likelihood-options",
+        {"type": _json_object, "help": "likelihood options as JSON, e.g. '{\"scale\": 0.1}'"},
+        _options("model.likelihood"),
+    ),
+    (
+        "--likelihood-scale",
+        {"help": "Gaussian likelihood's scale: a positive number (fixed) or 'learned'"},
+        "model.likelihood.options.scale",
+    ),
+    ("--guide", {"help": "guide family q(z|x)"}, "model.guide"),
+    (
+        "--guide-options",
+        {"type": _json_object, "help": "guide options as JSON, e.g. '{\"temperature\": 0.3}'"},
+        _options("model.guide"),
+    ),
+    ("--estimator", {"help": "gradient estimator"}, "train.estimator"),
+    (
+        "--num-particles",
+        {"type": int, "help": "particles K per example (default: the estimator's own)"},
+        "train.estimator.options.num_particles",
+    ),
+    (
+        "--estimator-options",
+        {"type": _json_object, "help": "estimator options as JSON, e.g. '{\"alpha\": 0.5}'"},
+        _options("train.estimator"),
+    ),
+    ("--optimizer", {"help": "torch.optim optimizer: adam, adamw, sgd, rmsprop"}, "train.optimizer"),
+    ("--lr", {"type": float, "help": "learning rate"}, "train.optimizer.options.lr"),
+    ("--clip-norm", {"type": float, "help": "clip the global gradient norm to this value"}, "train.clip_norm"),
+    ("--epochs", {"type": int, "help": "passes over the training set"}, "train.epochs"),
+    ("--batch-size", {"type": int, "help": "minibatch size"}, "train.batch_size"),
+    (
+        "--kl-warmup-epochs",
+        {"type": int, "help": "raise the KL weight linearly from 0 to 1 over this many epochs"},
+        "train.kl_warmup_epochs",
+    ),
+    (
+        "--val-num-samples",
+        {"type": int, "help": "importance samples per validation example for val_log_px"},
+        "train.val_num_samples",
+    ),
+    (
+        "--seed",
+        {"type": int, "help": "training seed: initialisation, minibatch order, binarization, particles"},
+        "train.seed",
+    ),
+    ("--device", {"help": "auto, cpu, cuda or cuda:N"}, "device"),
+]
+
+
+def _dest(flag):
+    return flag.lstrip("-").replace("-", "_")
+
+
 def _add_train(sub):
-    d = runs.RunConfig()
     p = sub.add_parser(
         "train",
         help="train a VAE and write a run folder",
-        description="Train a VAE with SVI. Writes config.json, metrics.json (one entry per epoch) and "
-        "checkpoint.pt (after every epoch) into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a VAE. Writes config.json (the whole configuration tree), metrics.json (one entry per "
+        "epoch) and checkpoint.pt (after every epoch) into --out. Options come from the defaults, then --config, "
+        "then the short flags below, then every --set PATH=VALUE; `pyro-vae list --json` shows every component "
+        "and its options. Nothing is written until the configuration, the data and the model have been built.",
     )
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset, choices=DATASETS.names(), help="data set")
-    g.add_argument("--data-root", default=d.data_root, help="folder holding the data set's files")
-    g.add_argument(
-        "--download",
+    p.add_argument(
+        "--resume",
         action="store_true",
-        help="download the data set with torchvision if it is missing (needs internet)",
+        help="continue the run in --out from its last checkpoint, with its saved configuration "
+        "(only --epochs may change)",
     )
-    g.add_argument("--num-train", type=_positive_int, default=None, help="use only this many training examples")
-    g.add_argument("--num-val", type=_positive_int, default=None, help="use only this many validation examples")
-    g.add_argument("--num-test", type=_positive_int, default=None, help="use only this many test examples")
-    g = p.add_argument_group("model")
-    g.add_argument("--latent-dim", type=_positive_int, default=d.latent_dim, help="dimension of z")
-    g.add_argument(
-        "--hidden-sizes",
-        type=_positive_int,
-        nargs="+",
-        default=list(d.hidden_sizes),
-        help="encoder hidden layer sizes (the decoder mirrors them)",
+    p.add_argument("--config", help="a TOML (or JSON) file with the configuration tree")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="set one value by its dotted path, e.g. --set model.prior.options.learned=true; repeatable",
     )
-    g.add_argument("--activation", default=d.activation, choices=sorted(ACTIVATIONS), help="hidden activation")
-    g.add_argument("--network", default=d.network, choices=NETWORKS.names(), help="encoder/decoder network")
-    g.add_argument("--prior", default=d.prior, choices=PRIORS.names(), help="prior p(z)")
-    g.add_argument(
-        "--prior-options", type=_json_dict, default={}, help="prior options as JSON, e.g. '{\"learned\": true}'"
-    )
-    g.add_argument("--likelihood", default=d.likelihood, choices=LIKELIHOODS.names(), help="likelihood p(x|z)")
-    g.add_argument(
-        "--likelihood-scale",
-        default=d.likelihood_scale,
-        help="Gaussian likelihood's scale: a positive number (fixed) or 'learned'",
-    )
-    g.add_argument("--guide", default=d.guide, choices=GUIDES.names(), help="guide family q(z|x)")
-    g.add_argument(
-        "--guide-options", type=_json_dict, default={}, help="guide options as JSON, e.g. '{\"temperature\": 0.3}'"
-    )
-    g = p.add_argument_group("training")
-    g.add_argument("--estimator", default=d.estimator, choices=estimator_names(), help="gradient estimator")
-    g.add_argument("--num-particles", type=_positive_int, default=d.num_particles, help="particles K per example")
-    g.add_argument(
-        "--estimator-options",
-        type=_json_dict,
-        default={},
-        help="extra estimator options as JSON, e.g. '{\"alpha\": 0.5}'",
-    )
-    g.add_argument(
-        "--kl-warmup-epochs",
-        type=int,
-        default=d.kl_warmup_epochs,
-        help="raise the KL weight linearly from 0 to 1 over this many epochs (0: no warm-up)",
-    )
-    g.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training set")
-    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="minibatch size")
-    g.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
-    g.add_argument(
-        "--clip-norm", type=_positive_float, default=None, help="clip each parameter's gradient norm to this value"
-    )
-    g.add_argument(
-        "--val-num-samples",
-        type=_positive_int,
-        default=d.val_num_samples,
-        help="importance samples per validation example for the per-epoch validation bound",
-    )
-    g.add_argument("--seed", type=int, default=d.seed, help="seed for splits, initialisation and sampling")
+    g = p.add_argument_group("short flags (aliases of --set; the dotted path each sets is in parentheses)")
+    for flag, keywords, target in TRAIN_ALIASES:
+        suffix = f" ({target})" if isinstance(target, str) else ""
+        g.add_argument(flag, dest=_dest(flag), default=None, **{**keywords, "help": keywords["help"] + suffix})
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_train)
 
 
+def train_overrides(args) -> list:
+    """``(path, value)`` pairs from the short flags (in :data:`TRAIN_ALIASES` order), then from ``--set``."""
+    from pyro_vae.config import parse_value
+
+    if args.likelihood_scale is not None:
+        args.likelihood_scale = parse_value(args.likelihood_scale)  # a number, or "learned"
+    pairs = []
+    for flag, _, target in TRAIN_ALIASES:
+        value = getattr(args, _dest(flag))
+        if value is None:
+            continue
+        pairs += [(target, value)] if isinstance(target, str) else target(value)
+    return pairs + list(args.assignments)
+
+
 def _train(args):
-    # Every RunConfig field has a training option of the same name.
-    config = runs.RunConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(runs.RunConfig)})
+    from pyro_vae import runs
+    from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_config_file
+
+    if args.resume and os.path.exists(os.path.join(args.out, runs.CONFIG_FILE)):
+        base = runs.load_config(args.out)
+        if args.config and load_config_file(args.config) != base:
+            raise ConfigError(
+                f"--config {args.config} differs from the run's saved configuration; drop --config "
+                "to resume with the saved one"
+            )
+    else:
+        base = load_config_file(args.config) if args.config else RunConfig()
+    config = apply_overrides(base, train_overrides(args))
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
-    metrics = runs.read_metrics(args.out)
-    last = metrics[-1]
+    last = runs.read_metrics(args.out)[-1]
     print(
         f"trained {last['epoch']} epochs into {args.out}: train objective {last['train_objective']:.3f}, "
         f"validation ELBO {last['val_elbo']:.3f} nats per example"
     )
+
+
+#: Flags of `evaluate` that set an option of the log p(x) method.
+METHOD_ALIASES = [
+    ("--num-samples", int, "importance samples K per example (is, is-prior, exact; default 5000)"),
+    ("--particle-batch-size", int, "particles per vectorized pass (memory)"),
+    ("--ais-steps", int, "AIS: intermediate distributions (transitions)", "num_steps"),
+    ("--ais-chains", int, "AIS: independent chains per example", "num_chains"),
+    ("--ais-leapfrog-steps", int, "AIS: leapfrog steps per HMC transition", "num_leapfrog_steps"),
+    ("--ais-step-size", float, "AIS: initial HMC step size (adapted)", "step_size"),
+    ("--ais-target-accept", float, "AIS: acceptance rate the step size adapts to", "target_accept"),
+    ("--ais-schedule", str, "AIS: inverse temperatures, sigmoid or linear", "schedule"),
+    ("--ais-proposal", str, "AIS: where the chains start, guide (q(z|x)) or prior (p(z))", "proposal"),
+]
 
 
 def _add_evaluate(sub):
@@ -143,23 +224,24 @@ def _add_evaluate(sub):
         help="estimate held-out log p(x) of a trained run",
         description="Estimate log p(x) of every example of a split of a trained run (importance sampling, AIS or "
         "exact), with the ELBO from the same draws, KL(q(z|x) || p(z)) per latent dimension and the active units. "
-        "Writes eval.json (summary) and eval.nc (per-example estimates, ESS, Pareto k-hat and posterior draws, "
-        "for arviz) into the run folder, and prints the summary.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "Writes eval.json (summary, with the data, training and evaluation seeds) and eval.nc (per-example "
+        "estimates, ESS, Pareto k-hat and posterior draws, for arviz) into the run folder, and prints the summary. "
+        "Options left out take the run's eval section of config.json, whose defaults are importance sampling with "
+        "K = 5000 on the test split.",
     )
     p.add_argument("run_dir", help="run folder written by `pyro-vae train`")
-    p.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K per example")
     p.add_argument(
         "--method",
-        default="is",
-        choices=METHODS,
-        help="estimator of log p(x): is (guide as proposal), is-prior (prior as proposal), ais (annealed "
+        help="is (guide as proposal), is-prior (prior as proposal), ais (annealed "
         "importance sampling with HMC), exact (where the model allows it)",
     )
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split to evaluate")
-    p.add_argument("--data-batch-size", type=_positive_int, default=100, help="examples per pass (memory)")
-    p.add_argument("--particle-batch-size", type=_positive_int, default=500, help="particles per pass (memory)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the importance samples")
+    p.add_argument("--method-options", type=_json_object, default={}, help="options of the method as JSON")
+    for flag, kind, help_text, *_ in METHOD_ALIASES:
+        p.add_argument(flag, type=kind, default=None, help=help_text)
+    p.add_argument("--split", choices=["train", "val", "test"], help="which split to evaluate")
+    p.add_argument("--data-batch-size", type=int, help="examples per pass (memory)")
+    p.add_argument("--seed", type=int, help="seed for the importance samples")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--posterior-examples",
         type=int,
@@ -167,47 +249,30 @@ def _add_evaluate(sub):
         default=[0, 1, 2, 3],
         help="indices of examples whose resampled posterior draws of z are stored in eval.nc",
     )
-    p.add_argument("--num-posterior-draws", type=_positive_int, default=200, help="posterior draws per chosen example")
+    p.add_argument("--num-posterior-draws", type=int, default=200, help="posterior draws per chosen example")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    g = p.add_argument_group("annealed importance sampling (--method ais)")
-    g.add_argument("--ais-steps", type=_positive_int, default=100, help="intermediate distributions (transitions)")
-    g.add_argument("--ais-chains", type=_positive_int, default=16, help="independent chains per example")
-    g.add_argument("--ais-leapfrog-steps", type=_positive_int, default=10, help="leapfrog steps per HMC transition")
-    g.add_argument("--ais-step-size", type=_positive_float, default=0.1, help="initial HMC step size (adapted)")
-    g.add_argument(
-        "--ais-target-accept", type=_positive_float, default=0.65, help="acceptance rate the step size adapts to"
-    )
-    g.add_argument("--ais-schedule", default="sigmoid", choices=["sigmoid", "linear"], help="inverse temperatures")
-    g.add_argument(
-        "--ais-proposal", default="guide", choices=["guide", "prior"], help="where the chains start: q(z|x) or p(z)"
-    )
     p.set_defaults(run=_evaluate)
 
 
 def _evaluate(args):
-    ais_options = {}
-    if args.method == "ais":
-        ais_options = {
-            "num_steps": args.ais_steps,
-            "num_chains": args.ais_chains,
-            "num_leapfrog_steps": args.ais_leapfrog_steps,
-            "step_size": args.ais_step_size,
-            "target_accept": args.ais_target_accept,
-            "schedule": args.ais_schedule,
-            "proposal": args.ais_proposal,
-        }
+    from pyro_vae import runs
+
+    options = dict(args.method_options)
+    for flag, _, _, *option in METHOD_ALIASES:
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            options[option[0] if option else _dest(flag)] = value
     report = runs.evaluate_run(
         args.run_dir,
-        num_samples=args.num_samples,
-        split=args.split,
         method=args.method,
+        method_options=options,
+        split=args.split,
         data_batch_size=args.data_batch_size,
-        particle_batch_size=args.particle_batch_size,
         seed=args.seed,
+        device=args.device,
         progress=not args.no_progress,
         posterior_examples=args.posterior_examples,
         num_posterior_draws=args.num_posterior_draws,
-        **ais_options,
     )
     print(json.dumps(runs.json_safe(report), indent=2))
     draws = "chains" if report["method"] == "ais" else "samples"
@@ -228,46 +293,75 @@ def _add_sample(sub):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", help="run folder written by `pyro-vae train`")
-    p.add_argument("--num-samples", type=_positive_int, default=64, help="number of images in each grid")
-    p.add_argument("--nrow", type=_positive_int, default=8, help="images per grid row")
+    p.add_argument("--num-samples", type=int, default=64, help="number of images in each grid")
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to reconstruct")
     p.add_argument("--seed", type=int, default=0, help="seed for the prior samples")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=_sample)
 
 
 def _sample(args):
+    from pyro_vae import runs
+
+    for name, value in (("--num-samples", args.num_samples), ("--nrow", args.nrow)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
     paths = runs.sample_run(
-        args.run_dir, num_samples=args.num_samples, nrow=args.nrow, split=args.split, seed=args.seed
+        args.run_dir,
+        num_samples=args.num_samples,
+        nrow=args.nrow,
+        split=args.split,
+        seed=args.seed,
+        device=args.device,
     )
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
 
 
 def _add_list(sub):
-    p = sub.add_parser("list", help="list the components that can be chosen by name")
+    p = sub.add_parser("list", help="list the components that can be chosen by name, with their options")
+    p.add_argument(
+        "--json", action="store_true", help="print every component with its options, defaults and one-line docs as JSON"
+    )
     p.set_defaults(run=_list)
 
 
-def _list(_args):
-    tables = {
-        "datasets": DATASETS.names(),
-        "networks": NETWORKS.names(),
-        "priors": PRIORS.names(),
-        "likelihoods": LIKELIHOODS.names(),
-        "guides": GUIDES.names(),
-        "estimators": estimator_names(),
-        "log p(x) methods": list(METHODS),
-    }
-    for kind, names in tables.items():
-        print(f"{kind}: {', '.join(names)}")
+def _list(args):
+    from pyro_vae.config import RunConfig, describe_components
+    from pyro_vae.data import DATASETS
+
+    components = describe_components()
+    if args.json:
+        listing = {"datasets": DATASETS.names(), "components": components, "defaults": RunConfig().to_dict()}
+        print(json.dumps(listing, indent=2, default=str))
+        return
+    print(f"data.name: {', '.join(DATASETS.names())}")
+    for path, table in components.items():
+        print(f"{path}:")
+        for name, entry in table.items():
+            options = ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in entry["options"].items())
+            print(f"  {name:<18} {entry['doc'][:90]}")
+            if options:
+                print(f"  {'':<18} options: {options}")
+
+
+class UsageError(Exception):
+    """A command line that does not parse; its message is one line, with where to read the usage."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pyro-vae",
-        description="Variational autoencoders as Pyro model/guide pairs: train with SVI under many gradient "
-        "estimators, and estimate held-out log p(x).",
+        description="Variational autoencoders as Pyro model/guide pairs: train under many gradient estimators, "
+        "and estimate held-out log p(x).",
     )
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
@@ -277,12 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        if args.debug:
+            raise
         print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -52,7 +52,12 @@ class GaussianLikelihood(PyroModule):
             self.raw_scale = nn.Parameter(torch.full((data_dim,), init))
             self.fixed_scale = None
         else:
-            scale = float(scale)
+            try:
+                scale = float(scale)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"the Gaussian likelihood's scale must be a positive number or 'learned', got {scale!r}"
+                ) from None
             if not scale > 0:
                 raise ValueError(f"the Gaussian likelihood's scale must be positive or 'learned', got {scale}")
             self.fixed_scale = scale

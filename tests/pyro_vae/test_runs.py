@@ -1,7 +1,15 @@
 import json
 import math
+import subprocess
+import sys
 
-from pyro_vae.runs import RunConfig, json_safe
+import pyro
+import pytest
+import torch
+
+from inference import log_marginal_likelihood
+from pyro_vae.config import Component, RunConfig, apply_overrides
+from pyro_vae.runs import eval_split, json_safe, load_run, prepare_data, read_metrics, train_run
 
 
 def test_json_safe_turns_non_finite_numbers_into_null():
@@ -14,33 +22,105 @@ def test_json_safe_turns_non_finite_numbers_into_null():
     }
 
 
-def test_config_round_trips_and_rejects_unknown_keys():
-    config = RunConfig(hidden_sizes=(10, 20), estimator="iwae", estimator_options={"num_outer": 2})
-    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == RunConfig(
-        hidden_sizes=[10, 20], estimator="iwae", estimator_options={"num_outer": 2}
-    )
-    try:
-        RunConfig.from_dict({"latent_dimm": 3})
-    except ValueError as e:
-        assert "latent_dimm" in str(e)
-    else:
-        raise AssertionError("an unknown key must be an error")
+def _small(**overrides):
+    base = {
+        "data.num_train": 200,
+        "data.num_val": 50,
+        "data.num_test": 40,
+        "model.latent_dim": 3,
+        "model.encoder.options.hidden_sizes": [16],
+        "model.decoder.options.hidden_sizes": [16],
+        "train.epochs": 2,
+        "train.batch_size": 50,
+        "device": "cpu",
+    }
+    return apply_overrides(RunConfig(), list({**base, **overrides}.items()))
 
 
 def test_component_options_reach_the_components(tmp_path):
-    from pyro_vae.runs import load_run, train_run
-
-    config = RunConfig(
-        prior="bernoulli",
-        prior_options={"learned": True},
-        guide="concrete",
-        guide_options={"temperature": 0.3},
-        latent_dim=3,
-        hidden_sizes=(8,),
-        epochs=1,
-        num_train=200,
+    config = _small(
+        **{
+            "model.prior": Component("bernoulli", {"learned": True}),
+            "model.guide": Component("concrete", {"temperature": 0.3}),
+        }
     )
     train_run(config, str(tmp_path / "run"), progress=False)
     _, _, vae = load_run(str(tmp_path / "run"))
     assert vae.guide_family.temperature == 0.3
     assert any(name.startswith("prior.") for name, _ in vae.named_parameters())  # the learned prior's logits
+
+
+def test_two_training_seeds_are_evaluated_on_the_very_same_examples():
+    one, two = _small(**{"train.seed": 1}), _small(**{"train.seed": 2})
+    for split in ("val", "test"):
+        a = eval_split(one, prepare_data(one), split)
+        b = eval_split(two, prepare_data(two), split)
+        assert torch.equal(a, b)
+    other_data = _small(**{"data.seed": 1})
+    assert not torch.equal(eval_split(other_data, prepare_data(other_data), "test"), a)
+
+
+def test_config_json_rebuilds_the_model_exactly(tmp_path):
+    """The saved tree alone rebuilds a model whose log p(x) equals the trained one's on the same draws."""
+    config = _small(**{"train.estimator": Component("iwae", {"num_particles": 3})})
+    trained = train_run(config, str(tmp_path / "run"), progress=False)
+    with open(tmp_path / "run" / "config.json") as f:
+        assert RunConfig.from_dict(json.load(f)) == config
+    rebuilt_config, splits, rebuilt = load_run(str(tmp_path / "run"))
+    x = eval_split(rebuilt_config, splits, "test")
+    estimates = []
+    for vae in (trained, rebuilt):
+        pyro.set_rng_seed(7)
+        estimates.append(log_marginal_likelihood(vae.model, vae.guide, x, num_samples=50).log_px)
+    assert torch.equal(estimates[0], estimates[1])
+
+
+def _final_state(run_dir):
+    state = torch.load(f"{run_dir}/checkpoint.pt", weights_only=True)
+    strip = [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in read_metrics(run_dir)]
+    return strip, state["module"]
+
+
+SEPARATE_PROCESS = """
+import sys
+from pyro_vae.config import RunConfig
+import json
+config = RunConfig.from_dict(json.loads(sys.argv[1]))
+from pyro_vae.runs import train_run
+train_run(config, sys.argv[2], progress=False)
+"""
+
+
+def test_models_trained_in_one_process_equal_their_separate_process_runs(tmp_path, monkeypatch):
+    """Two different VAEs and the same configuration twice, one after another in this process (no param store
+    clearing between them), each end exactly where a fresh process running it alone ends."""
+    first = _small()
+    second = _small(**{"model.latent_dim": 2, "train.estimator": Component("iwae", {"num_particles": 2})})
+
+    def refuse():
+        raise AssertionError("a run must not depend on clearing Pyro's global param store")
+
+    monkeypatch.setattr(pyro, "clear_param_store", refuse)
+    for name, config in (("a", first), ("b", second), ("a-again", first)):
+        train_run(config, str(tmp_path / name), progress=False)
+    monkeypatch.undo()
+    for name, config in (("a", first), ("b", second)):
+        subprocess.run(
+            [sys.executable, "-c", SEPARATE_PROCESS, json.dumps(config.to_dict()), str(tmp_path / f"{name}-alone")],
+            check=True,
+        )
+    for in_process, alone in (("a", "a-alone"), ("a-again", "a-alone"), ("b", "b-alone")):
+        metrics, module = _final_state(tmp_path / in_process)
+        metrics_alone, module_alone = _final_state(tmp_path / alone)
+        assert metrics == metrics_alone, in_process
+        assert module.keys() == module_alone.keys()
+        for key in module:
+            assert torch.equal(module[key], module_alone[key]), (in_process, key)
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path):
+    train_run(_small(), str(tmp_path / "run"), progress=False)
+    with pytest.raises(ValueError, match="differs from .* in more than train.epochs"):
+        train_run(_small(**{"train.epochs": 3, "model.latent_dim": 4}), str(tmp_path / "run"), resume=True)
+    train_run(_small(**{"train.epochs": 3}), str(tmp_path / "run"), resume=True, progress=False)
+    assert [m["epoch"] for m in read_metrics(str(tmp_path / "run"))] == [1, 2, 3]

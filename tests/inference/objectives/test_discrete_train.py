@@ -5,13 +5,13 @@ import math
 import pyro
 import pytest
 import torch
-from inference import Trainer
 
 import inference.objectives.elbo  # noqa: F401  (registers "elbo")
 import inference.objectives.rws  # noqa: F401
 import inference.objectives.score  # noqa: F401
 import inference.objectives.vimco  # noqa: F401
 import pyro_vae.components.discrete  # noqa: F401  (registers the "bernoulli" / "concrete" components)
+from inference import Trainer
 from inference.objectives.estimators import estimator
 from pyro_vae import build_vae
 from pyro_vae.data.datasets import fixed_binarization, load_dataset

@@ -5,9 +5,9 @@ import math
 import pyro
 import pytest
 import torch
-from inference import Trainer
 
 import inference  # noqa: F401 (registers every estimator)
+from inference import Trainer
 from inference.objectives.estimators import estimator
 from pyro_vae import build_vae, fixed_binarization, load_dataset
 

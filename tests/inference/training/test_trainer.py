@@ -1,10 +1,9 @@
 import math
 
-import pytest
-import torch
-
 import pyro
 import pyro.distributions as dist
+import pytest
+import torch
 from pyro.infer import Trace_ELBO
 
 from inference import (

@@ -26,7 +26,8 @@ def digits_run(tmp_path_factory):
 def test_train_writes_config_metrics_and_checkpoint(digits_run):
     with open(os.path.join(digits_run, "config.json")) as f:
         config = json.load(f)
-    assert config["dataset"] == "digits" and config["hidden_sizes"] == [64] and config["epochs"] == 8
+    assert config["data"]["name"] == "digits" and config["train"]["epochs"] == 8
+    assert config["model"]["encoder"]["options"]["hidden_sizes"] == [64]
     with open(os.path.join(digits_run, "metrics.json")) as f:
         metrics = json.load(f)
     assert [m["epoch"] for m in metrics] == list(range(1, 9))
@@ -56,7 +57,7 @@ def test_evaluate_with_ais_writes_netcdf_that_arviz_opens(digits_run):
     assert main(["evaluate", digits_run, *args, "--posterior-examples", "0", "5", "--no-progress"]) == 0
     with open(os.path.join(digits_run, "eval.json")) as f:
         report = json.load(f)
-    assert report["method"] == "ais" and report["ais_num_steps"] == 20 and report["num_samples"] == 4
+    assert report["method"] == "ais" and report["method_options"]["num_steps"] == 20 and report["num_samples"] == 4
     assert report["elbo"] < report["log_px"] < 0
     assert len(report["kl_per_dimension"]) == 4 and report["kl"] == pytest.approx(sum(report["kl_per_dimension"]))
     assert 0 <= report["active_units"] <= 4
@@ -80,9 +81,10 @@ def test_resume_continues_to_more_epochs(tmp_path):
     out = str(tmp_path / "run")
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--out", out, *SMALL]) == 0
     assert main(["train", "--dataset", "digits", "--epochs", "3", "--out", out, *SMALL]) == 2  # no --resume
-    assert main(["train", "--dataset", "digits", "--epochs", "4", "--out", out, "--resume", *SMALL]) == 0
+    assert main(["train", "--epochs", "4", "--out", out, "--resume", "--no-progress"]) == 0  # nothing retyped
     with open(os.path.join(out, "metrics.json")) as f:
         assert [m["epoch"] for m in json.load(f)] == [1, 2, 3, 4]
+    assert main(["train", "--epochs", "5", "--lr", "0.1", "--out", out, "--resume", "--no-progress"]) == 2
 
 
 def test_synthetic_data_reports_the_generating_models_exact_log_px(tmp_path):
@@ -103,9 +105,8 @@ def test_synthetic_data_reports_the_generating_models_exact_log_px(tmp_path):
 def test_errors_name_the_problem_and_the_fix(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "pyro-vae train" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--out", str(tmp_path / "x"), "--dataset", "nope"])
-    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--dataset", "nope"]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
     out = str(tmp_path / "lg")
     assert main(["train", "--dataset", "linear-gaussian", "--likelihood", "bernoulli", "--out", out, *SMALL]) == 2
     assert "--likelihood gaussian" in capsys.readouterr().err
@@ -139,3 +140,86 @@ def test_fashion_mnist_subset_end_to_end(tmp_path):
     # 784 binary pixels: far below 0 nats and far above the uniform model's -784 log 2 = -543.4
     assert -543.4 < report["elbo"] < report["log_px"] < -100
     assert main(["sample", out, "--num-samples", "16"]) == 0
+
+
+TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", "50", *SMALL]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prior", "bernoulli", "--prior-options", '{"learnd": true}'], "Did you mean 'learned'? Valid options"),
+        (["--set", "train.epochs=abc"], "'train.epochs' must be an integer, got 'abc'"),
+        (["--set", "model.prior=bernoulli", "--set", "model.prior.options.probs=high"], "must be a number"),
+        (["--set", "trian.epochs=2"], "Did you mean 'train'?"),
+        (["--set", "train.epochs"], "is not PATH=VALUE"),
+        (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+        (["--latent-dim"], "argument --latent-dim: expected one argument"),
+        (["--estimator", "iwea"], "Did you mean 'iwae'?"),
+        (["--estimator", "vimco", "--num-particles", "1"], "num_particles must be an integer >= 2"),
+        (["--lr", "inf"], "must be a positive finite number"),
+        (["--batch-size", "5000"], "larger than the 200 training examples"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--likelihood", "gaussian", "--likelihood-scale", "wide"], "a positive number or 'learned'"),
+        (["--dataset", "linear-gaussian"], "choose --likelihood gaussian"),
+        (["--config", "missing.toml"], "no configuration file"),
+    ],
+)
+def test_every_refusal_is_one_paragraph_and_leaves_no_folder(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("pyro-vae train: error: ") and "\n" not in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_vimco_takes_its_own_number_of_particles(tmp_path):
+    out = tmp_path / "vimco"
+    assert main(["train", *TINY, "--estimator", "vimco", "--out", str(out)]) == 0
+    from inference import VIMCO
+
+    with open(out / "config.json") as f:
+        assert json.load(f)["train"]["estimator"] == {"name": "vimco", "options": {}}
+    assert VIMCO().num_particles == 5
+
+
+def test_config_file_then_flags_then_set(tmp_path):
+    config = tmp_path / "experiment.toml"
+    config.write_text(
+        """
+[data]
+name = "digits"
+num_train = 200
+
+[model]
+latent_dim = 3
+prior = { name = "bernoulli", options = { learned = true } }
+guide = "bernoulli"
+
+[train]
+estimator = { name = "vimco", options = { num_particles = 3 } }
+epochs = 1
+"""
+    )
+    out = tmp_path / "run"
+    args = ["--config", str(config), "--epochs", "2", "--set", "train.estimator.options.num_particles=4"]
+    assert main(["train", *args, "--hidden-sizes", "16", "--no-progress", "--out", str(out)]) == 0
+    with open(out / "config.json") as f:
+        saved = json.load(f)
+    assert saved["model"]["prior"] == {"name": "bernoulli", "options": {"learned": True}}
+    assert saved["model"]["latent_dim"] == 3 and saved["train"]["epochs"] == 2
+    assert saved["train"]["estimator"] == {"name": "vimco", "options": {"num_particles": 4}}
+    assert saved["model"]["decoder"]["options"]["hidden_sizes"] == [16]
+
+
+def test_list_json_gives_every_component_with_options_and_defaults(capsys):
+    assert main(["list", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    components = listing["components"]
+    assert components["model.prior"]["bernoulli"]["options"] == {"probs": 0.5, "learned": False}
+    assert components["train.estimator"]["vimco"]["options"]["num_particles"] == 5
+    assert components["eval.method"]["is"]["options"] == {"num_samples": 5000, "particle_batch_size": 500}
+    assert "latent_dim" not in components["model.guide"]["diagonal-normal"]["options"]  # the run supplies it
+    assert all(entry["doc"] for table in components.values() for entry in table.values())
+    assert listing["defaults"]["train"]["optimizer"] == {"name": "adam", "options": {"lr": 0.001}}
+    assert "digits" in listing["datasets"]

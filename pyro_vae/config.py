@@ -1,0 +1,437 @@
+"""One configuration tree for a run, shared by the Python API, ``config.json``, TOML files and the command line.
+
+A run is four sections plus a device::
+
+    data:   name, root, download, num_train, num_val, num_test, seed (the split and the fixed binarization
+            of the evaluation splits: runs with different training seeds see the very same test examples)
+    model:  latent_dim, and five components (prior, likelihood, guide, encoder, decoder)
+    train:  estimator and optimizer (components), epochs, batch_size, clip_norm, kl_warmup_epochs,
+            val_num_samples, seed (initialisation, minibatch order, dynamic binarization, particle noise)
+    eval:   method (a component: "is", "ais", ... with its options), split, data_batch_size, seed
+
+A **component** is a name from one of the registries plus its options, ``{"name": "iwae", "options":
+{"num_particles": 5}}``. Options are checked against the builder's signature when the configuration is built,
+before anything is written: an unknown option names the valid ones, a value of the wrong type says which type is
+wanted, a missing required option is named, and defaults the user did not set come from the component itself.
+Every value is addressed by a dotted path (``model.prior.options.probs``, ``train.epochs``), which
+:func:`apply_overrides` sets from ``--set PATH=VALUE`` and the command line's short flags.
+"""
+
+import dataclasses
+import difflib
+import inspect
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from inference.registry import Registry
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot build a run; the message names the problem and the fix."""
+
+
+@dataclass
+class Component:
+    """A registered component by ``name``, built with ``options``."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+def _mlp(hidden_sizes=(200, 200)):
+    return Component("mlp", {"hidden_sizes": list(hidden_sizes), "activation": "tanh"})
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    num_train: Optional[int] = None
+    num_val: Optional[int] = None
+    num_test: Optional[int] = None
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 10
+    prior: Component = field(default_factory=lambda: Component("normal"))
+    likelihood: Component = field(default_factory=lambda: Component("bernoulli"))
+    guide: Component = field(default_factory=lambda: Component("diagonal-normal"))
+    encoder: Component = field(default_factory=_mlp)
+    decoder: Component = field(default_factory=_mlp)
+
+
+@dataclass
+class TrainConfig:
+    estimator: Component = field(default_factory=lambda: Component("elbo"))
+    optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 1e-3}))
+    epochs: int = 100
+    batch_size: int = 100
+    clip_norm: Optional[float] = None
+    kl_warmup_epochs: int = 0
+    val_num_samples: int = 10
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    method: Component = field(default_factory=lambda: Component("is"))
+    split: str = "test"
+    data_batch_size: int = 100
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json`` and rebuilt from it exactly."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, tree: dict) -> "RunConfig":
+        """Build and check a configuration from a (possibly partial) nested dict; missing values take defaults."""
+        config = _from_dict(cls, tree, "")
+        check(config)
+        return config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building from dicts, with type checks
+
+
+def _from_dict(cls, tree, path):
+    if not isinstance(tree, dict):
+        raise ConfigError(f"'{path or 'the configuration'}' must be a table of values, got {tree!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = [key for key in tree if key not in fields]
+    if unknown:
+        raise ConfigError(_unknown_message(unknown[0], fields, f"'{path}'" if path else "the configuration", "key"))
+    values = {}
+    for name, value in tree.items():
+        hint = hints[name]
+        where = f"{path}.{name}" if path else name
+        if hint is Component:
+            values[name] = _component_from(value, where)
+        elif dataclasses.is_dataclass(hint):
+            values[name] = _from_dict(hint, value, where)
+        else:
+            values[name] = _checked_value(value, hint, where)
+    return cls(**values)
+
+
+def _component_from(value, path):
+    if isinstance(value, Component):
+        return value
+    if isinstance(value, str):
+        return Component(value)
+    if not isinstance(value, dict) or set(value) - {"name", "options"} or "name" not in value:
+        raise ConfigError(
+            f"'{path}' must be a component name or a table {{name = \"...\", options = {{...}}}}, got {value!r}"
+        )
+    options = value.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"'{path}.options' must be a table of options, got {options!r}")
+    return Component(_checked_value(value["name"], str, f"{path}.name"), dict(options))
+
+
+def _checked_value(value, hint, path):
+    """``value`` if it has the type ``hint`` asks for (ints pass as floats); a :class:`ConfigError` otherwise."""
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    if optional:
+        if value is None:
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if _has_type(value, hint):
+        return float(value) if hint is float else value
+    wanted = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+    raise ConfigError(f"'{path}' must be {wanted}{' or null' if optional else ''}, got {value!r}")
+
+
+def _has_type(value, hint) -> bool:
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, hint)
+
+
+def _unknown_message(name, valid, where, what):
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    listed = ", ".join(sorted(valid)) or "none"
+    return f"unknown {what} '{name}' in {where}.{hint} Valid {what}s: {listed}."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Components against their builders' signatures
+
+
+def component_registries():
+    """``{path: (registry, arguments the run supplies itself)}`` for every component of the tree."""
+    from inference.evaluation.log_marginal_likelihood import LOG_PX_METHODS
+    from inference.objectives import ESTIMATORS
+    from inference.training.trainer import OPTIMIZERS
+    from pyro_vae.components import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
+
+    return {
+        "model.prior": (PRIORS, {"latent_dim"}),
+        "model.likelihood": (LIKELIHOODS, {"data_dim"}),
+        "model.guide": (GUIDES, {"latent_dim"}),
+        "model.encoder": (NETWORKS, {"in_dim", "out_dim"}),
+        "model.decoder": (NETWORKS, {"in_dim", "out_dim"}),
+        "train.estimator": (ESTIMATORS, {"max_plate_nesting", "data_plate", "baseline_net", "sleep_args"}),
+        "train.optimizer": (OPTIMIZERS, {"params"}),
+        "eval.method": (LOG_PX_METHODS, set()),
+    }
+
+
+def component_options(builder, supplied=frozenset()) -> dict:
+    """``{option: default}`` of a builder's keyword options (``inspect.Parameter.empty`` for a required one)."""
+    options = {}
+    for name, parameter in inspect.signature(builder).parameters.items():
+        if name in supplied or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        options[name] = parameter.default
+    return options
+
+
+def _takes_any_keyword(builder) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
+
+
+def check_component(component: Component, registry: Registry, supplied, path):
+    """Check ``component`` against its builder: a known name, known options of the right types, none missing."""
+    if component.name not in registry:
+        raise ConfigError(_unknown_message(component.name, registry.names(), f"'{path}'", registry.kind))
+    builder = registry.get(component.name)
+    valid = component_options(builder, supplied)
+    for name, value in component.options.items():
+        if name in supplied:
+            raise ConfigError(
+                f"'{path}.options.{name}' is set by the run itself (from the data and the model); remove it"
+            )
+        if name not in valid:
+            if _takes_any_keyword(builder):
+                continue
+            raise ConfigError(_unknown_message(name, valid, f"{registry.kind} '{component.name}'", "option"))
+        default = valid[name]
+        if default is not inspect.Parameter.empty and default is not None and not _option_type_matches(value, default):
+            raise ConfigError(
+                f"'{path}.options.{name}' of {registry.kind} '{component.name}' must be {_kind_of(default)} "
+                f"(its default is {json.dumps(default) if _jsonable(default) else repr(default)}), got {value!r}"
+            )
+    missing = [name for name, default in valid.items() if default is inspect.Parameter.empty]
+    missing = [name for name in missing if name not in component.options]
+    if missing:
+        raise ConfigError(
+            f"{registry.kind} '{component.name}' needs option(s) {', '.join(missing)}: set "
+            + ", ".join(f"'{path}.options.{name}'" for name in missing)
+        )
+
+
+def _option_type_matches(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (isinstance(default, float) or float(value).is_integer())
+        )
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, str):
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)  # e.g. scale: "learned" or 0.1
+    return True
+
+
+def _kind_of(default) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, (list, tuple)):
+        return "a list"
+    return "a string or a number" if isinstance(default, str) else f"like {default!r}"
+
+
+def _jsonable(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def check(config: RunConfig) -> None:
+    """Every check that needs no data: component names and options, ranges, the device and the split."""
+    from pyro_vae.data import DATASETS
+
+    if config.data.name not in DATASETS:
+        raise ConfigError(_unknown_message(config.data.name, DATASETS.names(), "'data.name'", "dataset"))
+    for path, (registry, supplied) in component_registries().items():
+        section, key = path.split(".")
+        check_component(getattr(getattr(config, section), key), registry, supplied, path)
+    positive = {
+        "model.latent_dim": config.model.latent_dim,
+        "train.epochs": config.train.epochs,
+        "train.batch_size": config.train.batch_size,
+        "train.val_num_samples": config.train.val_num_samples,
+        "eval.data_batch_size": config.eval.data_batch_size,
+        **{f"data.{k}": getattr(config.data, k) for k in ("num_train", "num_val", "num_test")},
+    }
+    for path, value in positive.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"'{path}' must be a positive integer, got {value}")
+    if config.train.kl_warmup_epochs < 0:
+        raise ConfigError(
+            f"'train.kl_warmup_epochs' must be 0 (no warm-up) or more, got {config.train.kl_warmup_epochs}"
+        )
+    clip = config.train.clip_norm
+    if clip is not None and not (math.isfinite(clip) and clip > 0):
+        raise ConfigError(f"'train.clip_norm' must be a positive finite number or null, got {clip}")
+    lr = config.train.optimizer.options.get("lr")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"'train.optimizer.options.lr' must be a positive finite number, got {lr}")
+    if config.eval.split not in ("train", "val", "test"):
+        raise ConfigError(f"'eval.split' must be one of train, val, test; got '{config.eval.split}'")
+    check_device(config.device)
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device '{device}': use auto, cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device '{device}' is not supported: use auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(device: str):
+    """``"auto"``: the first GPU when there is one, else the CPU. A GPU asked for but absent is an error."""
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    parsed = torch.device(device)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' was asked for, but torch sees no GPU here: use --device cpu or auto")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return parsed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dotted paths: --set PATH=VALUE, short flags, TOML files
+
+
+def parse_value(text: str):
+    """A command-line value: JSON where it parses (numbers, true/false, null, lists, tables), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def set_path(tree: dict, path: str, value) -> None:
+    """Set ``value`` at dotted ``path`` of a configuration dict, in place.
+
+    Setting a component to a name (``model.prior=bernoulli``) keeps its options only when the name is unchanged:
+    another component's options would not fit.
+    """
+    keys = path.split(".")
+    if not all(keys):
+        raise ConfigError(f"'{path}' is not a dotted path such as train.epochs or model.prior.options.probs")
+    node = tree
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None and depth >= 2 and keys[depth - 1] == "options":
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            section = ".".join(keys[:depth]) or "the configuration"
+            if child is None:
+                raise ConfigError(f"'{path}': " + _unknown_message(key, list(node), f"'{section}'", "key"))
+            raise ConfigError(f"'{path}': '{'.'.join(keys[: depth + 1])}' is a value, not a section")
+        node = child
+    last = keys[-1]
+    if isinstance(node.get(last), dict) and set(node[last]) == {"name", "options"} and isinstance(value, str):
+        if node[last]["name"] != value:
+            node[last] = {"name": value, "options": {}}
+        return
+    if last not in node and not (len(keys) >= 2 and keys[-2] == "options"):
+        section = ".".join(keys[:-1]) or "the configuration"
+        raise ConfigError(_unknown_message(last, [k for k in node], f"'{section}'", "key"))
+    node[last] = value
+
+
+def apply_overrides(config: RunConfig, overrides) -> RunConfig:
+    """A new configuration with ``overrides`` (``(path, value)`` pairs, in order) applied, checked."""
+    tree = config.to_dict()
+    for path, value in overrides:
+        set_path(tree, path, value)
+    return RunConfig.from_dict(tree)
+
+
+def load_config_file(path) -> RunConfig:
+    """A configuration from a TOML or JSON file; what the file leaves out takes the defaults."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            tree = json.load(f) if str(path).endswith(".json") else tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file '{path}'") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"'{path}' is not a valid {'JSON' if str(path).endswith('.json') else 'TOML'} file: {e}"
+        ) from None
+    return RunConfig.from_dict(tree)
+
+
+def describe_components() -> dict:
+    """``{path: {name: {"doc": first line, "options": {option: default or "required"}}}}`` for ``list --json``."""
+    described = {}
+    for path, (registry, supplied) in component_registries().items():
+        described[path] = {}
+        for name in registry.names():
+            builder = registry.get(name)
+            doc = inspect.getdoc(builder) or ""
+            options = {
+                option: (
+                    "required"
+                    if default is inspect.Parameter.empty
+                    else default
+                    if _jsonable(default)
+                    else repr(default)
+                )
+                for option, default in component_options(builder, supplied).items()
+            }
+            described[path][name] = {"doc": doc.split("\n\n")[0].replace("\n", " "), "options": options}
+    return described
