@@ -41,14 +41,30 @@ class ImportanceTraces(NamedTuple):
     model_trace_at_detached_z: Optional[poutine.Trace] = None
 
 
+def in_particle_plate(fn, num_particles: int, particle_dim: int):
+    """``fn`` run inside a plate of ``num_particles`` independent particles at ``particle_dim``."""
+
+    def vectorized(*args, **kwargs):
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
+            return fn(*args, **kwargs)
+
+    return vectorized
+
+
+def guide_and_model_traces(model, guide, *args, **kwargs):
+    """Trace the guide, then the model replayed on the guide's draws: ``(guide_trace, model_trace)``."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return guide_trace, model_trace
+
+
 def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
     """Run guide and model once, without recording anything globally, and return the deepest plate nesting.
 
     The random number generator's state is restored afterwards, so guessing does not change later draws.
     """
     with torch.random.fork_rng(devices=[]), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
     dims = [
         -frame.dim
         for trace in (model_trace, guide_trace)
@@ -76,11 +92,7 @@ def vectorized_traces(
     particle_dim = -(max_plate_nesting + 1)
 
     def vectorize(fn):
-        def vectorized(*args, **kwargs):
-            with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
-                return fn(*args, **kwargs)
-
-        return vectorized
+        return in_particle_plate(fn, num_particles, particle_dim)
 
     def replayed_model(guide_trace):
         trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
@@ -103,11 +115,21 @@ def site_log_prob(site) -> torch.Tensor:
     return scale_and_mask(log_p, 1.0, site["mask"])
 
 
-def _data_frame(site, data_plate):
+def data_plate_frame(site, data_plate):
+    """The frame of the plate named ``data_plate`` among a site's plates, or ``None``."""
     for frame in site["cond_indep_stack"]:
         if frame.name == data_plate:
             return frame
     return None
+
+
+def outside_data_plate_error(name, site, data_plate) -> ValueError:
+    role = "observed" if site["is_observed"] else "latent"
+    return ValueError(
+        f"sample site '{name}' ({role}) is outside the data plate '{data_plate}', so log p(x) does not factor over "
+        "data points. Put every local site inside the data plate, pass data_plate=<your plate's name>, or pass "
+        "data_plate=None for one joint estimate of the batch."
+    )
 
 
 def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", sites=None):
@@ -130,14 +152,9 @@ def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", 
         log_p = log_p.reshape((1,) * max(0, -particle_dim - log_p.dim()) + log_p.shape)
         keep = [particle_dim]
         if data_plate is not None:
-            frame = _data_frame(site, data_plate)
+            frame = data_plate_frame(site, data_plate)
             if frame is None:
-                role = "observed" if site["is_observed"] else "latent"
-                raise ValueError(
-                    f"sample site '{name}' ({role}) is outside the data plate '{data_plate}', so log p(x) does not "
-                    "factor over data points. Put every local site inside the data plate, pass "
-                    "data_plate=<your plate's name>, or pass data_plate=None for one joint estimate of the batch."
-                )
+                raise outside_data_plate_error(name, site, data_plate)
             keep.append(frame.dim)
             batch_size = frame.size
         other = [d for d in range(-log_p.dim(), 0) if d not in keep]
@@ -174,7 +191,7 @@ def data_plate_scale(trace, data_plate="data") -> float:
     for site in trace.nodes.values():
         if site["type"] != "sample":
             continue
-        frame = _data_frame(site, data_plate)
+        frame = data_plate_frame(site, data_plate)
         if frame is not None:
             return 1.0 if frame.full_size is None else frame.full_size / frame.size
     return 1.0

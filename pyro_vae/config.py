@@ -205,17 +205,41 @@ def component_registries():
 
 
 def component_options(builder, supplied=frozenset()) -> dict:
-    """``{option: default}`` of a builder's keyword options (``inspect.Parameter.empty`` for a required one)."""
+    """``{option: default}`` of a builder's keyword options (``inspect.Parameter.empty`` for a required one).
+
+    A class whose ``__init__`` passes ``**options`` on to its base gets the base's options too, down the MRO.
+    """
     options = {}
-    for name, parameter in inspect.signature(builder).parameters.items():
-        if name in supplied or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        options[name] = parameter.default
+    for signature in _signatures(builder):
+        for name, parameter in signature.parameters.items():
+            if name in supplied or name in options or name == "self":
+                continue
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                options[name] = parameter.default
     return options
 
 
+def _signatures(builder):
+    """The signatures that together define ``builder``'s options: its own ``__init__``, then its bases' while each
+    passes ``**options`` on."""
+    if not isinstance(builder, type) or "__signature__" in vars(builder):
+        yield inspect.signature(builder)
+        return
+    for cls in builder.__mro__:
+        init = vars(cls).get("__init__")
+        if init is None:
+            continue
+        if cls is object:
+            return
+        signature = inspect.signature(init)
+        yield signature
+        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            return
+
+
 def _takes_any_keyword(builder) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(builder).parameters.values())
+    signatures = list(_signatures(builder))
+    return any(p.kind is p.VAR_KEYWORD for p in signatures[-1].parameters.values())
 
 
 def check_component(component: Component, registry: Registry, supplied, path):

@@ -42,7 +42,14 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
-from inference.importance import PARTICLE_PLATE, guess_max_plate_nesting, per_example_log_prob
+from inference.importance import (
+    data_plate_frame,
+    guess_max_plate_nesting,
+    guide_and_model_traces,
+    in_particle_plate,
+    outside_data_plate_error,
+    per_example_log_prob,
+)
 
 PROPOSALS = ("guide", "prior")
 
@@ -111,13 +118,10 @@ class _LatentSite(NamedTuple):
 def _data_axis(site, data_plate, batch_ndim):
     if data_plate is None:
         return None
-    for frame in site["cond_indep_stack"]:
-        if frame.name == data_plate:
-            return batch_ndim + frame.dim
-    raise ValueError(
-        f"latent site '{site['name']}' is outside the data plate '{data_plate}', so log p(x) does not factor over "
-        "data points. Put every local latent inside the data plate, or pass data_plate=None."
-    )
+    frame = data_plate_frame(site, data_plate)
+    if frame is None:
+        raise outside_data_plate_error(site["name"], site, data_plate)
+    return batch_ndim + frame.dim
 
 
 def latent_sites(trace, particle_dim, data_plate):
@@ -199,14 +203,15 @@ class AnnealingPath:
             latents[site.name] = z = site.transform(u)
             log_det = site.transform.log_abs_det_jacobian(u, z)
             log_jacobian = log_jacobian + _per_example_sum(log_det, site, flat.shape[:2])
-        vectorize = _vectorizer(self.num_chains, self.particle_dim)
-        conditioned_model = poutine.condition(vectorize(self.model), data=latents)
+        vectorized = in_particle_plate(self.model, self.num_chains, self.particle_dim)
+        conditioned_model = poutine.condition(vectorized, data=latents)
         model_trace = poutine.trace(conditioned_model).get_trace(*self.args, **self.kwargs)
         log_joint = self._per_example(model_trace)
         if self.proposal == "prior":
             log_q0 = self._per_example(model_trace, sites=lambda s: s["name"] in latents)
         else:
-            conditioned_guide = poutine.condition(vectorize(self.guide), data=latents)
+            vectorized_guide = in_particle_plate(self.guide, self.num_chains, self.particle_dim)
+            conditioned_guide = poutine.condition(vectorized_guide, data=latents)
             guide_trace = poutine.trace(conditioned_guide).get_trace(*self.args, **self.kwargs)
             log_q0 = self._per_example(guide_trace)
         return log_q0, log_joint, log_jacobian
@@ -222,26 +227,14 @@ def prior_proposal(model):
     return poutine.block(model, hide_fn=lambda msg: msg["type"] == "sample" and msg["is_observed"])
 
 
-def _vectorizer(num_chains, particle_dim):
-    def vectorize(fn):
-        def vectorized(*args, **kwargs):
-            with pyro.plate(PARTICLE_PLATE, num_chains, dim=particle_dim):
-                return fn(*args, **kwargs)
-
-        return vectorized
-
-    return vectorize
-
-
 def _initial_trace(model, guide, args, kwargs, num_chains, particle_dim, proposal):
     """Draw ``z_0 ~ q_0`` for every chain and data point; return the model trace holding it."""
-    vectorize = _vectorizer(num_chains, particle_dim)
+    model = in_particle_plate(model, num_chains, particle_dim)
     with torch.no_grad(), poutine.block():
         if proposal == "prior":
-            return prune_subsample_sites(poutine.trace(vectorize(model)).get_trace(*args, **kwargs))
-        guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
-        return prune_subsample_sites(model_trace)
+            return prune_subsample_sites(poutine.trace(model).get_trace(*args, **kwargs))
+        guide = in_particle_plate(guide, num_chains, particle_dim)
+        return prune_subsample_sites(guide_and_model_traces(model, guide, *args, **kwargs)[1])
 
 
 def hmc_transition(flat, energy_fn, step_size, num_leapfrog_steps, energy=None, grads=None):

@@ -33,7 +33,7 @@ import torch
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 
-from inference.importance import per_example_log_prob, vectorized_traces
+from inference.importance import guide_and_model_traces, per_example_log_prob, vectorized_traces
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
@@ -106,9 +106,8 @@ def per_dimension(fn):
 
 def _guide_and_prior(model, guide, args, kwargs, site):
     with torch.no_grad(), poutine.block():
-        guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
-        site = _single_latent_site(guide_trace, site)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
+        site = _single_latent_site(prune_subsample_sites(guide_trace), site)
     posterior = guide_trace.nodes[site]["fn"]
     prior = model_trace.nodes[site]["fn"]
     return posterior, prior, site

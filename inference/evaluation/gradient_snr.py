@@ -23,6 +23,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from inference.importance import guide_and_model_traces
 from inference.parameters import unconstrained_leaf
 
 GROUPS = ("model", "guide", "shared")
@@ -84,8 +85,7 @@ def parameter_groups(model, guide, *args, **kwargs):
     A parameter read only by the guide is ``"guide"``, only by the model ``"model"``, by both ``"shared"``.
     """
     with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
 
     def params(trace):
         return {

@@ -233,32 +233,18 @@ class ExactLogMarginal(ImportanceSampling):
 
 class AnnealedImportanceSampling:
     """``"ais"``: annealed importance sampling from the guide (or prior) to the posterior with adaptive HMC
-    (Neal 2001); options as in :func:`~inference.evaluation.ais.annealed_importance_sampling`. The ELBO is that
-    of the chains' starting points; there is no k-hat (too few chains to fit a tail)."""
+    (Neal 2001); its options and their defaults are those of
+    :func:`~inference.evaluation.ais.annealed_importance_sampling`. The ELBO is that of the chains' starting
+    points; there is no k-hat (too few chains to fit a tail)."""
 
     name = "ais"
 
-    def __init__(
-        self,
-        num_steps: int = 100,
-        num_chains: int = 16,
-        num_leapfrog_steps: int = 10,
-        step_size: float = 0.1,
-        target_accept: float = 0.65,
-        schedule: str = "sigmoid",
-        proposal: str = "guide",
-    ):
-        for name in ("num_steps", "num_chains", "num_leapfrog_steps"):
-            check_positive_int(locals()[name], name)
-        self.options = dict(
-            num_steps=num_steps,
-            num_chains=num_chains,
-            num_leapfrog_steps=num_leapfrog_steps,
-            step_size=step_size,
-            target_accept=target_accept,
-            schedule=schedule,
-            proposal=proposal,
-        )
+    def __init__(self, **options):
+        bound = self.__signature__.bind(**options)
+        bound.apply_defaults()
+        self.options = dict(bound.arguments)
+        for key in ("num_steps", "num_chains", "num_leapfrog_steps"):
+            check_positive_int(self.options[key], key)
 
     @property
     def num_draws(self) -> int:
@@ -274,6 +260,16 @@ class AnnealedImportanceSampling:
         log_px, _, mc_stderr, ess = summarize_log_weights(ais.log_weights)
         return log_px, ais.proposal_log_weights.mean(0), mc_stderr, ess, None
 
+
+# The options of "ais" are the keyword options of annealed_importance_sampling, defaults included: one place.
+AnnealedImportanceSampling.__signature__ = inspect.Signature(
+    [
+        parameter
+        for name, parameter in inspect.signature(annealed_importance_sampling).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+        and name not in ("initial_latents", "data_plate", "max_plate_nesting", "progress")
+    ]
+)
 
 LOG_PX_METHODS = Registry("log p(x) method")
 for _method in (ImportanceSampling, PriorImportanceSampling, AnnealedImportanceSampling, ExactLogMarginal):

@@ -88,26 +88,11 @@ class ReweightedWakeSleep(ImportanceWeightedObjective):
     require_rsample = False
     detach_samples = True  # every gradient here is a weighted log density, none pathwise
 
-    def __init__(
-        self,
-        num_particles=5,
-        insomnia=1.0,
-        vectorize_particles=True,
-        kl_weight=1.0,
-        max_plate_nesting=None,
-        data_plate="data",
-        sleep_args=None,
-    ):
+    def __init__(self, num_particles=5, insomnia=1.0, sleep_args=None, **options):
         check_num_particles(num_particles, 2, "the weights are self-normalized")
         if not 0 <= insomnia <= 1:
             raise ValueError(f"insomnia (the weight of wake-phi against sleep-phi) must be in [0, 1]; got {insomnia}")
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            kl_weight=kl_weight,
-            data_plate=data_plate,
-        )
+        super().__init__(num_particles=num_particles, **options)
         self.insomnia = insomnia
         self.sleep_args = sleep_args or observations_replaced
 

@@ -1,7 +1,6 @@
 """Score-function (REINFORCE) gradients of the ELBO, per data point, with baselines."""
 
 import itertools
-from typing import Optional
 
 import pyro
 import torch
@@ -89,17 +88,7 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
     require_rsample = False
     detach_samples = True  # no pathwise gradient: log p and log q keep only their parameters' gradients
 
-    def __init__(
-        self,
-        num_particles=1,
-        vectorize_particles=True,
-        kl_weight=1.0,
-        baseline="average",
-        baseline_decay=0.9,
-        baseline_net: Optional[torch.nn.Module] = None,
-        max_plate_nesting=None,
-        data_plate="data",
-    ):
+    def __init__(self, num_particles=1, baseline="average", baseline_decay=0.9, baseline_net=None, **options):
         if baseline not in BASELINES:
             raise ValueError(f"unknown baseline '{baseline}'; choose one of {', '.join(BASELINES)}")
         check_num_particles(num_particles, 2 if baseline == "leave-one-out" else 1, f"baseline='{baseline}'")
@@ -107,13 +96,7 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
             raise ValueError(f"baseline_decay must be in [0, 1); got {baseline_decay}")
         if baseline_net is not None and baseline != "learned":
             raise ValueError("baseline_net is only used with baseline='learned'; pass both or neither")
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            kl_weight=kl_weight,
-            data_plate=data_plate,
-        )
+        super().__init__(num_particles=num_particles, **options)
         self.baseline = baseline
         self.baseline_decay = baseline_decay
         self.baseline_net = baseline_net  # the "learned" baseline's parameters; a constant one is made on first use

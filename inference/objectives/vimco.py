@@ -67,17 +67,9 @@ class VIMCO(ImportanceWeightedObjective):
     name = "vimco"
     require_rsample = False  # sites without rsample get the score term below
 
-    def __init__(
-        self, num_particles=5, vectorize_particles=True, kl_weight=1.0, max_plate_nesting=None, data_plate="data"
-    ):
+    def __init__(self, num_particles=5, **options):
         check_num_particles(num_particles, 2, "VIMCO's baselines leave one sample out")
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            kl_weight=kl_weight,
-            data_plate=data_plate,
-        )
+        super().__init__(num_particles=num_particles, **options)
 
     def per_example_objective(self, parts):
         return log_mean_exp(parts.log_weights)
