@@ -41,3 +41,9 @@ def require_fashion_mnist():
         f"Fashion-MNIST IDX files in {FASHION_MNIST_SYSTEM_FOLDERS[0]}",
         "apt-get install dataset-fashion-mnist",
     )
+
+
+@pytest.fixture
+def device():
+    """The GPU where there is one (so the same tests exercise it), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

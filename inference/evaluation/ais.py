@@ -341,9 +341,9 @@ def annealed_importance_sampling(
         betas = betas.flip(0)
     path = AnnealingPath(model, guide, args, kwargs, sites, num_chains, particle_dim, data_plate, proposal)
     flat = flatten_latents(sites, values)
-    log_step = torch.full(flat.shape[1:2] + (1,), math.log(step_size), dtype=flat.dtype)
-    log_weights = torch.zeros(flat.shape[:2], dtype=flat.dtype)
-    acceptance = torch.zeros(flat.shape[1], dtype=flat.dtype)
+    log_step = torch.full(flat.shape[1:2] + (1,), math.log(step_size), dtype=flat.dtype, device=flat.device)
+    log_weights = torch.zeros(flat.shape[:2], dtype=flat.dtype, device=flat.device)
+    acceptance = torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device)
     num_transitions = max(len(betas) - 2, 1)
     proposal_log_weights = None
     steps = tqdm(range(1, len(betas)), desc="AIS", disable=not progress, leave=False)

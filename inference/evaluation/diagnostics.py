@@ -64,7 +64,7 @@ def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
     if log_weights.dim() != 2:
         raise ValueError(f"log_weights must have shape (num_samples, batch_size), got {tuple(log_weights.shape)}")
     if log_weights.shape[0] < MIN_SAMPLES_FOR_KHAT:
-        return torch.full(log_weights.shape[1:], math.inf, dtype=log_weights.dtype)
+        return torch.full(log_weights.shape[1:], math.inf, dtype=log_weights.dtype, device=log_weights.device)
     array = log_weights.detach().double().T.cpu().numpy()
     with warnings.catch_warnings():
         # arviz warns once per data point when k-hat is large; the value itself is the report
@@ -182,7 +182,7 @@ def importance_resampled_latents(
     batch_size = log_w.shape[1]
     value = traces.guide_trace.nodes[site]["value"].reshape(num_samples, batch_size, -1)
     index = pyro.distributions.Categorical(logits=log_w.T).sample((num_draws,))
-    return value[index, torch.arange(batch_size)]
+    return value[index, torch.arange(batch_size, device=value.device)]
 
 
 def to_inference_data(result, latent_draws: Optional[Dict[int, torch.Tensor]] = None, attrs: Optional[dict] = None):

@@ -37,10 +37,13 @@ def load_checkpoint(path) -> dict:
 
 
 def get_rng_state() -> dict:
-    """The states of torch's, Python's and NumPy's global generators, as plain tensors and numbers."""
+    """The states of torch's (CPU and every initialised GPU), Python's and NumPy's global generators, as plain
+    tensors and numbers."""
     np_state = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     return {
         "torch": torch.get_rng_state(),
+        "cuda": cuda,
         "python": list(random.getstate()[1]) + [random.getstate()[0]],
         "python_gauss": random.getstate()[2],
         "numpy": {
@@ -55,6 +58,8 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore the generators saved by :func:`get_rng_state`."""
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     *internal, version = state["python"]
     random.setstate((version, tuple(internal), state["python_gauss"]))
     np_state = state["numpy"]

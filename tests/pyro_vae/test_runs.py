@@ -124,3 +124,17 @@ def test_resume_with_another_configuration_is_refused(tmp_path):
         train_run(_small(**{"train.epochs": 3, "model.latent_dim": 4}), str(tmp_path / "run"), resume=True)
     train_run(_small(**{"train.epochs": 3}), str(tmp_path / "run"), resume=True, progress=False)
     assert [m["epoch"] for m in read_metrics(str(tmp_path / "run"))] == [1, 2, 3]
+
+
+def test_a_run_trains_on_the_device_and_its_checkpoint_loads_on_the_cpu(tmp_path, device):
+    from pyro_vae.runs import evaluate_run
+
+    run = str(tmp_path / "run")
+    vae = train_run(_small(**{"device": device}), run, progress=False)
+    assert {p.device.type for p in vae.parameters()} == {torch.device(device).type}
+    state = torch.load(f"{run}/checkpoint.pt", weights_only=True, map_location="cpu")
+    assert all(t.device.type == "cpu" for t in state["module"].values())
+    report = evaluate_run(
+        run, device="cpu", method_options={"num_samples": 20}, posterior_examples=(0,), progress=False
+    )
+    assert report["data_seed"] == 0 and report["train_seed"] == 0 and report["elbo"] < report["log_px"] < 0
