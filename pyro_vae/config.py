@@ -75,6 +75,7 @@ class TrainConfig:
     clip_norm: Optional[float] = None
     kl_warmup_epochs: int = 0
     val_num_samples: int = 10
+    on_non_finite: str = "stop"  # or "rollback": back to the epoch's start with half the learning rate
     seed: int = 0
 
 
@@ -311,9 +312,13 @@ def _jsonable(value) -> bool:
 def check(config: RunConfig) -> None:
     """Every check that needs no data: component names and options, ranges, the device and the split."""
     from pyro_vae.data import DATASETS
+    from pyro_vae.data.user import is_user_data
 
-    if config.data.name not in DATASETS:
-        raise ConfigError(_unknown_message(config.data.name, DATASETS.names(), "'data.name'", "dataset"))
+    if config.data.name not in DATASETS and not is_user_data(config.data.name):
+        raise ConfigError(
+            _unknown_message(config.data.name, DATASETS.names(), "'data.name'", "dataset")
+            + " Or give the path of your own .npy, .npz, .pt or .csv file."
+        )
     for path, (registry, supplied) in component_registries().items():
         section, key = path.split(".")
         check_component(getattr(getattr(config, section), key), registry, supplied, path)
@@ -338,6 +343,8 @@ def check(config: RunConfig) -> None:
     lr = config.train.optimizer.options.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"'train.optimizer.options.lr' must be a positive finite number, got {lr}")
+    if config.train.on_non_finite not in ("stop", "rollback"):
+        raise ConfigError(f"'train.on_non_finite' must be stop or rollback, got '{config.train.on_non_finite}'")
     if config.eval.split not in ("train", "val", "test"):
         raise ConfigError(f"'eval.split' must be one of train, val, test; got '{config.eval.split}'")
     check_device(config.device)

@@ -5,16 +5,20 @@ A run folder holds
 * ``config.json``: the :class:`~pyro_vae.config.RunConfig` tree that built the data, model, estimator and
   evaluation (it rebuilds the run exactly),
 * ``metrics.json``: one entry per epoch (objectives in nats per example, training and validation seconds),
-* ``checkpoint.pt``: parameters, optimizer, estimator and RNG state (``torch.load(..., weights_only=True)``),
-* ``eval.json`` and ``eval.nc`` after :func:`evaluate_run`, ``samples.png`` / ``reconstructions.png`` after
-  :func:`sample_run`.
+* ``checkpoint.pt``: parameters, optimizer, estimator and RNG state with a checksum
+  (``torch.load(..., weights_only=True)``),
+* ``status.json``: training, finished or failed; epochs done; the checkpoint's checksum,
+* ``eval/<method>-<split>.json`` and ``.nc`` after :func:`evaluate_run` (one pair per method and split, each
+  naming the checkpoint it scored), ``samples.png`` / ``reconstructions.png`` after :func:`sample_run`,
+* ``stale/epoch-<E>/``: evaluations and pictures of an earlier checkpoint, moved there when training resumed.
 
 Nothing is written before the whole run (configuration, data, model, estimator) has been built, so a refused
-run leaves no folder behind. The command line (:mod:`pyro_vae.cli`) is a thin layer over these functions.
+run leaves no folder behind; every file is written atomically, and each command holds the folder's lock
+(:mod:`pyro_vae.folder`) while it writes. The command line (:mod:`pyro_vae.cli`) is a thin layer over these
+functions.
 """
 
 import json
-import math
 import os
 import shutil
 import time
@@ -35,13 +39,22 @@ from inference.training.trainer import Trainer
 from pyro_vae.components import LIKELIHOODS
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides, resolve_device
 from pyro_vae.data import batches, fixed_binarization, load_dataset
+from pyro_vae.folder import (
+    RunLock,
+    command_line,
+    evaluation_paths,
+    read_status,
+    require_finished,
+    retire_evaluations,
+    write_atomically,
+    write_json,
+    write_status,
+)
 from pyro_vae.vae import VAE, build_model
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-EVAL_FILE = "eval.json"
-INFERENCE_DATA_FILE = "eval.nc"
 #: Burda et al. (2016): latent unit u is active when Cov_x(E_q[z_u | x]) exceeds this.
 ACTIVE_UNIT_THRESHOLD = 0.01
 SPLITS = ("train", "val", "test")
@@ -53,26 +66,6 @@ def load_config(run_dir) -> RunConfig:
         raise FileNotFoundError(f"'{run_dir}' is not a run folder (no {CONFIG_FILE}); create one with `pyro-vae train`")
     with open(path) as f:
         return RunConfig.from_dict(json.load(f))
-
-
-def json_safe(obj):
-    """Non-finite floats (a k-hat of inf, a standard error of one example) become null: strict JSON has no inf."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {key: json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(value) for value in obj]
-    return obj
-
-
-def write_json(obj, path):
-    """Write ``obj`` as JSON atomically (a temporary file renamed over ``path``)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(json_safe(obj), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def binary_data(config: RunConfig) -> bool:
@@ -122,6 +115,23 @@ def model_for(config: RunConfig, splits) -> VAE:
     return build_model(config.model, data_dim=splits.data_dim, num_data=len(splits.train))
 
 
+@torch.no_grad()
+def check_data_support(config: RunConfig, vae: VAE, x: torch.Tensor) -> None:
+    """Refuse data outside the support of the likelihood (e.g. values outside [0, 1] for a Beta), before training."""
+    x = x[:100]
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):  # leave the draws unchanged
+        likelihood = vae.decode(vae.posterior(x).sample())
+    outside = ~likelihood.support.check(x)
+    if outside.any():
+        rows = outside.reshape(len(x), -1).any(1).nonzero().reshape(-1)
+        raise ConfigError(
+            f"the data lie outside the support of the '{config.model.likelihood.name}' likelihood "
+            f"({likelihood.support}) in {len(rows)} of the first {len(x)} examples (e.g. example {rows[0].item()}, "
+            f"values from {x[rows[0]].min().item():.4g} to {x[rows[0]].max().item():.4g}): choose a likelihood for "
+            "these values, or rescale the data"
+        )
+
+
 def estimator_for(config: RunConfig, vae: VAE):
     options = {"max_plate_nesting": vae.max_plate_nesting, **config.train.estimator.options}
     return estimator(config.train.estimator.name, **options)
@@ -137,10 +147,6 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
     config = _config_to_resume(config, run_dir) if resume else config
     if config is None:
         raise ConfigError("train_run needs a configuration (or resume=True with a run folder that has one)")
-    if not resume and os.path.exists(os.path.join(run_dir, CHECKPOINT_FILE)):
-        raise FileExistsError(
-            f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
-        )
     device = resolve_device(config.device)
     splits = prepare_data(config)
     vae = model_for(config, splits).to(device)
@@ -154,15 +160,19 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         dynamic_binarization=binary_data(config),
     )
     val_x = eval_split(config, splits, "val").to(device)
+    check_data_support(config, vae, val_x)
     val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
+    checkpoint = Checkpoint(checkpoint_path, resume=resume, extra={"config": config.to_dict()})
     callbacks = []
     if config.train.kl_warmup_epochs:
         callbacks.append(KLWeightSchedule(linear_warmup(config.train.kl_warmup_epochs)))
-    metrics_path = os.path.join(run_dir, METRICS_FILE)
-    callbacks += [
-        OnEpochEnd(lambda metrics: write_json(metrics, metrics_path)),
-        Checkpoint(os.path.join(run_dir, CHECKPOINT_FILE), resume=resume, extra={"config": config.to_dict()}),
-    ]
+
+    def record_epoch(metrics):
+        write_json(metrics, os.path.join(run_dir, METRICS_FILE))
+        write_status(run_dir, epochs_done=len(metrics), checkpoint={"epoch": len(metrics), "sha256": checkpoint.digest})
+
+    callbacks += [checkpoint, OnEpochEnd(record_epoch)]  # the checkpoint first, then the records that name it
     trainer = Trainer(
         vae.model,
         vae.guide,
@@ -171,25 +181,46 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         optimizer=config.train.optimizer.name,
         optimizer_options=config.train.optimizer.options,
         clip_norm=config.train.clip_norm,
+        on_non_finite=config.train.on_non_finite,
         callbacks=callbacks,
         generator=generator,
     )
     created = not os.path.exists(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    try:
-        write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
-        trainer.fit(
-            train_batches,
-            epochs=config.train.epochs,
-            val_batches=val_batches,
-            val_num_samples=config.train.val_num_samples,
-            progress=progress,
-        )
-    except BaseException:
-        if created and not os.path.exists(os.path.join(run_dir, CHECKPOINT_FILE)):
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing trained: leave nothing behind
-        raise
+    with RunLock(run_dir, command_line()):
+        if not resume and os.path.exists(checkpoint_path):
+            raise FileExistsError(
+                f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
+            )
+        if resume:
+            retire_evaluations(run_dir, read_status(run_dir).get("epochs_done", 0))
+        try:
+            write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
+            write_status(run_dir, state="training", epochs=config.train.epochs, started=command_line())
+            trainer.fit(
+                train_batches,
+                epochs=config.train.epochs,
+                val_batches=val_batches,
+                val_num_samples=config.train.val_num_samples,
+                progress=progress,
+            )
+        except BaseException as error:
+            if not os.path.exists(checkpoint_path):  # nothing trained: leave nothing behind
+                _remove_run_files(run_dir, remove_folder=created)
+            else:
+                write_status(run_dir, state="failed", error=f"{type(error).__name__}: {error}")
+            raise
+        write_status(run_dir, state="finished", epochs_done=len(trainer.metrics))
     return vae
+
+
+def _remove_run_files(run_dir, remove_folder):
+    if remove_folder:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in (CONFIG_FILE, METRICS_FILE, "status.json", ".lock"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
 
 
 def _config_to_resume(config, run_dir):
@@ -205,8 +236,9 @@ def _config_to_resume(config, run_dir):
     return config
 
 
-def load_run(run_dir, device="auto"):
-    """Rebuild the trained VAE of a run folder: ``(config, splits, vae)``, the VAE on ``device``."""
+def load_run(run_dir, device="auto", with_checkpoint=False):
+    """Rebuild the trained VAE of a run folder: ``(config, splits, vae)``, the VAE on ``device``; with
+    ``with_checkpoint`` also ``{"epoch", "sha256"}`` of the checkpoint it was loaded from."""
     config = load_config(run_dir)
     splits = prepare_data(config)
     vae = model_for(config, splits)
@@ -214,7 +246,15 @@ def load_run(run_dir, device="auto"):
     vae.load_state_dict(state["module"])
     vae.to(resolve_device(device))
     vae.eval()
+    if with_checkpoint:
+        return config, splits, vae, {"epoch": state["epoch"], "sha256": state["sha256"]}
     return config, splits, vae
+
+
+#: evaluate warns when more than this fraction of examples have a Pareto k-hat above 0.7 ...
+KHAT_WARNING_FRACTION = 0.1
+#: ... or when the median effective sample size per example is below this.
+ESS_WARNING = 10.0
 
 
 def evaluate_run(
@@ -229,17 +269,87 @@ def evaluate_run(
     progress=True,
     posterior_examples=(0, 1, 2, 3),
     num_posterior_draws=200,
+    allow_unfinished=False,
 ) -> dict:
-    """Estimate log p(x) on a split of a trained run; write ``eval.json`` and ``eval.nc``; return the report.
+    """Estimate log p(x) on a split of a trained run; write ``eval/<method>-<split>.json`` and ``.nc``; return
+    the report.
 
     Every argument left ``None`` takes the run's ``eval`` section (itself defaulting to ``is`` on the test split
-    with the method's own defaults, e.g. ``K = 5000``); ``method_options`` update the method's options.
+    with the method's own defaults, e.g. ``K = 5000``); ``method_options`` update the method's options. A run
+    whose training has not finished is refused unless ``allow_unfinished``.
+
     The report holds the estimate's summary (:meth:`~inference.LogMarginalLikelihood.summary`), the per-model
-    diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units), the seeds and where
-    it came from. ``eval.nc`` holds the per-example estimates, ESS and Pareto k-hat, and
-    sampling-importance-resampled posterior draws of ``z`` for ``posterior_examples``, as an arviz InferenceData.
+    diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units), the seeds, the
+    checkpoint it scored (epoch and checksum), and ``warnings`` when the importance weights are not to be trusted.
+    The ``.nc`` file holds the per-example estimates, ESS and Pareto k-hat, and sampling-importance-resampled
+    posterior draws of ``z`` for ``posterior_examples``, as an arviz InferenceData.
     """
-    config, splits, vae = load_run(run_dir, device)
+    load_config(run_dir)  # a folder that is not a run gets its own message, and no lock file
+    with RunLock(run_dir, command_line()):
+        status = require_finished(run_dir, allow_unfinished)
+        config, splits, vae, checkpoint = load_run(run_dir, device, with_checkpoint=True)
+        config = _evaluation_config(config, method, method_options, split, data_batch_size, seed)
+        evaluation = config.eval
+        x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
+        bad = [i for i in posterior_examples if not 0 <= i < len(x)]
+        if bad:
+            raise ValueError(
+                f"posterior examples {bad} are out of range: the {evaluation.split} split has {len(x)} examples"
+            )
+        pyro.set_rng_seed(evaluation.seed)
+        start = time.perf_counter()
+        result = log_marginal_likelihood(
+            vae.model,
+            vae.guide,
+            x,
+            method=log_px_method(evaluation.method.name, **evaluation.method.options),
+            data_batch_size=evaluation.data_batch_size,
+            max_plate_nesting=vae.max_plate_nesting,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            kl = kl_per_dimension(vae.model, vae.guide, x)
+            activity = latent_activity(vae.guide, x)
+        paths = evaluation_paths(run_dir, evaluation.method.name, evaluation.split)
+        report = {
+            **result.summary(),
+            "method_options": evaluation.method.options,
+            "kl": kl.sum().item(),
+            "kl_per_dimension": kl.tolist(),
+            "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+            "latent_activity": activity.tolist(),
+            "dataset": config.data.name,
+            "split": evaluation.split,
+            "data_seed": config.data.seed,
+            "train_seed": config.train.seed,
+            "seed": evaluation.seed,
+            "seconds": seconds,
+            "checkpoint": checkpoint,
+            "training_finished": status.get("state") == "finished",
+            **_generating_model_reference(splits, x),
+            "warnings": weight_warnings(result),
+            "inference_data": os.path.relpath(paths["netcdf"], run_dir),
+        }
+        draws = {}
+        if posterior_examples:
+            chosen = list(posterior_examples)
+            resampled = importance_resampled_latents(
+                vae.model,
+                vae.guide,
+                x[chosen],
+                num_draws=num_posterior_draws,
+                num_samples=max(num_posterior_draws, 1000),
+            )
+            draws = {i: resampled[:, j].cpu() for j, i in enumerate(chosen)}
+        os.makedirs(os.path.dirname(paths["json"]), exist_ok=True)
+        save_inference_data(result, paths["netcdf"], latent_draws=draws, attrs=report)
+        write_json(report, paths["json"])
+    return report
+
+
+def _evaluation_config(config, method, method_options, split, data_batch_size, seed):
+    """The run's configuration with the ``eval`` section updated by the arguments that were given."""
     overrides = [
         (f"eval.{key}", value)
         for key, value in (("split", split), ("data_batch_size", data_batch_size), ("seed", seed))
@@ -249,55 +359,28 @@ def evaluate_run(
         overrides.append(("eval.method", {"name": method, "options": {}}))
     for key, value in (method_options or {}).items():
         overrides.append((f"eval.method.options.{key}", value))
-    config = apply_overrides(config, overrides)
-    evaluation = config.eval
-    x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
-    bad = [i for i in posterior_examples if not 0 <= i < len(x)]
-    if bad:
-        raise ValueError(
-            f"posterior examples {bad} are out of range: the {evaluation.split} split has {len(x)} examples"
+    return apply_overrides(config, overrides)
+
+
+def weight_warnings(result) -> list:
+    """What a reader of the estimate must know when its importance weights are heavy-tailed or degenerate."""
+    warnings = []
+    fix = "Try more samples (--num-samples), AIS (--method ais), or a richer guide."
+    if result.khat is not None:
+        fraction = (result.khat > 0.7).double().mean().item()
+        if fraction > KHAT_WARNING_FRACTION:
+            warnings.append(
+                f"{fraction:.0%} of the examples have Pareto k-hat above 0.7: their importance weights are so "
+                "heavy-tailed that the estimate can lie far below log p(x), and its Monte Carlo standard error "
+                f"({result.mc_stderr_of_mean:.3g}) understates the error. {fix}"
+            )
+    median_ess = result.ess.median().item()
+    if result.method != "exact" and median_ess < ESS_WARNING:
+        warnings.append(
+            f"the median effective sample size is {median_ess:.1f} of {result.num_samples} draws per example: the "
+            f"estimate rests on a handful of draws. {fix}"
         )
-    pyro.set_rng_seed(evaluation.seed)
-    start = time.perf_counter()
-    result = log_marginal_likelihood(
-        vae.model,
-        vae.guide,
-        x,
-        method=log_px_method(evaluation.method.name, **evaluation.method.options),
-        data_batch_size=evaluation.data_batch_size,
-        max_plate_nesting=vae.max_plate_nesting,
-        progress=progress,
-    )
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        kl = kl_per_dimension(vae.model, vae.guide, x)
-        activity = latent_activity(vae.guide, x)
-    report = {
-        **result.summary(),
-        "method_options": evaluation.method.options,
-        "kl": kl.sum().item(),
-        "kl_per_dimension": kl.tolist(),
-        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
-        "latent_activity": activity.tolist(),
-        "dataset": config.data.name,
-        "split": evaluation.split,
-        "data_seed": config.data.seed,
-        "train_seed": config.train.seed,
-        "seed": evaluation.seed,
-        "seconds": seconds,
-        **_generating_model_reference(splits, x),
-        "inference_data": INFERENCE_DATA_FILE,
-    }
-    draws = {}
-    if posterior_examples:
-        chosen = list(posterior_examples)
-        resampled = importance_resampled_latents(
-            vae.model, vae.guide, x[chosen], num_draws=num_posterior_draws, num_samples=max(num_posterior_draws, 1000)
-        )
-        draws = {i: resampled[:, j].cpu() for j, i in enumerate(chosen)}
-    save_inference_data(result, os.path.join(run_dir, INFERENCE_DATA_FILE), latent_draws=draws, attrs=report)
-    write_json(report, os.path.join(run_dir, EVAL_FILE))
-    return report
+    return warnings
 
 
 def _generating_model_reference(splits, x) -> dict:
@@ -336,10 +419,13 @@ def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale
         "samples": os.path.join(run_dir, "samples.png"),
         "reconstructions": os.path.join(run_dir, "reconstructions.png"),
     }
-    torchvision.utils.save_image(_image_grid(samples, splits.image_shape, nrow, upscale), paths["samples"])
-    torchvision.utils.save_image(
-        _image_grid(torch.cat(rows), splits.image_shape, nrow, upscale), paths["reconstructions"]
-    )
+    grids = {
+        "samples": _image_grid(samples, splits.image_shape, nrow, upscale),
+        "reconstructions": _image_grid(torch.cat(rows), splits.image_shape, nrow, upscale),
+    }
+    with RunLock(run_dir, command_line()):
+        for name, grid in grids.items():
+            write_atomically(paths[name], lambda f, grid=grid: torchvision.utils.save_image(grid, f, format="png"))
     return paths
 
 

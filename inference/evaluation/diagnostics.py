@@ -23,6 +23,8 @@ References:
 """
 
 import math
+import os
+import tempfile
 import warnings
 from typing import Dict, Optional
 
@@ -199,7 +201,12 @@ def to_inference_data(result, latent_draws: Optional[Dict[int, torch.Tensor]] = 
     import arviz
     import xarray
 
-    attrs = {key: value for key, value in (attrs or {}).items() if isinstance(value, (int, float, str))}
+    # netCDF attributes hold numbers and strings (not booleans, lists or tables)
+    attrs = {
+        key: value
+        for key, value in (attrs or {}).items()
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    }
     attrs.setdefault("method", result.method)
     attrs.setdefault("num_samples", result.num_samples)
     example = np.arange(result.num_examples)
@@ -242,5 +249,16 @@ def to_inference_data(result, latent_draws: Optional[Dict[int, torch.Tensor]] = 
 def save_inference_data(result, path, latent_draws=None, attrs=None) -> str:
     """Write :func:`to_inference_data` to ``path`` as netCDF (open it with ``arviz.from_netcdf(path)``)."""
     data = to_inference_data(result, latent_draws=latent_draws, attrs=attrs)
-    data.to_netcdf(str(path), engine="h5netcdf")
-    return str(path)
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".nc.tmp", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:  # written whole beside the target, flushed, then renamed: never a half-written file at ``path``
+        data.to_netcdf(tmp, engine="h5netcdf")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

@@ -45,13 +45,16 @@ class Checkpoint(Callback):
         self.path = os.fspath(path)
         self.resume = resume
         self.extra = dict(extra or {})
+        self.digest = None  # of the last checkpoint written or restored
 
     def on_train_begin(self, trainer):
         if self.resume and os.path.exists(self.path):
-            trainer.load_state_dict(load_checkpoint(self.path))
+            state = load_checkpoint(self.path)
+            trainer.load_state_dict(state)
+            self.digest = state["sha256"]
 
     def on_epoch_end(self, trainer, entry):
-        save_checkpoint({"format": "pyro-vae-checkpoint-2", **self.extra, **trainer.state_dict()}, self.path)
+        self.digest = save_checkpoint({**self.extra, **trainer.state_dict()}, self.path)
 
 
 class OnEpochEnd(Callback):

@@ -1,27 +1,43 @@
-"""Atomic, code-free checkpoints that load with ``torch.load(path, weights_only=True)``.
+"""Atomic, checksummed, code-free checkpoints that load with ``torch.load(path, weights_only=True)``.
 
 A checkpoint is a nested dict of tensors, numbers, strings, lists and dicts: no pickled classes or functions, so
-loading one never runs code. It is written to a temporary file in the same folder and moved over the old one with
-``os.replace``, so a crash mid-write leaves the previous checkpoint intact, never a half-written file.
+loading one never runs code. It is written to a temporary file in the same folder, flushed to disk and moved over
+the old one with ``os.replace``, so a crash mid-write leaves the previous checkpoint intact, never a half-written
+file. It carries a SHA-256 digest of its contents (:func:`state_digest`), so a file that was changed or damaged
+after it was written is reported as such instead of being trained on.
 """
 
+import hashlib
 import os
+import pickle
 import random
 import tempfile
+import zipfile
 
 import numpy as np
 import torch
 
+FORMAT = "pyro-vae-checkpoint-2"
 
-def save_checkpoint(state: dict, path) -> None:
-    """Write ``state`` to ``path`` atomically."""
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint; the message says what is wrong with it and what to do."""
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``.
+
+    Readers see the old file or the new one, never a partial one; on any error the temporary file is removed.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -29,11 +45,74 @@ def save_checkpoint(state: dict, path) -> None:
         raise
 
 
+def state_digest(state) -> str:
+    """SHA-256 over a state's structure and values (tensor dtypes, shapes and bytes; other values by ``repr``)."""
+    digest = hashlib.sha256()
+
+    def visit(value):
+        if torch.is_tensor(value):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"tensor{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(f"dict{len(value)}".encode())
+            for key in value:
+                digest.update(repr(key).encode())
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"{type(value).__name__}{len(value)}".encode())
+            for item in value:
+                visit(item)
+        else:
+            digest.update(repr(value).encode())
+
+    visit(state)
+    return digest.hexdigest()
+
+
+def save_checkpoint(state: dict, path) -> str:
+    """Write ``state`` with its digest to ``path`` atomically; returns the digest."""
+    checked = {"format": FORMAT, **state}
+    checked["sha256"] = state_digest(checked)
+    atomic_write(path, lambda f: torch.save(checked, f))
+    return checked["sha256"]
+
+
 def load_checkpoint(path) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`, without unpickling code."""
+    """Load a checkpoint written by :func:`save_checkpoint`, without unpickling code, and verify its digest.
+
+    :raises CheckpointError: for a truncated or damaged file, a file holding Python objects other than plain
+        data, a file that is not a pyro-vae checkpoint, or contents that no longer match their digest.
+    """
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at '{path}': train first, or point to the run's folder")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"'{path}' is not a pyro-vae checkpoint: it holds Python objects other than plain data, and pyro-vae "
+            "never loads such files (loading them could run code). Point to a run's own checkpoint.pt, or retrain."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"'{path}' is truncated or damaged and cannot be read ({str(e).splitlines()[0]}). Delete it and "
+            "retrain, or restore the file from a copy."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"'{path}' is not a pyro-vae checkpoint (format {found!r}, expected {FORMAT!r}): point to the "
+            "checkpoint.pt of a run written by this version of pyro-vae"
+        )
+    recorded = state.pop("sha256", None)
+    if recorded != state_digest(state):
+        raise CheckpointError(
+            f"'{path}' does not match the checksum it was written with: the file was changed or damaged after "
+            "training wrote it. Delete it and retrain, or restore it from a copy."
+        )
+    state["sha256"] = recorded
+    return state
 
 
 def get_rng_state() -> dict:

@@ -27,10 +27,12 @@ learning-rate schedules and early stopping; a bandit or a search drives :meth:`T
 :meth:`Trainer.train_epoch` itself.
 """
 
+import copy
 import math
 import time
 from typing import Optional, Sequence
 
+import pyro.poutine as poutine
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -88,6 +90,9 @@ class Trainer:
         checkpointed for exact resume.
     :param int max_plate_nesting: the model's plate nesting; read from ``module.max_plate_nesting`` or guessed
         once from the first batch.
+    :param str on_non_finite: ``"stop"`` (raise :class:`FloatingPointError`) or ``"rollback"``: return to the state
+        at the start of the epoch, halve the learning rate and train the epoch again (at most ``max_rollbacks``
+        times in a run); the epoch's metrics then record ``rolled_back`` and the new ``lr``.
     """
 
     def __init__(
@@ -104,7 +109,11 @@ class Trainer:
         generator: Optional[torch.Generator] = None,
         data_plate: str = "data",
         max_plate_nesting: Optional[int] = None,
+        on_non_finite: str = "stop",
+        max_rollbacks: int = 3,
     ):
+        if on_non_finite not in ("stop", "rollback"):
+            raise ValueError(f"on_non_finite must be 'stop' or 'rollback', got {on_non_finite!r}")
         if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
             raise ValueError(f"clip_norm must be a positive finite number or None, got {clip_norm}")
         self.model = model
@@ -120,6 +129,9 @@ class Trainer:
         self.generator = generator
         self.data_plate = data_plate
         self.max_plate_nesting = max_plate_nesting or getattr(module, "max_plate_nesting", None)
+        self.on_non_finite = on_non_finite
+        self.max_rollbacks = max_rollbacks
+        self.rollbacks = 0
         self.metrics = []
         self.should_stop = False
         self.optimizer = None
@@ -157,22 +169,39 @@ class Trainer:
     # -- one step, one epoch -----------------------------------------------------------------------------------
 
     def step(self, *args, **kwargs) -> float:
-        """One gradient step on a batch; returns the loss (the negative full-data objective estimate)."""
+        """One gradient step on a batch; returns the loss (the negative full-data objective estimate).
+
+        :raises FloatingPointError: before the parameters change, when the loss or a gradient is not finite,
+            naming the sample site and term (or the parameter) where it happened.
+        """
         self.setup(*args, **kwargs)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
         value = loss.item()
         if not math.isfinite(value):
+            where = non_finite_terms(self.model, self.guide, args, kwargs, self.named_parameters())
             raise FloatingPointError(
-                f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: lower the learning rate, set "
-                "clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
+                f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: {where}. Lower the learning rate, "
+                "set clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
             )
         if loss.requires_grad:
             loss.backward()
-        if self.clip_norm is not None:
-            nn.utils.clip_grad_norm_(self.parameters(), self.clip_norm)
+        total_norm = nn.utils.clip_grad_norm_(self.parameters(), self.clip_norm or math.inf)
+        if not torch.isfinite(total_norm):
+            bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+            raise FloatingPointError(
+                f"non-finite gradient at epoch {len(self.metrics) + 1} in {', '.join(bad[:5])}"
+                f"{' and more' if len(bad) > 5 else ''} (the loss was {value:.6g}): lower the learning rate or set "
+                "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
+            )
         self.optimizer.step()
         return value
+
+    def named_parameters(self):
+        """``(name, tensor)`` for every trained tensor (module names, ``estimator.*``, Pyro param names)."""
+        named = list(self.module.named_parameters()) if self.module is not None else []
+        named += [(f"estimator.{i}", p) for i, p in enumerate(getattr(self.loss, "parameters", list)())]
+        return named + list(self.store_params.items())
 
     def train_epoch(self, batches, num_data: Optional[int] = None, bar=None) -> float:
         """One pass over ``batches``; returns the mean per-example objective (``-loss / N`` averaged)."""
@@ -219,7 +248,7 @@ class Trainer:
                     break
                 self._call("on_epoch_begin", epoch)
                 start = time.perf_counter()
-                entry = {"epoch": epoch + 1, "train_objective": self.train_epoch(train_batches, bar=bar)}
+                entry = {"epoch": epoch + 1, **self._train_epoch_with_rollback(train_batches, bar)}
                 entry["train_seconds"] = time.perf_counter() - start
                 if val_batches is not None:
                     val_start = time.perf_counter()
@@ -231,6 +260,28 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.2f}" for k, v in entry.items() if k.startswith(("train_obj", "val_"))})
         self._call("on_train_end")
         return self.metrics
+
+    def _train_epoch_with_rollback(self, train_batches, bar) -> dict:
+        if self.on_non_finite == "stop":
+            return {"train_objective": self.train_epoch(train_batches, bar=bar)}
+        start_state = copy.deepcopy(self.state_dict())
+        rolled_back = 0
+        while True:
+            try:
+                objective = self.train_epoch(train_batches, bar=bar)
+                break
+            except FloatingPointError:
+                if self.rollbacks >= self.max_rollbacks:
+                    raise
+                self.rollbacks += 1
+                rolled_back += 1
+                self.load_state_dict(start_state)  # restores the learning rates too: halve them from there
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group["lr"] * 0.5**rolled_back
+        entry = {"train_objective": objective}
+        if rolled_back:
+            entry.update(rolled_back=rolled_back, lr=self.optimizer.param_groups[0]["lr"])
+        return entry
 
     def _call(self, hook, *args):
         for callback in self.callbacks:
@@ -271,6 +322,32 @@ class Trainer:
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])
         self.metrics = list(state["metrics"])
+
+
+@torch.no_grad()
+def non_finite_terms(model, guide, args, kwargs, named_parameters=()) -> str:
+    """Where a non-finite loss comes from: parameters holding NaN/inf, or the first sample site whose value or
+    log density is not finite, by one draw of the guide and the model replayed on it."""
+    bad = [name for name, p in named_parameters if not p.isfinite().all()]
+    if bad:
+        return f"parameters {', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''} hold NaN or inf"
+    from inference.importance import guide_and_model_traces, site_log_prob
+
+    with poutine.block():
+        guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
+    for where, trace in (("guide", guide_trace), ("model", model_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            role = "observed" if site["is_observed"] else "latent"
+            if not torch.as_tensor(site["value"]).isfinite().all():
+                return f"{where} site '{name}' ({role}) has a non-finite value"
+            log_p = site_log_prob(site)
+            if not log_p.isfinite().all():
+                term = "log-likelihood" if site["is_observed"] else f"log density in the {where}"
+                first, count = log_p[~log_p.isfinite()][0].item(), (~log_p.isfinite()).sum().item()
+                return f"{where} site '{name}' ({role}): its {term} is {first} for {count} entries"
+    return "no single site or parameter is non-finite on a fresh draw (the estimator's combination of terms is)"
 
 
 def _check_learning_rate(options):

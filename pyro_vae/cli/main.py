@@ -224,7 +224,8 @@ def _add_evaluate(sub):
         help="estimate held-out log p(x) of a trained run",
         description="Estimate log p(x) of every example of a split of a trained run (importance sampling, AIS or "
         "exact), with the ELBO from the same draws, KL(q(z|x) || p(z)) per latent dimension and the active units. "
-        "Writes eval.json (summary, with the data, training and evaluation seeds) and eval.nc (per-example "
+        "Writes eval/METHOD-SPLIT.json (summary, with the data, training and evaluation seeds and the checkpoint it "
+        "scored) and eval/METHOD-SPLIT.nc (per-example "
         "estimates, ESS, Pareto k-hat and posterior draws, for arviz) into the run folder, and prints the summary. "
         "Options left out take the run's eval section of config.json, whose defaults are importance sampling with "
         "K = 5000 on the test split.",
@@ -247,15 +248,21 @@ def _add_evaluate(sub):
         type=int,
         nargs="*",
         default=[0, 1, 2, 3],
-        help="indices of examples whose resampled posterior draws of z are stored in eval.nc",
+        help="indices of examples whose resampled posterior draws of z are stored in the .nc file",
     )
     p.add_argument("--num-posterior-draws", type=int, default=200, help="posterior draws per chosen example")
+    p.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="evaluate the last checkpoint of a run whose training has not finished",
+    )
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_evaluate)
 
 
 def _evaluate(args):
     from pyro_vae import runs
+    from pyro_vae.folder import json_safe
 
     options = dict(args.method_options)
     for flag, _, _, *option in METHOD_ALIASES:
@@ -273,8 +280,11 @@ def _evaluate(args):
         progress=not args.no_progress,
         posterior_examples=args.posterior_examples,
         num_posterior_draws=args.num_posterior_draws,
+        allow_unfinished=args.allow_unfinished,
     )
-    print(json.dumps(runs.json_safe(report), indent=2))
+    print(json.dumps(json_safe(report), indent=2))
+    for warning in report["warnings"]:
+        print(f"pyro-vae evaluate: warning: {warning}", file=sys.stderr)
     draws = "chains" if report["method"] == "ais" else "samples"
     print(
         f"log p(x) ~ {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} ({report['method']}, "

@@ -84,14 +84,34 @@ def load_dataset(
 ) -> Splits:
     """Load dataset ``name`` (one of ``DATASETS.names()``) split by ``seed``.
 
+    :param name: a registered data set, or the path of the user's own ``.npy``, ``.npz``, ``.pt`` or ``.csv``
+        file (:mod:`pyro_vae.data.user`).
     :param root: a folder holding the data files (for ``fashion-mnist`` / ``mnist``: torchvision's layout
         ``root/FashionMNIST/raw/`` or ``root/MNIST/raw/``, or the IDX files directly, ``.gz`` or not).
     :param download: let torchvision download missing files into ``root`` (needs internet).
     :param num_train, num_val, num_test: keep only the first this many examples of a split (fast subsets; the
         train and validation splits are already in seeded random order).
     """
-    splits = DATASETS.build(name, root=root, download=download, seed=seed)
+    from pyro_vae.data.user import is_user_data, load_user_data
+
+    if is_user_data(name):
+        splits = load_user_data(name, seed=seed)
+    else:
+        splits = DATASETS.build(name, root=root, download=download, seed=seed)
+    check_finite(splits)
     return truncate(splits, num_train=num_train, num_val=num_val, num_test=num_test)
+
+
+def check_finite(splits: Splits) -> None:
+    """Refuse data with NaN or infinite values, naming the split and the first bad row."""
+    for split in ("train", "val", "test"):
+        x = getattr(splits, split)
+        bad = (~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()
+        if len(bad):
+            raise DataError(
+                f"data set '{splits.name}' has NaN or infinite values in {len(bad)} {split} rows (the first is row "
+                f"{bad[0].item()} of that split): remove or impute them before training"
+            )
 
 
 def truncate(splits: Splits, **sizes: Optional[int]) -> Splits:
@@ -248,8 +268,13 @@ def load_linear_gaussian(*, root=None, download=False, seed=0, num_train=10000, 
     return Splits("linear-gaussian", train, val, test, image_shape=None, binary_ok=False, seed=seed, source=source)
 
 
+class DataError(ValueError):
+    """Data that cannot be used as given; the message names the file or the problem and the fix."""
+
+
 def _load_mnist_family(name, torchvision_name, root, download, seed, system_folders) -> Splits:
-    folders = ([os.path.join(root, torchvision_name, "raw"), root] if root is not None else []) + list(system_folders)
+    # A root the user names is the only place looked at: falling back to another copy would record the wrong path.
+    folders = [os.path.join(root, torchvision_name, "raw"), root] if root is not None else list(system_folders)
     files = find_idx_image_files(folders)
     if files is not None:
         train_images, test_images = (read_idx_images(files[split]) for split in ("train", "test"))
@@ -303,19 +328,39 @@ def find_idx_image_files(folders) -> Optional[dict]:
 
 
 def read_idx_images(path: str) -> torch.Tensor:
-    """A uint8 tensor ``[N, H, W]`` from an IDX image file, gzipped or not, read by torchvision."""
+    """A uint8 tensor ``[N, H, W]`` from an IDX image file, gzipped or not, read by torchvision.
+
+    :raises DataError: for a file that is not a gzip archive although named ``.gz``, or not an IDX image file.
+    """
     from torchvision.datasets.mnist import read_image_file
     from torchvision.datasets.utils import extract_archive
 
-    if not path.endswith(".gz"):
-        return read_image_file(path)
-    with tempfile.TemporaryDirectory() as folder:
-        extract_archive(path, folder)  # torchvision's reader needs an uncompressed file on disk
-        return read_image_file(os.path.join(folder, os.path.basename(path)[: -len(".gz")]))
+    try:
+        if not path.endswith(".gz"):
+            images = read_image_file(path)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                extract_archive(path, folder)  # torchvision's reader needs an uncompressed file on disk
+                images = read_image_file(os.path.join(folder, os.path.basename(path)[: -len(".gz")]))
+    except (AssertionError, OSError, EOFError, RuntimeError, ValueError, IndexError, KeyError) as e:
+        kind = "a gzip archive of an IDX image file" if path.endswith(".gz") else "an IDX image file"
+        raise DataError(
+            f"'{path}' is not {kind} ({type(e).__name__}: {str(e).strip() or 'bad header'}): replace it with the "
+            "original file, or point --data-root at a folder holding the original files"
+        ) from None
+    if images.dim() != 3 or images.dtype != torch.uint8 or images.shape[0] == 0:
+        raise DataError(f"'{path}' holds {tuple(images.shape)} {images.dtype} values, not uint8 images [N, H, W]")
+    return images
 
 
 def _download_images(torchvision_name: str, root: str):
     import torchvision.datasets
 
     dataset_class = getattr(torchvision.datasets, torchvision_name)
-    return tuple(dataset_class(root, train=train, download=True).data for train in (True, False))
+    try:
+        return tuple(dataset_class(root, train=train, download=True).data for train in (True, False))
+    except Exception as e:  # torchvision raises RuntimeError, URLError, OSError, ... for a failed download
+        raise DataError(
+            f"downloading {torchvision_name} into '{root}' failed ({type(e).__name__}: {str(e).strip()[:200]}): "
+            "check the internet connection, or put the IDX files under --data-root yourself"
+        ) from None

@@ -9,7 +9,8 @@ import torch
 
 from inference import log_marginal_likelihood
 from pyro_vae.config import Component, RunConfig, apply_overrides
-from pyro_vae.runs import eval_split, json_safe, load_run, prepare_data, read_metrics, train_run
+from pyro_vae.folder import json_safe
+from pyro_vae.runs import eval_split, load_run, prepare_data, read_metrics, train_run
 
 
 def test_json_safe_turns_non_finite_numbers_into_null():

@@ -39,7 +39,7 @@ def test_train_writes_config_metrics_and_checkpoint(digits_run):
 
 def test_evaluate_reports_log_px_above_elbo(digits_run, capsys):
     assert main(["evaluate", digits_run, "--num-samples", "200", "--no-progress"]) == 0
-    with open(os.path.join(digits_run, "eval.json")) as f:
+    with open(os.path.join(digits_run, "eval", "is-test.json")) as f:
         report = json.load(f)
     for key in ("log_px", "log_px_stderr", "elbo", "num_samples", "num_examples", "dataset", "split"):
         assert key in report
@@ -55,7 +55,7 @@ def test_evaluate_with_ais_writes_netcdf_that_arviz_opens(digits_run):
 
     args = ["--method", "ais", "--ais-steps", "20", "--ais-chains", "4", "--ais-leapfrog-steps", "5"]
     assert main(["evaluate", digits_run, *args, "--posterior-examples", "0", "5", "--no-progress"]) == 0
-    with open(os.path.join(digits_run, "eval.json")) as f:
+    with open(os.path.join(digits_run, "eval", "ais-test.json")) as f:
         report = json.load(f)
     assert report["method"] == "ais" and report["method_options"]["num_steps"] == 20 and report["num_samples"] == 4
     assert report["elbo"] < report["log_px"] < 0
@@ -94,7 +94,7 @@ def test_synthetic_data_reports_the_generating_models_exact_log_px(tmp_path):
     args = ["--dataset", "linear-gaussian", "--likelihood", "gaussian", "--num-train", "500", "--num-test", "50"]
     assert main(["train", *args, "--epochs", "2", "--latent-dim", "2", "--out", out, "--no-progress"]) == 0
     assert main(["evaluate", out, "--num-samples", "50", "--posterior-examples", "--no-progress"]) == 0
-    with open(os.path.join(out, "eval.json")) as f:
+    with open(os.path.join(out, "eval", "is-test.json")) as f:
         report = json.load(f)
     splits = load_dataset("linear-gaussian", seed=0, num_test=50)
     exact = splits.source.log_marginal(splits.test).mean().item()
@@ -134,7 +134,7 @@ def test_fashion_mnist_subset_end_to_end(tmp_path):
     args = ["--dataset", "fashion-mnist", "--num-train", "500", "--num-val", "100", "--num-test", "100"]
     assert main(["train", *args, "--epochs", "2", "--batch-size", "50", "--out", out, *SMALL]) == 0
     assert main(["evaluate", out, "--num-samples", "20", "--no-progress"]) == 0
-    with open(os.path.join(out, "eval.json")) as f:
+    with open(os.path.join(out, "eval", "is-test.json")) as f:
         report = json.load(f)
     assert report["num_examples"] == 100 and report["dataset"] == "fashion-mnist"
     # 784 binary pixels: far below 0 nats and far above the uniform model's -784 log 2 = -543.4

@@ -170,19 +170,27 @@ def test_missing_files_raise_with_the_fixes(tmp_path, monkeypatch):
     system = str(tmp_path / "not-installed")
     monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_FOLDERS", (system,))
     with pytest.raises(FileNotFoundError) as error:
-        load_dataset("fashion-mnist", root=str(tmp_path))
+        load_dataset("fashion-mnist")
     message = str(error.value)
     for expected in (
         "train-images-idx3-ubyte",
-        str(tmp_path / "FashionMNIST" / "raw"),
         system,
         "apt-get install dataset-fashion-mnist",
         "--data-root",
         "--download",
     ):
         assert expected in message
+    with pytest.raises(FileNotFoundError) as error:
+        load_dataset("fashion-mnist", root=str(tmp_path))
+    assert str(tmp_path / "FashionMNIST" / "raw") in str(error.value) and system not in str(error.value)
     with pytest.raises(FileNotFoundError, match="no root given.*--data-root.*--download"):
         load_dataset("mnist")
+
+
+def test_a_named_root_without_files_never_falls_back_to_the_system_copy(tmp_path):
+    require_fashion_mnist()
+    with pytest.raises(FileNotFoundError, match="found no train-images-idx3-ubyte"):
+        load_dataset("fashion-mnist", root=str(tmp_path))
 
 
 def test_download_goes_through_torchvision_only_when_asked(tmp_path, monkeypatch):
