@@ -343,6 +343,9 @@ def check(config: RunConfig) -> None:
     lr = config.train.optimizer.options.get("lr")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"'train.optimizer.options.lr' must be a positive finite number, got {lr}")
+    from inference.evaluation.log_marginal_likelihood import log_px_method
+
+    log_px_method(config.eval.method.name, **config.eval.method.options)  # its own checks of the values
     if config.train.on_non_finite not in ("stop", "rollback"):
         raise ConfigError(f"'train.on_non_finite' must be stop or rollback, got '{config.train.on_non_finite}'")
     if config.eval.split not in ("train", "val", "test"):

@@ -28,7 +28,7 @@ STALE_FOLDER = "stale"
 PICTURES = ("samples.png", "reconstructions.png")
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderBusy(FileExistsError):
     """Another process is writing into the run folder."""
 
 

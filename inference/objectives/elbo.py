@@ -14,7 +14,7 @@ import pyro.infer
 from pyro.poutine.messenger import Messenger
 
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import ImportanceWeightedObjective, check_kl_weight
+from inference.objectives.objective import ImportanceWeightedObjective, check_kl_weight, check_num_particles
 
 
 class ScaleLatents(Messenger):
@@ -38,6 +38,7 @@ class _KLWeighted:
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
     ):
+        check_num_particles(num_particles)
         check_kl_weight(kl_weight)
         super().__init__(
             num_particles=num_particles,

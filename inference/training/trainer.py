@@ -186,7 +186,8 @@ class Trainer:
             )
         if loss.requires_grad:
             loss.backward()
-        total_norm = nn.utils.clip_grad_norm_(self.parameters(), self.clip_norm or math.inf)
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        total_norm = nn.utils.get_total_norm(grads)
         if not torch.isfinite(total_norm):
             bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
             raise FloatingPointError(
@@ -194,6 +195,8 @@ class Trainer:
                 f"{' and more' if len(bad) > 5 else ''} (the loss was {value:.6g}): lower the learning rate or set "
                 "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
             )
+        if self.clip_norm is not None:
+            nn.utils.clip_grads_with_norm_(self.parameters(), self.clip_norm, total_norm)
         self.optimizer.step()
         return value
 

@@ -242,3 +242,64 @@ def test_a_model_without_parameters_is_refused():
 def test_a_bad_learning_rate_is_refused(lr):
     with pytest.raises(ValueError, match="learning rate must be a positive finite number"):
         Trainer(None, None, Trace_ELBO(), optimizer_options={"lr": lr})
+
+
+def _one_site_model(obs_scale_init, transform=lambda s: s):
+    def model(x):
+        s = pyro.param("s", torch.tensor(obs_scale_init))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, transform(s)), obs=x)
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(loc, 1.0))
+
+    return model, guide
+
+
+def test_a_non_finite_loss_names_the_site_and_term():
+    model, guide = _one_site_model(1e-30)  # a Normal likelihood this narrow: log density -inf in float32
+    trainer = Trainer(model, guide, Trace_ELBO(), optimizer_options={"lr": 0.1})
+    before = {name: p.detach().clone() for name, p in [("loc", pyro.param("loc", torch.tensor(0.0)))]}
+    with pytest.raises(FloatingPointError, match=r"model site 'x' \(observed\): its log-likelihood is"):
+        trainer.step(torch.tensor([0.5, 1.0]))
+    assert torch.equal(pyro.param("loc").detach(), before["loc"])  # refused before any step
+
+
+def test_a_non_finite_gradient_is_caught_before_the_parameters_move():
+    model, guide = _one_site_model(0.0, transform=lambda s: torch.sqrt(s) + 1.0)  # d sqrt(s)/ds = inf at 0
+    trainer = Trainer(model, guide, Trace_ELBO(), optimizer_options={"lr": 0.1})
+    with pytest.raises(FloatingPointError, match="non-finite gradient at epoch 1 in s"):
+        trainer.step(torch.tensor([0.5, 1.0]))
+    assert pyro.param("s").item() == 0.0
+
+
+class FlakyLoss(Trace_ELBO):
+    """Trace_ELBO whose loss is NaN on one chosen call."""
+
+    def __init__(self, nan_on_call):
+        super().__init__()
+        self.calls = 0
+        self.nan_on_call = nan_on_call
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        self.calls += 1
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        return loss * math.nan if self.calls == self.nan_on_call else loss
+
+
+def test_rollback_returns_to_the_epochs_start_with_half_the_learning_rate(digits):
+    x, x_val = digits
+    pyro.set_rng_seed(0)
+    vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
+    data = batches(x, 50, shuffle=True, generator=torch.Generator().manual_seed(0), dynamic_binarization=True)
+    # call 1 finds the parameters; calls 2-9 are epoch 1; call 12 is inside epoch 2
+    trainer = Trainer(vae.model, vae.guide, FlakyLoss(12), module=vae, on_non_finite="rollback")
+    metrics = trainer.fit(data, epochs=3, progress=False)
+    assert "rolled_back" not in metrics[0]
+    assert metrics[1]["rolled_back"] == 1 and metrics[1]["lr"] == 5e-4
+    assert all(math.isfinite(m["train_objective"]) for m in metrics) and len(metrics) == 3
+    with pytest.raises(FloatingPointError):
+        Trainer(vae.model, vae.guide, FlakyLoss(3), module=vae).fit(data, epochs=1, progress=False)

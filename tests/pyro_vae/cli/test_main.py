@@ -158,6 +158,11 @@ TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", 
         (["--estimator", "iwea"], "Did you mean 'iwae'?"),
         (["--estimator", "vimco", "--num-particles", "1"], "num_particles must be an integer >= 2"),
         (["--lr", "inf"], "must be a positive finite number"),
+        (["--num-particles", "0"], "num_particles must be an integer >= 1"),
+        (["--estimator-options", '{"kl_weight": 1e999}'], "kl_weight must be a finite number >= 0"),
+        (["--set", "eval.method.options.num_samples=0"], "num_samples must be a positive integer"),
+        (["--set", "train.on_non_finite=retry"], "must be stop or rollback"),
+        (["--dataset", "missing-file.npy"], "no data file 'missing-file.npy'"),
         (["--batch-size", "5000"], "larger than the 200 training examples"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--likelihood", "gaussian", "--likelihood-scale", "wide"], "a positive number or 'learned'"),
@@ -223,3 +228,39 @@ def test_list_json_gives_every_component_with_options_and_defaults(capsys):
     assert all(entry["doc"] for table in components.values() for entry in table.values())
     assert listing["defaults"]["train"]["optimizer"] == {"name": "adam", "options": {"lr": 0.001}}
     assert "digits" in listing["datasets"]
+
+
+def test_evaluate_refuses_bad_sample_numbers_in_one_line(digits_run, capsys):
+    assert main(["evaluate", digits_run, "--num-samples", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "num_samples must be a positive integer" in err and "\n" not in err
+
+
+def test_evaluate_warns_when_the_weights_cannot_be_trusted(digits_run, capsys):
+    assert main(["evaluate", digits_run, "--num-samples", "3", "--split", "val", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "pyro-vae evaluate: warning: the median effective sample size is" in err and "--method ais" in err
+    with open(os.path.join(digits_run, "eval", "is-val.json")) as f:
+        assert any("effective sample size" in w for w in json.load(f)["warnings"])
+
+
+def test_data_outside_the_likelihoods_support_is_refused(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import pyro.distributions as dist
+
+    from pyro_vae.components.likelihoods import LIKELIHOODS, GaussianLikelihood
+
+    class PositiveLikelihood(GaussianLikelihood):
+        """A log-normal likelihood (positive data only), registered for this test."""
+
+        def forward(self, decoder_output):
+            return dist.LogNormal(decoder_output, self.scale().to(decoder_output)).to_event(1)
+
+    monkeypatch.setitem(LIKELIHOODS._builders, "log-normal-test", PositiveLikelihood)
+    path = tmp_path / "signed.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(60, 4)))
+    out = tmp_path / "run"
+    args = ["--dataset", str(path), "--likelihood", "log-normal-test", "--batch-size", "10", "--no-progress"]
+    assert main(["train", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "outside the support of the 'log-normal-test' likelihood" in err and not out.exists()
