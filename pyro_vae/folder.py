@@ -3,7 +3,8 @@
 * :class:`RunLock`: an exclusive lock on the folder (``.lock``, ``fcntl.flock``), taken by every command that
   writes into it; a second writer is refused with a message naming the holder. The operating system releases the
   lock when its process ends, however it ends, so a killed run never leaves a stale lock.
-* :func:`write_json` and :func:`write_atomically`: a temporary file, flushed to disk, renamed over the target.
+* :func:`write_json` (with :func:`inference.atomic.atomic_write`): a temporary file, flushed to disk, renamed
+  over the target.
 * ``status.json`` (:func:`write_status`, :func:`read_status`): whether training is running, finished or failed,
   how many epochs are done, and the digest of the checkpoint that holds them.
 * :func:`retire_evaluations`: when training resumes, the evaluations and pictures of the earlier checkpoint move
@@ -19,7 +20,7 @@ import shutil
 import socket
 import sys
 
-from inference.training.checkpoint import atomic_write
+from inference.atomic import atomic_write
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
@@ -43,15 +44,10 @@ def json_safe(obj):
     return obj
 
 
-def write_atomically(path, write) -> None:
-    """``write(file)`` into a temporary file that replaces ``path`` only once it is complete and on disk."""
-    atomic_write(path, write)
-
-
 def write_json(obj, path) -> None:
     """Write ``obj`` as strict JSON atomically."""
     text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def now() -> str:

@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from inference import estimator, log_marginal_likelihood, log_px_method
+from inference.atomic import atomic_write
 from inference.evaluation.diagnostics import (
     importance_resampled_latents,
     kl_per_dimension,
@@ -46,7 +47,6 @@ from pyro_vae.folder import (
     read_status,
     require_finished,
     retire_evaluations,
-    write_atomically,
     write_json,
     write_status,
 )
@@ -425,7 +425,7 @@ def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale
     }
     with RunLock(run_dir, command_line()):
         for name, grid in grids.items():
-            write_atomically(paths[name], lambda f, grid=grid: torchvision.utils.save_image(grid, f, format="png"))
+            atomic_write(paths[name], lambda f, grid=grid: torchvision.utils.save_image(grid, f, format="png"))
     return paths
 
 

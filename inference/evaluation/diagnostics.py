@@ -24,7 +24,6 @@ References:
 
 import math
 import os
-import tempfile
 import warnings
 from typing import Dict, Optional
 
@@ -35,6 +34,7 @@ import torch
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 
+from inference.atomic import atomic_write
 from inference.importance import guide_and_model_traces, per_example_log_prob, vectorized_traces
 
 KHAT_GOOD = 0.5
@@ -249,16 +249,5 @@ def to_inference_data(result, latent_draws: Optional[Dict[int, torch.Tensor]] = 
 def save_inference_data(result, path, latent_draws=None, attrs=None) -> str:
     """Write :func:`to_inference_data` to ``path`` as netCDF (open it with ``arviz.from_netcdf(path)``)."""
     data = to_inference_data(result, latent_draws=latent_draws, attrs=attrs)
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".nc.tmp", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:  # written whole beside the target, flushed, then renamed: never a half-written file at ``path``
-        data.to_netcdf(tmp, engine="h5netcdf")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    atomic_write(path, lambda tmp: data.to_netcdf(tmp, engine="h5netcdf"), by_path=True)  # never half-written
+    return os.fspath(path)

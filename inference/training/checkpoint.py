@@ -11,38 +11,18 @@ import hashlib
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 
 import numpy as np
 import torch
+
+from inference.atomic import atomic_write
 
 FORMAT = "pyro-vae-checkpoint-2"
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable checkpoint; the message says what is wrong with it and what to do."""
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it to ``path``.
-
-    Readers see the old file or the new one, never a partial one; on any error the temporary file is removed.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def state_digest(state) -> str:

@@ -1,0 +1,30 @@
+"""Files that are never seen half-written: write beside the target, flush to disk, rename over it."""
+
+import os
+import tempfile
+
+
+def atomic_write(path, write, *, by_path: bool = False) -> None:
+    """Write ``path`` atomically: ``write(file)`` (or ``write(temporary_path)`` with ``by_path``, for writers
+    that open the file themselves) fills a temporary file in the same folder, which is flushed to disk and
+    renamed to ``path``. Readers see the old file or the new one, never a partial one; on any error, an
+    interrupt included, the temporary file is removed.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=folder)
+    try:
+        if by_path:
+            os.close(fd)
+            write(tmp)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
