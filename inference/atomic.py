@@ -14,6 +14,9 @@ def atomic_write(path, write, *, by_path: bool = False) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's private 0600
     try:
         if by_path:
             os.close(fd)

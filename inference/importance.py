@@ -58,12 +58,18 @@ def guide_and_model_traces(model, guide, *args, **kwargs):
     return guide_trace, model_trace
 
 
+def forked_rng():
+    """A context in which random draws (on the CPU and every initialised GPU) leave the generators as they were."""
+    initialised = torch.cuda.is_available() and torch.cuda.is_initialized()
+    return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if initialised else [])
+
+
 def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
     """Run guide and model once, without recording anything globally, and return the deepest plate nesting.
 
     The random number generator's state is restored afterwards, so guessing does not change later draws.
     """
-    with torch.random.fork_rng(devices=[]), poutine.block():
+    with forked_rng(), poutine.block():
         guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
     dims = [
         -frame.dim

@@ -8,6 +8,8 @@ and that parameter is the leaf. Optimizers and gradient diagnostics want the lea
 import pyro.poutine as poutine
 import torch
 
+from inference.importance import forked_rng
+
 
 def unconstrained_leaf(value: torch.Tensor) -> torch.Tensor:
     """The leaf tensor an optimizer updates for a ``param`` site's ``value``."""
@@ -20,11 +22,7 @@ def params_read_by(fn, *args, **kwargs) -> dict:
 
     ``fn`` runs once under a parameter-only trace, with no gradients and its random draws undone afterwards.
     """
-    with torch.random.fork_rng(devices=_cuda_devices()), torch.no_grad():
+    with forked_rng(), torch.no_grad():
         with poutine.block(), poutine.trace(param_only=True) as tracer:
             fn(*args, **kwargs)
     return {name: unconstrained_leaf(site["value"]) for name, site in tracer.trace.nodes.items()}
-
-
-def _cuda_devices():
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []

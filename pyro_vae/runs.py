@@ -34,6 +34,7 @@ from inference.evaluation.diagnostics import (
     latent_activity,
     save_inference_data,
 )
+from inference.importance import forked_rng
 from inference.training.callbacks import Checkpoint, KLWeightSchedule, OnEpochEnd, linear_warmup
 from inference.training.checkpoint import load_checkpoint
 from inference.training.trainer import Trainer
@@ -116,20 +117,21 @@ def model_for(config: RunConfig, splits) -> VAE:
 
 
 @torch.no_grad()
-def check_data_support(config: RunConfig, vae: VAE, x: torch.Tensor) -> None:
-    """Refuse data outside the support of the likelihood (e.g. values outside [0, 1] for a Beta), before training."""
-    x = x[:100]
-    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):  # leave the draws unchanged
-        likelihood = vae.decode(vae.posterior(x).sample())
-    outside = ~likelihood.support.check(x)
-    if outside.any():
-        rows = outside.reshape(len(x), -1).any(1).nonzero().reshape(-1)
-        raise ConfigError(
-            f"the data lie outside the support of the '{config.model.likelihood.name}' likelihood "
-            f"({likelihood.support}) in {len(rows)} of the first {len(x)} examples (e.g. example {rows[0].item()}, "
-            f"values from {x[rows[0]].min().item():.4g} to {x[rows[0]].max().item():.4g}): choose a likelihood for "
-            "these values, or rescale the data"
-        )
+def check_data_support(config: RunConfig, vae: VAE, x: torch.Tensor, split: str) -> None:
+    """Refuse data outside the support of the likelihood (e.g. values outside (0, 1) for a Beta), before training."""
+    for start in range(0, len(x), 1000):
+        chunk = x[start : start + 1000]
+        with forked_rng():  # leave the training draws unchanged
+            likelihood = vae.decode(vae.posterior(chunk).sample())
+        outside = (~likelihood.support.check(chunk)).reshape(len(chunk), -1).any(1).nonzero().reshape(-1)
+        if len(outside):
+            row = chunk[outside[0]]
+            raise ConfigError(
+                f"the {split} data lie outside the support of the '{config.model.likelihood.name}' likelihood "
+                f"({likelihood.support}), e.g. {split} example {start + outside[0].item()} with values from "
+                f"{row.min().item():.4g} to {row.max().item():.4g}: choose a likelihood for these values, or "
+                "rescale the data"
+            )
 
 
 def estimator_for(config: RunConfig, vae: VAE):
@@ -160,7 +162,9 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         dynamic_binarization=binary_data(config),
     )
     val_x = eval_split(config, splits, "val").to(device)
-    check_data_support(config, vae, val_x)
+    check_data_support(config, vae, val_x, "validation")
+    if not binary_data(config):  # 0/1 likelihoods see binarized draws of the grey levels, checked above
+        check_data_support(config, vae, splits.train.to(device), "training")
     val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
     checkpoint = Checkpoint(checkpoint_path, resume=resume, extra={"config": config.to_dict()})
@@ -168,7 +172,11 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
     if config.train.kl_warmup_epochs:
         callbacks.append(KLWeightSchedule(linear_warmup(config.train.kl_warmup_epochs)))
 
+    previous_epochs = read_status(run_dir).get("epochs_done", 0) if resume else 0
+
     def record_epoch(metrics):
+        if resume and len(metrics) == previous_epochs + 1:  # the first new checkpoint replaces the one evaluated
+            retire_evaluations(run_dir, previous_epochs)
         write_json(metrics, os.path.join(run_dir, METRICS_FILE))
         write_status(run_dir, epochs_done=len(metrics), checkpoint={"epoch": len(metrics), "sha256": checkpoint.digest})
 
@@ -185,17 +193,26 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         callbacks=callbacks,
         generator=generator,
     )
+    # One trial of the loss before anything is written: combinations the estimator refuses on sight (DReG with a
+    # flow guide, a non-reparameterizable guide for IWAE, analytic KL without a closed form) leave no folder.
+    trainer.prepare(train_batches)
     created = not os.path.exists(run_dir)
     with RunLock(run_dir, command_line()):
         if not resume and os.path.exists(checkpoint_path):
             raise FileExistsError(
                 f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
             )
-        if resume:
-            retire_evaluations(run_dir, read_status(run_dir).get("epochs_done", 0))
+        trained_on = read_status(run_dir).get("device") if resume else None
+        if trained_on not in (None, device.type):
+            raise ConfigError(
+                f"'{run_dir}' was trained on {trained_on}; resume it with --device {trained_on}, so that it continues "
+                "exactly (its random generators belong to that device). Evaluate and sample run on any device."
+            )
         try:
             write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
-            write_status(run_dir, state="training", epochs=config.train.epochs, started=command_line())
+            write_status(
+                run_dir, state="training", epochs=config.train.epochs, started=command_line(), device=device.type
+            )
             trainer.fit(
                 train_batches,
                 epochs=config.train.epochs,
@@ -243,7 +260,13 @@ def load_run(run_dir, device="auto", with_checkpoint=False):
     splits = prepare_data(config)
     vae = model_for(config, splits)
     state = load_checkpoint(os.path.join(run_dir, CHECKPOINT_FILE))
-    vae.load_state_dict(state["module"])
+    try:
+        vae.load_state_dict(state["module"])
+    except RuntimeError as e:
+        raise ConfigError(
+            f"the checkpoint of '{run_dir}' does not fit the model that its config.json builds now (the data or a "
+            f"component changed since training): {str(e).splitlines()[0]}"
+        ) from None
     vae.to(resolve_device(device))
     vae.eval()
     if with_checkpoint:

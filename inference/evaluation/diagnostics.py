@@ -190,7 +190,7 @@ def importance_resampled_latents(
 def to_inference_data(result, latent_draws: Optional[Dict[int, torch.Tensor]] = None, attrs: Optional[dict] = None):
     """Per-example results as an :class:`arviz.InferenceData`.
 
-    :param result: a :class:`~inference.log_marginal_likelihood.LogMarginalLikelihood`.
+    :param result: a :class:`~inference.evaluation.log_marginal_likelihood.LogMarginalLikelihood`.
     :param dict latent_draws: optional ``{example index: draws}`` with draws of shape ``(num_draws, latent_dim)``
         (e.g. from :func:`importance_resampled_latents`), stored as the ``posterior`` group with one chain and
         dims ``(chain, draw, example, latent_dim)``.

@@ -5,7 +5,7 @@
 * ``"is"`` (default): importance sampling with the guide as proposal (below);
 * ``"is-prior"``: the same with the prior ``p(z)`` as proposal, to show how much the guide buys;
 * ``"ais"``: annealed importance sampling from the guide to the posterior (:mod:`inference.ais`);
-* ``"exact"``: analytic or enumerated ``log p(x_n)`` where the model allows it (:mod:`inference.exact`); the
+* ``"exact"``: analytic or enumerated ``log p(x_n)`` where the model allows it (:mod:`inference.evaluation.exact`); the
   ELBO, ESS and k-hat then still describe the guide's importance weights.
 
 For each data point ``x_n`` and ``K`` guide samples ``z_nk ~ q(z | x_n)``::

@@ -13,7 +13,7 @@ The loss is ``-(N / |B|) sum_{n in B} L_K(x_n)``: the subsample scale multiplies
 from outside. (Pyro's :class:`~pyro.infer.RenyiELBO` applies it to the log weights inside the log-sum-exp, which
 changes the bound whenever ``|B| < N``.)
 
-Every estimator here follows the contract of :class:`~inference.objective.ImportanceWeightedObjective`.
+Every estimator here follows the contract of :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
 """
 
 import torch

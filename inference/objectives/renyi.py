@@ -1,7 +1,7 @@
 r"""The variational Renyi bound (Li & Turner 2016), per data point, minibatch-scaled outside the log-sum-exp.
 
 For ``alpha != 1`` and ``K`` reparameterized draws ``z_k ~ q(z | x_n)`` with log weights ``log w_k`` (see
-:mod:`inference.iwae`)::
+:mod:`inference.objectives.iwae`)::
 
     L_alpha,K(x_n) = 1 / (1 - alpha) * log (1/K) sum_k w_k^(1 - alpha)
 
@@ -27,7 +27,7 @@ class RenyiBound(ImportanceWeightedObjective):
 
     :param float alpha: the order; ``0`` gives IWAE, ``1`` the ELBO (as a limit); default 0.5.
     :param num_particles, max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.objective.ImportanceWeightedObjective`.
+        :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
 
     References:
         [1] Y. Li, R. E. Turner. Renyi Divergence Variational Inference. NeurIPS 2016.

@@ -1,6 +1,6 @@
 r"""Rainforth et al. (2018)'s alternatives to IWAE, whose guide gradients keep their signal as ``K`` grows.
 
-With log weights ``log w_k`` of reparameterized guide draws for one data point (see :mod:`inference.iwae`),
+With log weights ``log w_k`` of reparameterized guide draws for one data point (see :mod:`inference.objectives.iwae`),
 ``ELBO_K = (1/K) sum_k log w_k`` and ``IWAE_K = log (1/K) sum_k w_k``:
 
 * ``miwae``: ``MIWAE_M,K = (1/M) sum_m IWAE_K(w_m1 .. w_mK)`` over ``M x K`` draws;
@@ -35,7 +35,7 @@ class MIWAE(ImportanceWeightedObjective):
     :param int num_particles: ``K``, draws inside each log-mean-exp.
     :param int num_outer: ``M``, independent groups averaged (``M x K`` draws per data point in one pass).
     :param max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.objective.ImportanceWeightedObjective`.
+        :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
     name = "miwae"
@@ -60,7 +60,7 @@ class CIWAE(ImportanceWeightedObjective):
 
     :param float beta: the ELBO's share, in ``[0, 1]`` (not the KL weight, which is ``kl_weight``).
     :param num_particles, max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.objective.ImportanceWeightedObjective`.
+        :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
     name = "ciwae"
@@ -92,7 +92,7 @@ class PIWAE(ImportanceWeightedObjective):
     :param int num_particles: ``S``, draws per data point (the model's IWAE).
     :param int num_inner: ``K``, draws per group in the guide's MIWAE; must divide ``num_particles``.
     :param max_plate_nesting, vectorize_particles, kl_weight, data_plate: as in
-        :class:`~inference.objective.ImportanceWeightedObjective`.
+        :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
     name = "piwae"

@@ -11,7 +11,6 @@ import hashlib
 import os
 import pickle
 import random
-import zipfile
 
 import numpy as np
 import torch
@@ -74,10 +73,11 @@ def load_checkpoint(path) -> dict:
             f"'{path}' is not a pyro-vae checkpoint: it holds Python objects other than plain data, and pyro-vae "
             "never loads such files (loading them could run code). Point to a run's own checkpoint.pt, or retrain."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # torch reports a damaged file as RuntimeError, EOFError, KeyError, IndexError, ...
+        reason = (str(e).splitlines() or [""])[0] or type(e).__name__
         raise CheckpointError(
-            f"'{path}' is truncated or damaged and cannot be read ({str(e).splitlines()[0]}). Delete it and "
-            "retrain, or restore the file from a copy."
+            f"'{path}' is truncated or damaged and cannot be read ({reason}). Delete it and retrain, or restore "
+            "the file from a copy."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__

@@ -128,7 +128,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.generator = generator
         self.data_plate = data_plate
-        self.max_plate_nesting = max_plate_nesting or getattr(module, "max_plate_nesting", None)
+        self.max_plate_nesting = (
+            max_plate_nesting if max_plate_nesting is not None else getattr(module, "max_plate_nesting", None)
+        )
         self.on_non_finite = on_non_finite
         self.max_rollbacks = max_rollbacks
         self.rollbacks = 0
@@ -228,12 +230,14 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
-    def fit(self, train_batches, *, epochs: int, val_batches=None, val_num_samples: int = 10, progress=True):
+    def fit(
+        self, train_batches, *, epochs: int, val_batches=None, val_num_samples: int = 10, progress=True, num_data=None
+    ):
         """Train until ``epochs`` epochs are done (counting resumed ones) or a callback stops it; returns the
         per-epoch metrics."""
         if epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {epochs}")
-        self.setup(*next(iter(train_batches)))
+        self.prepare(train_batches)
         self._call("on_train_begin")
         self.should_stop = bool(self.metrics and self.metrics[-1].get("stopped_early"))
         start_epoch = len(self.metrics)
@@ -251,7 +255,7 @@ class Trainer:
                     break
                 self._call("on_epoch_begin", epoch)
                 start = time.perf_counter()
-                entry = {"epoch": epoch + 1, **self._train_epoch_with_rollback(train_batches, bar)}
+                entry = {"epoch": epoch + 1, **self._train_epoch_with_rollback(train_batches, bar, num_data)}
                 entry["train_seconds"] = time.perf_counter() - start
                 if val_batches is not None:
                     val_start = time.perf_counter()
@@ -264,14 +268,14 @@ class Trainer:
         self._call("on_train_end")
         return self.metrics
 
-    def _train_epoch_with_rollback(self, train_batches, bar) -> dict:
+    def _train_epoch_with_rollback(self, train_batches, bar, num_data) -> dict:
         if self.on_non_finite == "stop":
-            return {"train_objective": self.train_epoch(train_batches, bar=bar)}
+            return {"train_objective": self.train_epoch(train_batches, num_data, bar=bar)}
         start_state = copy.deepcopy(self.state_dict())
         rolled_back = 0
         while True:
             try:
-                objective = self.train_epoch(train_batches, bar=bar)
+                objective = self.train_epoch(train_batches, num_data, bar=bar)
                 break
             except FloatingPointError:
                 if self.rollbacks >= self.max_rollbacks:
@@ -285,6 +289,17 @@ class Trainer:
         if rolled_back:
             entry.update(rolled_back=rolled_back, lr=self.optimizer.param_groups[0]["lr"])
         return entry
+
+    def prepare(self, train_batches):
+        """:meth:`setup` on the first of ``train_batches``, drawn without moving the batches' generator: one trial
+        of the loss that finds the parameters and refuses what the estimator cannot handle, before training."""
+        if self.optimizer is not None:
+            return
+        state = self.generator.get_state() if self.generator is not None else None
+        batch = next(iter(train_batches))
+        if state is not None:
+            self.generator.set_state(state)
+        self.setup(*batch)
 
     def _call(self, hook, *args):
         for callback in self.callbacks:
@@ -304,6 +319,7 @@ class Trainer:
             "callbacks": [callback.state_dict() for callback in self.callbacks],
             "rng": get_rng_state(),
             "generator": self.generator.get_state() if self.generator is not None else None,
+            "rollbacks": self.rollbacks,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -325,6 +341,7 @@ class Trainer:
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])
         self.metrics = list(state["metrics"])
+        self.rollbacks = state.get("rollbacks", 0)
 
 
 @torch.no_grad()
@@ -368,9 +385,26 @@ def _load_estimator_state(loss, state):
         loss.load_state_dict(state)
 
 
-def train(model, guide, loss, train_batches, *, epochs, val_batches=None, val_num_samples=10, progress=True, **options):
+def train(
+    model,
+    guide,
+    loss,
+    train_batches,
+    *,
+    epochs,
+    val_batches=None,
+    val_num_samples=10,
+    progress=True,
+    num_data=None,
+    **options,
+):
     """Build a :class:`Trainer` with ``options`` and :meth:`~Trainer.fit` it; returns the per-epoch metrics."""
     trainer = Trainer(model, guide, loss, **options)
     return trainer.fit(
-        train_batches, epochs=epochs, val_batches=val_batches, val_num_samples=val_num_samples, progress=progress
+        train_batches,
+        epochs=epochs,
+        val_batches=val_batches,
+        val_num_samples=val_num_samples,
+        progress=progress,
+        num_data=num_data,
     )

@@ -388,7 +388,7 @@ def main(argv=None):
         return 2
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:
         if args.debug:
             raise
         print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)

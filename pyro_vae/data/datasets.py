@@ -171,7 +171,7 @@ def _check_probabilities(x: torch.Tensor, caller: str):
 
 class Batches:
     """Minibatches of the rows of ``x``: each iteration is one pass (epoch) and yields 1-tuples ``(x_batch,)``,
-    so a training loop can call ``svi.step(*batch)``.
+    so a training loop can call ``trainer.step(*batch)``.
 
     Each pass draws a new permutation from ``generator`` (when ``shuffle``) and, with ``dynamic_binarization``,
     a new ``x_batch ~ Bernoulli(x[idx])`` from the same generator, so the whole stream is a function of the

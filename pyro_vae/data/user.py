@@ -80,11 +80,8 @@ def _read_csv(path):
         first = f.readline()
     cells = [cell.strip().strip('"').lower() for cell in first.split(",")]
     has_header = any(not _is_number(cell) for cell in cells)
-    data = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
-    if has_header:
-        keep = [i for i, name in enumerate(cells) if name not in LABEL_NAMES]
-        data = data[:, keep]
-    return data
+    keep = [i for i, name in enumerate(cells) if not (has_header and name in LABEL_NAMES)]
+    return np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, usecols=keep, ndmin=2)
 
 
 def _is_number(text):

@@ -118,3 +118,30 @@ def test_an_interrupted_netcdf_write_leaves_the_previous_file(finished, monkeypa
     assert main(["evaluate", finished, "--num-samples", "25", "--posterior-examples", "--no-progress"]) == 130
     assert open(path, "rb").read() == before
     assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")] == []
+
+
+def test_files_are_readable_by_others_as_plain_writes_are(finished):
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "metrics.json", "status.json", "checkpoint.pt"):
+        assert os.stat(os.path.join(finished, name)).st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_resume_that_trains_nothing_keeps_the_evaluations(tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", *TINY, "--out", out]) == 0
+    assert main(["evaluate", out, "--num-samples", "10", "--posterior-examples", "--no-progress"]) == 0
+    assert main(["train", "--resume", "--out", out, "--no-progress"]) == 0  # already at its 2 epochs
+    assert os.path.exists(os.path.join(out, "eval", "is-test.json")) and not os.path.exists(os.path.join(out, "stale"))
+
+
+def test_a_run_resumes_only_on_the_kind_of_device_it_was_trained_on(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", *TINY, "--device", "cpu", "--out", out]) == 0
+    status_path = os.path.join(out, "status.json")
+    with open(status_path) as f:
+        status = json.load(f)
+    with open(status_path, "w") as f:
+        json.dump({**status, "device": "cuda"}, f)  # as if trained on a GPU
+    assert main(["train", "--resume", "--epochs", "3", "--device", "cpu", "--out", out, "--no-progress"]) == 2
+    assert "was trained on cuda; resume it with --device cuda" in capsys.readouterr().err

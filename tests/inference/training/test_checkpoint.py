@@ -117,3 +117,11 @@ def test_kill_9_at_a_random_moment_then_resume_ends_where_an_uninterrupted_run_e
     assert killed_metrics == straight_metrics
     for key in straight_module:
         assert torch.equal(killed_module[key], straight_module[key]), key
+
+
+@pytest.mark.parametrize("content", [b"", b"just some text\n"])
+def test_an_empty_or_text_file_is_reported_as_damaged(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is truncated or damaged"):
+        load_checkpoint(path)

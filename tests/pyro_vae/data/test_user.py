@@ -126,3 +126,10 @@ def test_gzip_files_still_load(tmp_path):
             f.write(header + images.tobytes())
     splits = load_dataset("mnist", root=str(root))
     assert splits.image_shape == (1, 4, 4) and len(splits.test) == 12
+
+
+def test_a_csv_label_column_may_hold_text(tmp_path):
+    path = tmp_path / "named.csv"
+    path.write_text("a,b,label\n" + "\n".join(f"{i / 10},{i / 20},class-{i % 2}" for i in range(10)))
+    splits = load_dataset(str(path))
+    assert splits.train.shape[1] == 2
