@@ -5,10 +5,11 @@ Generative model and amortized guide, for data points ``x_1..x_N`` in a plate na
     model:  z_n ~ p(z),   x_n | z_n ~ p(x | decoder(z_n))
     guide:  z_n ~ q(z | encoder(x_n))
 
-The prior, likelihood and guide family are components chosen by name (:data:`~pyro_vae.priors.PRIORS`,
-:data:`~pyro_vae.likelihoods.LIKELIHOODS`, :data:`~pyro_vae.guides.GUIDES`), the encoder and decoder networks
-likewise (:data:`~pyro_vae.networks.NETWORKS`). The data plate has ``size=num_data`` (the training set size) and the
-minibatch as its subsample, so every Pyro objective is scaled by ``num_data / batch_size`` and estimates the
+The prior, likelihood and guide family are components chosen by name
+(:data:`~pyro_vae.components.priors.PRIORS`, :data:`~pyro_vae.components.likelihoods.LIKELIHOODS`,
+:data:`~pyro_vae.components.guides.GUIDES`), the encoder and decoder networks likewise
+(:data:`~pyro_vae.components.networks.NETWORKS`). The data plate has ``size=num_data`` (the training set size) and
+the minibatch as its subsample, so every Pyro objective is scaled by ``num_data / batch_size`` and estimates the
 full-data objective (Hoffman et al. 2013). Estimators of log p(x) in :mod:`inference` ignore that scale.
 """
 
@@ -59,7 +60,7 @@ class VAE(PyroModule):
         self.prior = prior
         self.likelihood = likelihood
         self.guide_family = guide_family
-        # Plain nn.Modules become PyroModules so that SVI sees their parameters as Pyro params.
+        # Plain nn.Modules become PyroModules, whose parameters Pyro traces see as param sites.
         to_pyro_module_(encoder)
         to_pyro_module_(decoder)
         self.encoder = encoder
@@ -115,6 +116,21 @@ class VAE(PyroModule):
         return self.decode(z).mean
 
 
+def check_latent_kinds(config, prior, guide) -> None:
+    """Prior and guide must put mass on the same kind of latents: continuous, binary or relaxed binary."""
+    kinds = [getattr(component, "latent_kind", "continuous") for component in (prior, guide)]
+    if kinds[0] != kinds[1]:
+        raise ValueError(
+            f"the '{config.prior.name}' prior has {kinds[0]} latents but the '{config.guide.name}' guide draws "
+            f"{kinds[1]} ones, so log p(z) / q(z | x) would compare densities on different spaces: pair "
+            + (
+                "--prior bernoulli or concrete with --guide bernoulli or concrete"
+                if "continuous" not in kinds[1:]
+                else "a continuous prior with a continuous guide"
+            )
+        )
+
+
 @module_local
 def build_model(config, data_dim: int, num_data: Optional[int] = None) -> VAE:
     """Build the :class:`VAE` of a :class:`~pyro_vae.config.ModelConfig`: each component by name and options.
@@ -128,13 +144,17 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None) -> VAE:
     prior = PRIORS.build(config.prior.name, latent_dim=latent_dim, **config.prior.options)
     likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
     guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
+    check_latent_kinds(config, prior, guide)
     encoder = NETWORKS.build(
         config.encoder.name, in_dim=data_dim, out_dim=guide.num_params(latent_dim), **config.encoder.options
     )
     decoder = NETWORKS.build(
         config.decoder.name, in_dim=latent_dim, out_dim=likelihood.num_params * data_dim, **config.decoder.options
     )
-    return VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
+    vae = VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
+    if getattr(prior, "needs_posterior", False):  # a prior made of the guide (the VampPrior)
+        prior.attach(vae.posterior, data_dim)
+    return vae
 
 
 def build_vae(

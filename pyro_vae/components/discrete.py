@@ -45,6 +45,8 @@ class BernoulliPrior(PyroModule):
     """``p(z) = prod_j Bernoulli(z_j | probs)`` over ``latent_dim`` binary units, with a fixed ``probs`` (default
     1/2) or, with ``learned=True``, one learned logit per unit (initialized at ``logit(probs)``)."""
 
+    latent_kind = "binary"
+
     def __init__(self, latent_dim: int, probs: float = 0.5, learned: bool = False):
         super().__init__()
         _check_probability(probs)
@@ -64,6 +66,8 @@ class ConcretePrior(BernoulliPrior):
     """The relaxed prior ``p(z) = prod_j RelaxedBernoulli(z_j | temperature, probs)`` on ``(0, 1)^latent_dim``,
     for the fully relaxed model (``guide="concrete"`` with ``straight_through=False``)."""
 
+    latent_kind = "relaxed-binary"
+
     def __init__(self, latent_dim: int, probs: float = 0.5, learned: bool = False, temperature: float = 0.5):
         super().__init__(latent_dim, probs, learned)
         _check_temperature(temperature)
@@ -77,6 +81,8 @@ class ConcretePrior(BernoulliPrior):
 @GUIDES.register("bernoulli")
 class BernoulliGuide(PyroModule):
     """``q(z | x) = prod_j Bernoulli(z_j | sigmoid(l_j(x)))``: the encoder emits ``latent_dim`` logits."""
+
+    latent_kind = "binary"
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -115,6 +121,8 @@ class ConcreteGuide(PyroModule):
         self.latent_dim = latent_dim
         self.temperature = temperature
         self.straight_through = straight_through
+        # hard samples with the Bernoulli mass (straight-through), or relaxed values in (0, 1)
+        self.latent_kind = "binary" if straight_through else "relaxed-binary"
 
     @staticmethod
     def num_params(latent_dim: int) -> int:

@@ -3,11 +3,17 @@
 A prior is a ``PyroModule`` built as ``Prior(latent_dim=...)`` whose ``forward()`` returns a distribution with
 ``batch_shape == ()`` and ``event_shape == (latent_dim,)``; the VAE's data plate broadcasts it over examples (and
 the estimators' particle plate over particles). Learnable priors hold their parameters as module parameters.
+A prior that is a function of the guide (the VampPrior) says ``needs_posterior = True`` and is given the VAE's
+``posterior`` by :meth:`VampPrior.attach`.
 """
+
+import math
 
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from torch import nn
+from torch.nn import functional as F
 
 from inference.registry import Registry
 
@@ -25,3 +31,99 @@ class StandardNormalPrior(PyroModule):
 
     def forward(self) -> dist.Distribution:
         return dist.Normal(self.loc, 1.0).to_event(1)
+
+
+def _inverse_softplus(value: float) -> float:
+    return math.log(math.expm1(value))
+
+
+@PRIORS.register("learned-normal")
+class LearnedNormalPrior(PyroModule):
+    """``p(z) = N(mu, diag(sigma^2))`` with learned ``mu`` and ``sigma = softplus(.)`` (initialised at 0 and 1)."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(1.0)))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
+
+
+@PRIORS.register("mixture")
+class MixtureOfGaussiansPrior(PyroModule):
+    """``p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2))``: ``num_components`` diagonal Gaussians with learned
+    weights ``pi = softmax(.)``, means (initialised from ``N(0, init_spread^2)``) and scales (initialised at 1).
+    """
+
+    def __init__(self, latent_dim: int, num_components: int = 10, init_spread: float = 1.0):
+        super().__init__()
+        if num_components < 1:
+            raise ValueError(f"num_components must be a positive integer, got {num_components}")
+        self.latent_dim = latent_dim
+        self.logits = nn.Parameter(torch.zeros(num_components))
+        self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
+        self.raw_scales = nn.Parameter(torch.full((num_components, latent_dim), _inverse_softplus(1.0)))
+
+    def forward(self) -> dist.Distribution:
+        components = dist.Normal(self.locs, F.softplus(self.raw_scales)).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+@PRIORS.register("vamp")
+class VampPrior(PyroModule):
+    """The VampPrior (Tomczak & Welling 2018): ``p(z) = sum_k w_k q(z | u_k)``, a mixture of the guide at
+    ``num_pseudo_inputs`` learned pseudo-inputs ``u_k`` with learned weights ``w = softmax(.)`` (uniform at the
+    start; ``learned_weights=False`` keeps them uniform, as in the paper).
+
+    The prior reads the encoder and guide family through the VAE, which attaches its ``posterior`` and the data
+    dimension (:meth:`attach`) when it is built; the pseudo-inputs start uniform in ``[0, 1]``.
+
+    References:
+        J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018.
+    """
+
+    needs_posterior = True
+
+    def __init__(self, latent_dim: int, num_pseudo_inputs: int = 500, learned_weights: bool = True):
+        super().__init__()
+        if num_pseudo_inputs < 1:
+            raise ValueError(f"num_pseudo_inputs must be a positive integer, got {num_pseudo_inputs}")
+        self.latent_dim = latent_dim
+        self.num_pseudo_inputs = num_pseudo_inputs
+        self.logits = nn.Parameter(torch.zeros(num_pseudo_inputs), requires_grad=learned_weights)
+        self.pseudo_inputs = None
+        self._posterior = None
+
+    def attach(self, posterior, data_dim: int):
+        """Give the prior the guide ``posterior(x) -> q(z | x)`` and the data dimension of its pseudo-inputs."""
+        object.__setattr__(self, "_posterior", posterior)  # a reference, not a submodule: no second copy
+        self.pseudo_inputs = nn.Parameter(torch.rand(self.num_pseudo_inputs, data_dim))
+
+    def forward(self) -> dist.Distribution:
+        if self._posterior is None:
+            raise RuntimeError("the VampPrior needs the guide: build it inside a VAE (build_vae / build_model)")
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._posterior(self.pseudo_inputs))
+
+
+@PRIORS.register("flow")
+class FlowPrior(PyroModule):
+    """A normalizing-flow prior: ``N(0, I)`` pushed through ``num_flows`` affine autoregressive transforms
+    (``pyro.distributions.transforms.affine_autoregressive``, Papamakarios et al. 2017) with ``hidden_dims``."""
+
+    def __init__(self, latent_dim: int, num_flows: int = 2, hidden_dims=(64,)):
+        super().__init__()
+        from pyro.distributions.transforms import affine_autoregressive
+
+        if num_flows < 1:
+            raise ValueError(f"num_flows must be a positive integer, got {num_flows}")
+        self.latent_dim = latent_dim
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.flows = nn.ModuleList(
+            affine_autoregressive(latent_dim, hidden_dims=list(hidden_dims)) for _ in range(num_flows)
+        )
+
+    def forward(self) -> dist.Distribution:
+        base = dist.Normal(self.loc, 1.0).to_event(1)
+        return dist.TransformedDistribution(base, list(self.flows))

@@ -54,7 +54,7 @@ def test_gaussian_likelihood_scale(scale):
 def test_bad_component_options_are_clear():
     with pytest.raises(ValueError, match="unknown likelihood 'bernouli'. Did you mean 'bernoulli'"):
         build_vae(64, likelihood="bernouli")
-    with pytest.raises(ValueError, match="scale must be positive or 'learned'"):
+    with pytest.raises(ValueError, match="scale must be a positive number, 'learned' or 'learned-global'; got -1"):
         LIKELIHOODS.build("gaussian", data_dim=4, scale=-1)
     with pytest.raises(ValueError, match="unknown activation"):
         build_vae(64, activation="swishy")

@@ -1,0 +1,198 @@
+"""The model zoo: every density normalizes, learned priors learn, and every prior x likelihood x guide x estimator
+combination either trains and is evaluated, or is refused with its own clear error before training."""
+
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+
+from inference import ESTIMATORS, Trainer, estimator, log_marginal_likelihood
+from pyro_vae import build_vae
+from pyro_vae.components import GUIDES, LIKELIHOODS, PRIORS
+from pyro_vae.data import fixed_binarization, load_dataset
+
+
+def grid(lows, highs, num):
+    axes = [torch.linspace(low, high, num, dtype=torch.float64) for low, high in zip(lows, highs)]
+    points = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    cell = math.prod((high - low) / (num - 1) for low, high in zip(lows, highs))
+    return points, cell
+
+
+@pytest.mark.parametrize("logit", [-6.0, -1.0, -1e-4, 0.0, 1e-4, 2.0, 8.0])
+def test_continuous_bernoulli_integrates_to_one_near_one_half_too(logit):
+    x = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    likelihood = LIKELIHOODS.build("continuous-bernoulli", data_dim=1)
+    density = likelihood(torch.full((len(x), 1), logit, dtype=torch.float64)).log_prob(x[:, None]).exp()
+    assert torch.trapezoid(density, x).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("raw", [(-1.0, 0.5), (0.5, 0.5), (2.0, 3.0)])
+def test_beta_integrates_to_one(raw):
+    t = torch.linspace(-200, 30, 400001, dtype=torch.float64)  # x = sigmoid(t) smooths the end-point spikes
+    x = torch.sigmoid(t)
+    likelihood = LIKELIHOODS.build("beta", data_dim=1)
+    output = torch.tensor(raw, dtype=torch.float64).expand(len(t), 2)
+    log_density = likelihood(output).log_prob(x[:, None]) + torch.log(x * (1 - x))  # dx = x (1 - x) dt
+    assert torch.trapezoid(log_density.exp(), t).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "laplace"])
+def test_location_scale_likelihoods_integrate_to_one(name):
+    x = torch.linspace(-8, 8, 160001, dtype=torch.float64)
+    likelihood = LIKELIHOODS.build(name, data_dim=1, scale=0.3)
+    density = likelihood(torch.full((len(x), 1), 0.2, dtype=torch.float64)).log_prob(x[:, None]).exp()
+    assert torch.trapezoid(density, x).item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["normal", "learned-normal", "mixture", "flow", "vamp"])
+@pytest.mark.parametrize("latent_dim", [1, 2])
+def test_every_continuous_prior_integrates_to_one(name, latent_dim, float64):
+    pyro.set_rng_seed(latent_dim)
+    vae = build_vae(5, latent_dim=latent_dim, hidden_sizes=(8,), prior=name)
+    with torch.no_grad():  # move the learned parameters away from their initial values
+        for parameter in vae.prior.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        with pyro.settings.context(module_local_params=True):  # as inside the VAE's model
+            prior = vae.prior()
+    points, cell = grid([-12.0] * latent_dim, [12.0] * latent_dim, 4001 if latent_dim == 1 else 601)
+    with torch.no_grad():
+        total = prior.log_prob(points).exp().sum().item() * cell
+    assert total == pytest.approx(1.0, abs=2e-3)
+
+
+def test_vampprior_pseudo_inputs_and_weights_learn():
+    splits = load_dataset("digits", seed=0)
+    x = fixed_binarization(splits.train[:200], seed=0)
+    pyro.set_rng_seed(0)
+    vae = build_vae(64, latent_dim=3, hidden_sizes=(32,), prior="vamp", prior_options={"num_pseudo_inputs": 10})
+    before = {name: p.detach().clone() for name, p in vae.prior.named_parameters()}
+    trainer = Trainer(vae.model, vae.guide, estimator("elbo"), module=vae, optimizer_options={"lr": 1e-2})
+    trainer.step(x[:50])
+    assert set(before) == {"logits", "pseudo_inputs"}
+    for name, p in vae.prior.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for step in range(20):
+        trainer.step(x[50 * (step % 4) : 50 * (step % 4 + 1)])
+    for name, p in vae.prior.named_parameters():
+        assert (p.detach() - before[name]).abs().max() > 1e-3, name
+
+
+def test_analytic_kl_of_a_multivariate_normal_against_a_diagonal_normal():
+    from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+    import inference  # noqa: F401  (registers the closed form)
+
+    torch.manual_seed(0)
+    a = torch.randn(4, 3, 3, dtype=torch.float64)
+    q = MultivariateNormal(torch.randn(4, 3, dtype=torch.float64), a @ a.mT + 0.1 * torch.eye(3))
+    loc, scale = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    ours = kl_divergence(q, Independent(Normal(loc, scale), 1))
+    torchs = kl_divergence(q, MultivariateNormal(loc, torch.diag(scale**2)))
+    assert torch.allclose(ours, torchs, atol=1e-10)
+
+
+# -- the combination matrix -----------------------------------------------------------------------------------
+
+BINARY_PRIORS = {"bernoulli", "concrete"}
+NOT_REPARAMETERIZED = {"bernoulli"}  # guides without rsample
+MODULE_FLOWS = {"iaf"}  # guides whose distributions read an nn.Module's parameters
+CLOSED_FORM_KL = {("normal", "diagonal-normal"), ("learned-normal", "diagonal-normal"), ("bernoulli", "bernoulli")}
+CLOSED_FORM_KL |= {(prior, guide) for prior in ("normal", "learned-normal") for guide in ("low-rank-normal",)}
+CLOSED_FORM_KL |= {(prior, "full-rank-normal") for prior in ("normal", "learned-normal")}
+
+
+def latent_kind(prior_or_guide, name):
+    if name == "concrete":
+        return "binary" if prior_or_guide == "guide" else "relaxed-binary"
+    return "binary" if name == "bernoulli" else "continuous"
+
+
+def expected_refusal(prior, likelihood, guide, name):
+    """The clear error the combination must end in, or None where the math allows it (the rules of the docs)."""
+    if latent_kind("prior", prior) != latent_kind("guide", guide):
+        return "would compare densities on different spaces"
+    est = ESTIMATORS.get(name)
+    if getattr(est, "require_rsample", False) and guide in NOT_REPARAMETERIZED:
+        return "needs reparameterized guide samples"
+    if getattr(est, "stop_guide_parameters", False) and guide in MODULE_FLOWS:
+        return "cannot detach the parameters"
+    if name == "elbo-analytic-kl" and (prior, guide) not in CLOSED_FORM_KL:
+        return "needs KL(q || p) in closed form"
+    return None
+
+
+def data_for(likelihood, x):
+    """The digits as each likelihood reads them: binarized, grey levels in [0, 1], or inside (0, 1)."""
+    if getattr(LIKELIHOODS.get(likelihood), "binary_data", False):
+        return fixed_binarization(x, seed=0)
+    return 0.01 + 0.98 * x if likelihood == "beta" else x
+
+
+def all_combinations():
+    return list(itertools.product(PRIORS.names(), LIKELIHOODS.names(), GUIDES.names(), ESTIMATORS.names()))
+
+
+def pairwise_combinations():
+    """A small set of combinations in which every pair of values of any two factors occurs at least once."""
+    combos = all_combinations()
+    uncovered = {
+        (i, a, j, b) for c in combos for i, j in itertools.combinations(range(4), 2) for a, b in [(c[i], c[j])]
+    }
+    chosen = []
+    while uncovered:
+        best = max(
+            combos, key=lambda c: sum((i, c[i], j, c[j]) in uncovered for i, j in itertools.combinations(range(4), 2))
+        )
+        chosen.append(best)
+        uncovered -= {(i, best[i], j, best[j]) for i, j in itertools.combinations(range(4), 2)}
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0).train[:100]
+
+
+def run_combination(prior, likelihood, guide, name, digits):
+    pyro.set_rng_seed(0)
+    x = data_for(likelihood, digits)
+    options = {"num_particles": 2}
+    vae = build_vae(
+        64,
+        latent_dim=2,
+        hidden_sizes=(16,),
+        prior=prior,
+        likelihood=likelihood,
+        guide=guide,
+        num_data=len(x),
+        prior_options={"num_pseudo_inputs": 5} if prior == "vamp" else None,
+    )
+    trainer = Trainer(vae.model, vae.guide, estimator(name, max_plate_nesting=1, **options), module=vae)
+    for batch in x.split(50):  # one epoch
+        trainer.step(batch)
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+    result = log_marginal_likelihood(vae.model, vae.guide, x[:20], num_samples=10)
+    assert torch.isfinite(result.log_px).all() and torch.isfinite(result.elbo).all()
+
+
+def check_combination(prior, likelihood, guide, name, digits):
+    refusal = expected_refusal(prior, likelihood, guide, name)
+    if refusal is None:
+        run_combination(prior, likelihood, guide, name, digits)
+    else:
+        with pytest.raises(ValueError, match=refusal.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):
+            run_combination(prior, likelihood, guide, name, digits)
+
+
+@pytest.mark.parametrize("prior, likelihood, guide, name", pairwise_combinations())
+def test_combination_pairwise(prior, likelihood, guide, name, digits):
+    check_combination(prior, likelihood, guide, name, digits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior, likelihood, guide, name", all_combinations())
+def test_combination_full_matrix(prior, likelihood, guide, name, digits):
+    check_combination(prior, likelihood, guide, name, digits)
