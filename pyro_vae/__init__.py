@@ -1,30 +1,41 @@
-"""pyro-vae: variational autoencoders as Pyro model/guide pairs."""
+"""pyro-vae: variational autoencoders as Pyro model/guide pairs.
 
-from pyro_vae.components.discrete import BernoulliGuide, BernoulliPrior, ConcreteGuide, ConcretePrior
-from pyro_vae.components.guides import GUIDES
-from pyro_vae.components.likelihoods import LIKELIHOODS
-from pyro_vae.components.networks import NETWORKS
-from pyro_vae.components.priors import PRIORS
-from pyro_vae.data.datasets import DATASETS, Splits, batches, binarize, fixed_binarization, load_dataset
-from pyro_vae.data.linear_gaussian import LinearGaussian
-from pyro_vae.vae import VAE, build_vae
+The names below are imported on first use (PEP 562), so that ``pyro-vae --help`` starts without loading torch.
+"""
 
-__all__ = [
-    "BernoulliGuide",
-    "BernoulliPrior",
-    "ConcreteGuide",
-    "ConcretePrior",
-    "DATASETS",
-    "GUIDES",
-    "LIKELIHOODS",
-    "LinearGaussian",
-    "NETWORKS",
-    "PRIORS",
-    "Splits",
-    "VAE",
-    "batches",
-    "binarize",
-    "build_vae",
-    "fixed_binarization",
-    "load_dataset",
-]
+import importlib
+
+_EXPORTS = {
+    "BernoulliGuide": "pyro_vae.components.discrete",
+    "BernoulliPrior": "pyro_vae.components.discrete",
+    "ConcreteGuide": "pyro_vae.components.discrete",
+    "ConcretePrior": "pyro_vae.components.discrete",
+    "GUIDES": "pyro_vae.components",
+    "LIKELIHOODS": "pyro_vae.components",
+    "NETWORKS": "pyro_vae.components",
+    "PRIORS": "pyro_vae.components",
+    "DATASETS": "pyro_vae.data",
+    "Splits": "pyro_vae.data",
+    "batches": "pyro_vae.data",
+    "binarize": "pyro_vae.data",
+    "fixed_binarization": "pyro_vae.data",
+    "load_dataset": "pyro_vae.data",
+    "LinearGaussian": "pyro_vae.data",
+    "VAE": "pyro_vae.vae",
+    "build_model": "pyro_vae.vae",
+    "build_vae": "pyro_vae.vae",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pyro_vae' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -267,3 +267,9 @@ def test_data_outside_the_likelihoods_support_is_refused(tmp_path, monkeypatch, 
     assert main(["train", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "outside the support of the 'log-normal-test' likelihood" in err and not out.exists()
+
+
+def test_help_starts_without_loading_torch():
+    code = "import sys; from pyro_vae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
