@@ -18,7 +18,9 @@ run leaves no folder behind; every file is written atomically, and each command 
 functions.
 """
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -74,6 +76,15 @@ def binary_data(config: RunConfig) -> bool:
     return getattr(LIKELIHOODS.get(config.model.likelihood.name), "binary_data", False)
 
 
+def data_representation(config: RunConfig) -> str:
+    """How the likelihood reads the data: ``"binarized"`` (0/1 draws of grey levels, a mass), ``"8-bit"`` (grey
+    levels 0..255, a mass) or ``"continuous"`` (a density on the values as given). Log-likelihoods of different
+    representations are different quantities and are never compared."""
+    if binary_data(config):
+        return "binarized"
+    return getattr(LIKELIHOODS.get(config.model.likelihood.name), "data_representation", "continuous")
+
+
 def prepare_data(config: RunConfig):
     """The run's splits, drawn by the data seed (the same for every training seed)."""
     data = config.data
@@ -86,17 +97,26 @@ def prepare_data(config: RunConfig):
         num_val=data.num_val,
         num_test=data.num_test,
     )
-    if binary_data(config) and not splits.binary_ok:
+    representation = data_representation(config)
+    if representation != "continuous" and not splits.binary_ok:
         raise ConfigError(
-            f"the '{config.model.likelihood.name}' likelihood needs data in [0, 1] to binarize, but "
-            f"'{data.name}' is real-valued: choose --likelihood gaussian"
+            f"the '{config.model.likelihood.name}' likelihood reads {representation} grey levels made from data in "
+            f"[0, 1], but '{data.name}' is real-valued: choose --likelihood gaussian"
         )
+    if representation == "8-bit":
+        splits = to_eight_bit(splits)
     if config.train.batch_size > len(splits.train):
         raise ConfigError(
             f"train.batch_size {config.train.batch_size} is larger than the {len(splits.train)} training examples: "
             "choose a smaller --batch-size"
         )
     return splits
+
+
+def to_eight_bit(splits):
+    """Grey levels in [0, 1] as the integers 0..255 (stored as floats) that 8-bit likelihoods read."""
+    scaled = {split: (getattr(splits, split) * 255).round() for split in ("train", "val", "test")}
+    return dataclasses.replace(splits, **scaled, binary_ok=False)
 
 
 def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
@@ -342,6 +362,7 @@ def evaluate_run(
             "kl_per_dimension": kl.tolist(),
             "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "latent_activity": activity.tolist(),
+            **units(config, result, x),
             "dataset": config.data.name,
             "split": evaluation.split,
             "data_seed": config.data.seed,
@@ -383,6 +404,16 @@ def _evaluation_config(config, method, method_options, split, data_batch_size, s
     for key, value in (method_options or {}).items():
         overrides.append((f"eval.method.options.{key}", value))
     return apply_overrides(config, overrides)
+
+
+def units(config: RunConfig, result, x) -> dict:
+    """The data representation the numbers refer to, and for masses (binarized or 8-bit data) bits per dimension:
+    ``-log p(x) / (D log 2)``."""
+    representation = data_representation(config)
+    report = {"data_representation": representation, "units": "nats per example"}
+    if representation != "continuous":
+        report["bits_per_dim"] = -result.mean / (x[0].numel() * math.log(2))
+    return report
 
 
 def weight_warnings(result) -> list:
@@ -438,13 +469,14 @@ def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale
     for start in range(0, len(x), nrow):
         chunk = x[start : start + nrow]
         rows += [chunk, vae.reconstruct(chunk.to(resolve_device(device))).cpu()]
+    brightness = 255.0 if data_representation(config) == "8-bit" else 1.0  # pictures show [0, 1]
     paths = {
         "samples": os.path.join(run_dir, "samples.png"),
         "reconstructions": os.path.join(run_dir, "reconstructions.png"),
     }
     grids = {
-        "samples": _image_grid(samples, splits.image_shape, nrow, upscale),
-        "reconstructions": _image_grid(torch.cat(rows), splits.image_shape, nrow, upscale),
+        "samples": _image_grid(samples / brightness, splits.image_shape, nrow, upscale),
+        "reconstructions": _image_grid(torch.cat(rows) / brightness, splits.image_shape, nrow, upscale),
     }
     with RunLock(run_dir, command_line()):
         for name, grid in grids.items():

@@ -1,7 +1,7 @@
 """The components a VAE is built from, each chosen by name from its table: priors, likelihoods, guide families
 and networks. Importing this package fills every table."""
 
-from pyro_vae.components import discrete  # noqa: F401  (registers the binary-latent prior and guides)
+from pyro_vae.components import discrete, discretized  # noqa: F401  (registers binary latents, 8-bit likelihoods)
 from pyro_vae.components.guides import GUIDES
 from pyro_vae.components.likelihoods import LIKELIHOODS
 from pyro_vae.components.networks import NETWORKS

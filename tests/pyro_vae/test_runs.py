@@ -139,3 +139,27 @@ def test_a_run_trains_on_the_device_and_its_checkpoint_loads_on_the_cpu(tmp_path
         run, device="cpu", method_options={"num_samples": 20}, posterior_examples=(0,), progress=False
     )
     assert report["data_seed"] == 0 and report["train_seed"] == 0 and report["elbo"] < report["log_px"] < 0
+
+
+@pytest.mark.parametrize(
+    "likelihood, representation",
+    [("bernoulli", "binarized"), ("discretized-logistic", "8-bit"), ("gaussian", "continuous")],
+)
+def test_every_evaluation_records_its_data_representation_and_bits_per_dim_for_masses(
+    tmp_path, likelihood, representation
+):
+    from pyro_vae.runs import evaluate_run
+
+    config = _small(**{"model.likelihood": likelihood, "train.epochs": 1})
+    train_run(config, str(tmp_path / "run"), progress=False)
+    report = evaluate_run(
+        str(tmp_path / "run"), method_options={"num_samples": 20}, posterior_examples=(), progress=False
+    )
+    assert report["data_representation"] == representation and report["units"] == "nats per example"
+    if representation == "continuous":
+        assert "bits_per_dim" not in report  # a density on [0, 1] is not a mass: no bits per dimension
+    else:
+        assert report["bits_per_dim"] == pytest.approx(-report["log_px"] / (64 * math.log(2)), rel=1e-12)
+    if representation == "8-bit":
+        _, splits, _ = load_run(str(tmp_path / "run"))
+        assert splits.test.max() == 255 and torch.equal(splits.test, splits.test.round())

@@ -47,6 +47,28 @@ def test_location_scale_likelihoods_integrate_to_one(name):
     assert torch.trapezoid(density, x).item() == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("discretized-logistic", {}), ("discretized-logistic-mixture", {"num_components": 4}), ("categorical-256", {})],
+)
+def test_eight_bit_likelihoods_sum_to_one_over_the_256_levels(name, options, float64):
+    torch.manual_seed(0)
+    likelihood = LIKELIHOODS.build(name, data_dim=3, **options)
+    output = 3 * torch.randn(likelihood.num_params * 3, dtype=torch.float64)
+    levels = torch.arange(256, dtype=torch.float64)[:, None].expand(256, 3)
+    per_pixel = likelihood(output.expand(256, -1)).base_dist.log_prob(levels)  # (256 levels, 3 pixels)
+    assert torch.allclose(torch.logsumexp(per_pixel, 0), torch.zeros(3, dtype=torch.float64), atol=1e-9)
+    draws = likelihood(output).sample((2000,))
+    assert draws.min() >= 0 and draws.max() <= 255 and torch.equal(draws, draws.round())
+
+
+def test_a_discretized_logistic_far_in_its_tails_stays_finite():
+    likelihood = LIKELIHOODS.build("discretized-logistic", data_dim=2)
+    output = torch.tensor([[40.0, -40.0, -7.0, -7.0]])  # locations far outside 0..255, narrowest scale
+    log_mass = likelihood(output).base_dist.log_prob(torch.tensor([[0.0, 255.0]]))
+    assert torch.isfinite(log_mass).all()
+
+
 @pytest.mark.parametrize("name", ["normal", "learned-normal", "mixture", "flow", "vamp"])
 @pytest.mark.parametrize("latent_dim", [1, 2])
 def test_every_continuous_prior_integrates_to_one(name, latent_dim, float64):
@@ -125,9 +147,11 @@ def expected_refusal(prior, likelihood, guide, name):
 
 
 def data_for(likelihood, x):
-    """The digits as each likelihood reads them: binarized, grey levels in [0, 1], or inside (0, 1)."""
+    """The digits as each likelihood reads them: binarized, 8-bit, grey levels in [0, 1], or inside (0, 1)."""
     if getattr(LIKELIHOODS.get(likelihood), "binary_data", False):
         return fixed_binarization(x, seed=0)
+    if getattr(LIKELIHOODS.get(likelihood), "data_representation", None) == "8-bit":
+        return (255 * x).round()
     return 0.01 + 0.98 * x if likelihood == "beta" else x
 
 
