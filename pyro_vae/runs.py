@@ -133,7 +133,9 @@ def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
 def model_for(config: RunConfig, splits) -> VAE:
     """The VAE of ``config.model`` for these data, initialised by the training seed."""
     pyro.set_rng_seed(config.train.seed)
-    return build_model(config.model, data_dim=splits.data_dim, num_data=len(splits.train))
+    return build_model(
+        config.model, data_dim=splits.data_dim, num_data=len(splits.train), image_shape=splits.image_shape
+    )
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ full-data objective (Hoffman et al. 2013). Estimators of log p(x) in :mod:`infer
 """
 
 import functools
+import inspect
 from typing import Optional, Sequence
 
 import pyro
@@ -132,11 +133,12 @@ def check_latent_kinds(config, prior, guide) -> None:
 
 
 @module_local
-def build_model(config, data_dim: int, num_data: Optional[int] = None) -> VAE:
+def build_model(config, data_dim: int, num_data: Optional[int] = None, image_shape=None) -> VAE:
     """Build the :class:`VAE` of a :class:`~pyro_vae.config.ModelConfig`: each component by name and options.
 
     :param data_dim: dimension of a flattened data point.
     :param num_data: training set size, for the data plate's subsample scale.
+    :param image_shape: ``(C, H, W)`` of image data, for networks that ask for it (convolutions).
     """
     if config.latent_dim < 1 or data_dim < 1:
         raise ValueError(f"latent_dim and data_dim must be positive, got {config.latent_dim} and {data_dim}")
@@ -145,16 +147,18 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None) -> VAE:
     likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
     guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
     check_latent_kinds(config, prior, guide)
-    encoder = NETWORKS.build(
-        config.encoder.name, in_dim=data_dim, out_dim=guide.num_params(latent_dim), **config.encoder.options
-    )
-    decoder = NETWORKS.build(
-        config.decoder.name, in_dim=latent_dim, out_dim=likelihood.num_params * data_dim, **config.decoder.options
-    )
+    encoder = _network(config.encoder, data_dim, guide.num_params(latent_dim), image_shape)
+    decoder = _network(config.decoder, latent_dim, likelihood.num_params * data_dim, image_shape)
     vae = VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
     if getattr(prior, "needs_posterior", False):  # a prior made of the guide (the VampPrior)
         prior.attach(vae.posterior, data_dim)
     return vae
+
+
+def _network(component, in_dim, out_dim, image_shape):
+    builder = NETWORKS.get(component.name)
+    shape = {"image_shape": image_shape} if "image_shape" in inspect.signature(builder).parameters else {}
+    return builder(in_dim=in_dim, out_dim=out_dim, **shape, **component.options)
 
 
 def build_vae(

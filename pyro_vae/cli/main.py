@@ -64,7 +64,11 @@ TRAIN_ALIASES = [
     ("--num-test", {"type": int, "help": "use only this many test examples"}, "data.num_test"),
     ("--data-seed", {"type": int, "help": "seed of the split and of the evaluation splits' binarization"}, "data.seed"),
     ("--latent-dim", {"type": int, "help": "dimension of z"}, "model.latent_dim"),
-    ("--network", {"help": "encoder and decoder network"}, _both_networks("name")),
+    (
+        "--network",
+        {"help": "encoder and decoder network (mlp), or conv for the encoder and deconv for the decoder"},
+        lambda name: [("model.encoder", name), ("model.decoder", "deconv" if name == "conv" else name)],
+    ),
     (
         "--hidden-sizes",
         {"type": int, "nargs": "+", "help": "encoder hidden sizes; the decoder mirrors them"},

@@ -150,7 +150,8 @@ class Categorical256Likelihood(EightBitLikelihood):
     num_params = NUM_LEVELS
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
-        logits = decoder_output.reshape(*decoder_output.shape[:-1], self.data_dim, NUM_LEVELS)
+        # parameter-major, like every decoder output: level l's logits for all pixels are one block
+        logits = decoder_output.reshape(*decoder_output.shape[:-1], NUM_LEVELS, self.data_dim).transpose(-1, -2)
         return GreyLevelCategorical(logits=logits).to_event(1)
 
 
