@@ -12,7 +12,26 @@ Modelled on ``torchvision.models._api``: a module-level table, a ``register(name
 """
 
 import difflib
+import os
 from typing import Callable, Dict
+
+
+def _same_definition(a, b) -> bool:
+    """Whether two builders are one definition run twice (a file imported under two module names)."""
+    location = _source_location(a)
+    return location is not None and a.__qualname__ == b.__qualname__ and location == _source_location(b)
+
+
+def _source_location(builder):
+    """``(file, first line)`` of the code defining ``builder``: a function's own, or a class's first method's."""
+    if hasattr(builder, "__code__"):
+        code = builder.__code__
+    else:
+        methods = [v for v in vars(builder).values() if hasattr(v, "__code__")] if isinstance(builder, type) else []
+        if not methods:
+            return None
+        code = methods[0].__code__
+    return os.path.realpath(code.co_filename), code.co_firstlineno
 
 
 class Registry:
@@ -26,7 +45,7 @@ class Registry:
         """Decorator adding a builder under ``name``; a name may be registered once."""
 
         def decorator(builder):
-            if name in self._builders:
+            if name in self._builders and not _same_definition(self._builders[name], builder):
                 raise ValueError(f"{self.kind} '{name}' is already registered to {self._builders[name]!r}")
             self._builders[name] = builder
             return builder

@@ -96,6 +96,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
+    #: Python files or modules that register the user's own components; loaded before the components are checked.
+    plugins: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -104,6 +106,7 @@ class RunConfig:
     def from_dict(cls, tree: dict) -> "RunConfig":
         """Build and check a configuration from a (possibly partial) nested dict; missing values take defaults."""
         config = _from_dict(cls, tree, "")
+        load_plugins(config.plugins)
         check(config)
         return config
 
@@ -180,6 +183,39 @@ def _unknown_message(name, valid, where, what):
     hint = f" Did you mean '{close[0]}'?" if close else ""
     listed = ", ".join(sorted(valid)) or "none"
     return f"unknown {what} '{name}' in {where}.{hint} Valid {what}s: {listed}."
+
+
+_LOADED_PLUGINS = {}
+
+
+def load_plugins(plugins) -> None:
+    """Import each plugin once: a ``.py`` file by its path, anything else as a module name. A plugin registers
+    components (``@PRIORS.register("name")``), which the configuration can then name."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    for plugin in plugins:
+        if plugin in _LOADED_PLUGINS:
+            continue
+        if str(plugin).endswith(".py"):
+            path = os.path.abspath(plugin)
+            if not os.path.isfile(path):
+                raise ConfigError(
+                    f"no plugin file '{plugin}': give the path of a Python file that registers components"
+                )
+            name = f"pyro_vae_plugin_{len(_LOADED_PLUGINS)}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # as an import would: its classes can then be inspected
+            spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(plugin)
+            except ImportError as e:
+                raise ConfigError(f"cannot import plugin module '{plugin}': {e}") from None
+        _LOADED_PLUGINS[plugin] = module
 
 
 # ---------------------------------------------------------------------------------------------------------------

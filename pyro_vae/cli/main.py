@@ -130,6 +130,11 @@ TRAIN_ALIASES = [
         "train.seed",
     ),
     ("--device", {"help": "auto, cpu, cuda or cuda:N"}, "device"),
+    (
+        "--plugin",
+        {"action": "append", "help": "a Python file (or module) registering your own components; repeatable"},
+        lambda plugins: [("plugins", [os.path.abspath(p) if p.endswith(".py") else p for p in plugins])],
+    ),
 ]
 
 
