@@ -59,6 +59,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     latent_dim: int = 10
+    #: With a number, a second stochastic layer z2 of that size above z (= z1): Burda et al.'s two-layer models.
+    top_latent_dim: Optional[int] = None
+    top_hidden_sizes: list = field(default_factory=lambda: [100, 100])
     prior: Component = field(default_factory=lambda: Component("normal"))
     likelihood: Component = field(default_factory=lambda: Component("bernoulli"))
     guide: Component = field(default_factory=lambda: Component("diagonal-normal"))

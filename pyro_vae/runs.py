@@ -354,8 +354,8 @@ def evaluate_run(
         )
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            kl = kl_per_dimension(vae.model, vae.guide, x)
-            activity = latent_activity(vae.guide, x)
+            kl = kl_per_dimension(vae.model, vae.guide, x, site=vae.latent_site)
+            activity = latent_activity(vae.guide, x, site=vae.latent_site)
         paths = evaluation_paths(run_dir, evaluation.method.name, evaluation.split)
         report = {
             **result.summary(),
@@ -384,6 +384,7 @@ def evaluate_run(
                 vae.model,
                 vae.guide,
                 x[chosen],
+                site=vae.latent_site,
                 num_draws=num_posterior_draws,
                 num_samples=max(num_posterior_draws, 1000),
             )

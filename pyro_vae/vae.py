@@ -18,11 +18,12 @@ import inspect
 from typing import Optional, Sequence
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
 
-from pyro_vae.components.guides import GUIDES
+from pyro_vae.components.guides import GUIDES, positive_scale
 from pyro_vae.components.likelihoods import LIKELIHOODS
 from pyro_vae.components.networks import NETWORKS
 from pyro_vae.components.priors import PRIORS
@@ -54,6 +55,8 @@ class VAE(PyroModule):
 
     #: The data plate is the only plate, so estimators need not guess the nesting by running the model.
     max_plate_nesting = 1
+    #: The latent site that diagnostics (KL per dimension, active units, posterior draws) describe.
+    latent_site = "z"
 
     @module_local
     def __init__(self, prior, likelihood, guide_family, encoder, decoder, num_data: Optional[int] = None):
@@ -117,6 +120,66 @@ class VAE(PyroModule):
         return self.decode(z).mean
 
 
+class TwoLayerVAE(VAE):
+    """A VAE with two stochastic layers (Burda et al. 2016, section 5), top-down in the model, bottom-up in the
+    guide::
+
+        model:  z2 ~ p(z2),  z1 | z2 ~ N(mu(z2), diag(sigma(z2)^2)),  x | z1 ~ p(x | decoder(z1))
+        guide:  z1 ~ q(z1 | encoder(x)),  z2 ~ q(z2 | top_encoder(z1))
+
+    The prior component is ``p(z2)``; ``conditional`` maps ``z2`` to the location and raw scale of ``z1``; the
+    guide family (one per layer) is the configured one. Diagnostics describe ``z1``.
+    """
+
+    latent_site = "z1"
+
+    @module_local
+    def __init__(
+        self,
+        prior,
+        likelihood,
+        guide_family,
+        encoder,
+        decoder,
+        top_guide_family,
+        top_encoder,
+        conditional,
+        num_data=None,
+    ):
+        super().__init__(prior, likelihood, guide_family, encoder, decoder, num_data=num_data)
+        self.top_guide_family = top_guide_family
+        to_pyro_module_(top_encoder)
+        to_pyro_module_(conditional)
+        self.top_encoder = top_encoder
+        self.conditional = conditional
+
+    def conditional_prior(self, z2: torch.Tensor):
+        """``p(z1 | z2)``: a diagonal normal whose scale is ``softplus(.) + 1e-4``."""
+        loc, raw_scale = self.conditional(z2).chunk(2, dim=-1)
+        return dist.Normal(loc, positive_scale(raw_scale)).to_event(1)
+
+    @module_local
+    @pyro_method
+    def model(self, x: torch.Tensor):
+        with self.data_plate(x):
+            z2 = pyro.sample("z2", self.prior())
+            z1 = pyro.sample("z1", self.conditional_prior(z2))
+            pyro.sample("x", self.likelihood(self.decoder(z1)), obs=x)
+
+    @module_local
+    @pyro_method
+    def guide(self, x: torch.Tensor):
+        with self.data_plate(x):
+            z1 = pyro.sample("z1", self.guide_family(self.encoder(x)))
+            pyro.sample("z2", self.top_guide_family(self.top_encoder(z1)))
+
+    @torch.no_grad()
+    @module_local
+    def sample_means(self, num_samples: int) -> torch.Tensor:
+        z2 = self.prior().sample((num_samples,))
+        return self.decode(self.conditional_prior(z2).sample()).mean
+
+
 def check_latent_kinds(config, prior, guide) -> None:
     """Prior and guide must put mass on the same kind of latents: continuous, binary or relaxed binary."""
     kinds = [getattr(component, "latent_kind", "continuous") for component in (prior, guide)]
@@ -143,16 +206,39 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
     if config.latent_dim < 1 or data_dim < 1:
         raise ValueError(f"latent_dim and data_dim must be positive, got {config.latent_dim} and {data_dim}")
     latent_dim = config.latent_dim
-    prior = PRIORS.build(config.prior.name, latent_dim=latent_dim, **config.prior.options)
+    prior_dim = latent_dim if config.top_latent_dim is None else config.top_latent_dim  # the prior is on the top
+    prior = PRIORS.build(config.prior.name, latent_dim=prior_dim, **config.prior.options)
     likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
     guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
     check_latent_kinds(config, prior, guide)
     encoder = _network(config.encoder, data_dim, guide.num_params(latent_dim), image_shape)
     decoder = _network(config.decoder, latent_dim, likelihood.num_params * data_dim, image_shape)
-    vae = VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
+    if config.top_latent_dim is None:
+        vae = VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
+    else:
+        vae = _two_layer(config, prior, likelihood, guide, encoder, decoder, num_data)
     if getattr(prior, "needs_posterior", False):  # a prior made of the guide (the VampPrior)
         prior.attach(vae.posterior, data_dim)
     return vae
+
+
+def _two_layer(config, top_prior, likelihood, guide, encoder, decoder, num_data) -> TwoLayerVAE:
+    if getattr(top_prior, "needs_posterior", False):
+        raise ValueError(
+            f"the '{config.prior.name}' prior is made of the guide of x, but with two stochastic layers the prior "
+            "is on z2: use another prior, or one stochastic layer (model.top_latent_dim = null)"
+        )
+    top = config.top_latent_dim
+    top_guide = GUIDES.build(config.guide.name, latent_dim=top, **config.guide.options)
+    activation = config.encoder.options.get("activation", "tanh")
+    hidden = list(config.top_hidden_sizes)
+    top_encoder = NETWORKS.build(
+        "mlp", in_dim=config.latent_dim, out_dim=top_guide.num_params(top), hidden_sizes=hidden, activation=activation
+    )
+    conditional = NETWORKS.build(
+        "mlp", in_dim=top, out_dim=2 * config.latent_dim, hidden_sizes=hidden[::-1], activation=activation
+    )
+    return TwoLayerVAE(top_prior, likelihood, guide, encoder, decoder, top_guide, top_encoder, conditional, num_data)
 
 
 def _network(component, in_dim, out_dim, image_shape):
