@@ -32,7 +32,11 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'pyro_vae' has no attribute '{name}'")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    try:
+        module = importlib.import_module(_EXPORTS[name])
+    except AttributeError as error:  # or Python reports only "cannot import name", hiding where it failed
+        raise ImportError(f"importing {_EXPORTS[name]} failed: {error}") from error
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
+from torch.distributions import constraints
 
 from inference.registry import Registry
 
@@ -127,4 +128,21 @@ class BetaLikelihood(PyroModule):
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         a, b = (nn.functional.softplus(part) + 1e-3 for part in decoder_output.chunk(2, dim=-1))
-        return dist.Beta(a, b).to_event(1)
+        return OpenBeta(a, b).to_event(1)
+
+
+class _OpenUnitInterval(constraints.Constraint):
+    """``0 < x < 1``."""
+
+    def check(self, value):
+        return (value > 0) & (value < 1)
+
+    def __repr__(self):
+        return "OpenUnitInterval()"
+
+
+class OpenBeta(dist.Beta):
+    """The Beta distribution with its support stated as the open interval ``(0, 1)``: its density at 0 or 1 is
+    0 or infinite, so data there are refused rather than scored."""
+
+    support = _OpenUnitInterval()

@@ -2,9 +2,9 @@
 
 import math
 
+import pyro
 import torch
 
-import pyro
 from inference import log_marginal_likelihood
 from pyro_vae.config import Component, ModelConfig
 from pyro_vae.vae import TwoLayerVAE, build_model

@@ -169,6 +169,8 @@ TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", 
         (["--likelihood", "gaussian", "--likelihood-scale", "wide"], "'learned' or 'learned-global'"),
         (["--dataset", "linear-gaussian"], "choose --likelihood gaussian"),
         (["--estimator", "elbo-analytic-kl", "--prior", "vamp"], "use 'elbo', which estimates the KL by Monte Carlo"),
+        (["--likelihood", "beta"], "outside the support of the 'beta' likelihood"),  # digits have exact 0s
+        (["--set", "model.top_latent_dim=2", "--prior", "vamp"], "with two stochastic layers the prior is on z2"),
         (["--estimator", "iwae-dreg", "--guide", "iaf"], "cannot detach the parameters of AffineAutoregressive"),
         (["--config", "missing.toml"], "no configuration file"),
     ],
@@ -273,3 +275,15 @@ def test_help_starts_without_loading_torch():
     code = "import sys; from pyro_vae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_values_outside_zero_one_are_refused_for_the_continuous_bernoulli(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "wide.npy"
+    np.save(path, np.random.default_rng(0).normal(0.5, 1.0, size=(60, 4)))
+    out = tmp_path / "run"
+    args = ["--dataset", str(path), "--likelihood", "continuous-bernoulli", "--batch-size", "10", "--no-progress"]
+    assert main(["train", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "outside the support of the 'continuous-bernoulli' likelihood" in err and not out.exists()
