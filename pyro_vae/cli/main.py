@@ -355,14 +355,24 @@ def _list(args):
         listing = {"datasets": DATASETS.names(), "components": components, "defaults": RunConfig().to_dict()}
         print(json.dumps(listing, indent=2, default=str))
         return
-    print(f"data.name: {', '.join(DATASETS.names())}")
+    print(f"data.name: {', '.join(DATASETS.names())}, or the path of your own .npy/.npz/.pt/.csv file")
+    width = max(len(name) for table in components.values() for name in table) + 2
     for path, table in components.items():
-        print(f"{path}:")
+        print(f"\n{path}:")
         for name, entry in table.items():
+            print(f"  {name:<{width}}{_summary(entry['doc'], 100)}")
             options = ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in entry["options"].items())
-            print(f"  {name:<18} {entry['doc'][:90]}")
             if options:
-                print(f"  {'':<18} options: {options}")
+                print(f"  {'':<{width}}options: {options}")
+    print("\n`pyro-vae list --json` gives the same with whole docs; `pyro-vae train --help` shows how to set each.")
+
+
+def _summary(doc: str, limit: int) -> str:
+    """A docstring's opening as plain text: reST markup dropped, cut at a word boundary."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc).replace("``", "")
+    return text if len(text) <= limit else text[: text.rfind(" ", 0, limit - 1)] + " ..."
 
 
 class UsageError(Exception):
