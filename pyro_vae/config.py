@@ -212,12 +212,16 @@ def load_plugins(plugins) -> None:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # as an import would: its classes can then be inspected
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:
+                sys.modules.pop(name, None)
+                raise ConfigError(f"plugin '{plugin}' failed to load: {type(e).__name__}: {e}") from None
         else:
             try:
                 module = importlib.import_module(plugin)
-            except ImportError as e:
-                raise ConfigError(f"cannot import plugin module '{plugin}': {e}") from None
+            except Exception as e:
+                raise ConfigError(f"plugin module '{plugin}' failed to load: {type(e).__name__}: {e}") from None
         _LOADED_PLUGINS[plugin] = module
 
 

@@ -32,6 +32,7 @@ from inference import estimator, log_marginal_likelihood, log_px_method
 from inference.atomic import atomic_write
 from inference.evaluation.diagnostics import (
     importance_resampled_latents,
+    kl_from_prior,
     kl_per_dimension,
     latent_activity,
     save_inference_data,
@@ -354,14 +355,14 @@ def evaluate_run(
         )
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            kl = kl_per_dimension(vae.model, vae.guide, x, site=vae.latent_site)
+            kl, kl_dims = _kl_diagnostics(vae, x, evaluation.data_batch_size)
             activity = latent_activity(vae.guide, x, site=vae.latent_site)
         paths = evaluation_paths(run_dir, evaluation.method.name, evaluation.split)
         report = {
             **result.summary(),
             "method_options": evaluation.method.options,
-            "kl": kl.sum().item(),
-            "kl_per_dimension": kl.tolist(),
+            "kl": kl,
+            "kl_per_dimension": kl_dims,
             "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "latent_activity": activity.tolist(),
             **units(config, result, x),
@@ -393,6 +394,19 @@ def evaluate_run(
         save_inference_data(result, paths["netcdf"], latent_draws=draws, attrs=report)
         write_json(report, paths["json"])
     return report
+
+
+def _kl_diagnostics(vae, x, chunk):
+    """Mean ``KL(q(z | x) || p(z))`` over ``x`` and, where prior and guide factor over dimensions, its split into
+    dimensions (else ``None``); computed ``chunk`` examples at a time."""
+    site = vae.latent_site
+    pieces = [x[start : start + chunk] for start in range(0, len(x), chunk)]
+    total = sum(kl_from_prior(vae.model, vae.guide, piece, site=site).sum().item() for piece in pieces) / len(x)
+    try:
+        per_dim = sum(kl_per_dimension(vae.model, vae.guide, p, site=site) * len(p) for p in pieces) / len(x)
+    except ValueError:  # a mixture or flow prior, a correlated guide: no per-dimension split
+        return total, None
+    return total, per_dim.tolist()
 
 
 def _evaluation_config(config, method, method_options, split, data_batch_size, seed):

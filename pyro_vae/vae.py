@@ -70,6 +70,12 @@ class VAE(PyroModule):
         self.encoder = encoder
         self.decoder = decoder
         self.num_data = num_data
+        # 8-bit likelihoods read grey levels 0..255; the encoder sees them scaled to [0, 1], as other data
+        self.input_scale = 1 / 255 if getattr(likelihood, "data_representation", None) == "8-bit" else 1.0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for data ``x`` (scaled to [0, 1] first for 8-bit data)."""
+        return self.encoder(x * self.input_scale if self.input_scale != 1.0 else x)
 
     def data_plate(self, x: torch.Tensor):
         batch_size = x.shape[0]
@@ -89,12 +95,12 @@ class VAE(PyroModule):
     def guide(self, x: torch.Tensor):
         """``q(z | x)`` for a minibatch ``x`` of shape ``[batch, data_dim]``."""
         with self.data_plate(x):
-            pyro.sample("z", self.guide_family(self.encoder(x)))
+            pyro.sample("z", self.guide_family(self.encode(x)))
 
     @module_local
     def posterior(self, x: torch.Tensor):
         """The guide's distribution ``q(z | x)``, batched over the rows of ``x``."""
-        return self.guide_family(self.encoder(x))
+        return self.guide_family(self.encode(x))
 
     @module_local
     def decode(self, z: torch.Tensor):
@@ -170,7 +176,7 @@ class TwoLayerVAE(VAE):
     @pyro_method
     def guide(self, x: torch.Tensor):
         with self.data_plate(x):
-            z1 = pyro.sample("z1", self.guide_family(self.encoder(x)))
+            z1 = pyro.sample("z1", self.guide_family(self.encode(x)))
             pyro.sample("z2", self.top_guide_family(self.top_encoder(z1)))
 
     @torch.no_grad()
@@ -203,8 +209,11 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
     :param num_data: training set size, for the data plate's subsample scale.
     :param image_shape: ``(C, H, W)`` of image data, for networks that ask for it (convolutions).
     """
-    if config.latent_dim < 1 or data_dim < 1:
-        raise ValueError(f"latent_dim and data_dim must be positive, got {config.latent_dim} and {data_dim}")
+    if config.latent_dim < 1 or data_dim < 1 or (config.top_latent_dim is not None and config.top_latent_dim < 1):
+        raise ValueError(
+            f"latent_dim, top_latent_dim and data_dim must be positive, got {config.latent_dim}, "
+            f"{config.top_latent_dim} and {data_dim}"
+        )
     latent_dim = config.latent_dim
     prior_dim = latent_dim if config.top_latent_dim is None else config.top_latent_dim  # the prior is on the top
     prior = PRIORS.build(config.prior.name, latent_dim=prior_dim, **config.prior.options)
@@ -218,7 +227,7 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
     else:
         vae = _two_layer(config, prior, likelihood, guide, encoder, decoder, num_data)
     if getattr(prior, "needs_posterior", False):  # a prior made of the guide (the VampPrior)
-        prior.attach(vae.posterior, data_dim)
+        prior.attach(vae.posterior, data_dim, data_scale=1 / vae.input_scale)
     return vae
 
 
@@ -229,6 +238,11 @@ def _two_layer(config, top_prior, likelihood, guide, encoder, decoder, num_data)
             "is on z2: use another prior, or one stochastic layer (model.top_latent_dim = null)"
         )
     top = config.top_latent_dim
+    if getattr(guide, "latent_kind", "continuous") != "continuous":
+        raise ValueError(
+            f"two stochastic layers need a continuous guide (z1 is scored under a normal p(z1 | z2)), not "
+            f"'{config.guide.name}'"
+        )
     top_guide = GUIDES.build(config.guide.name, latent_dim=top, **config.guide.options)
     activation = config.encoder.options.get("activation", "tanh")
     hidden = list(config.top_hidden_sizes)

@@ -127,14 +127,37 @@ def kl_per_dimension(model, guide, *args, site=None, num_samples=1000, **kwargs)
     """
     posterior, prior, site = _guide_and_prior(model, guide, args, kwargs, site)
     q, p = per_dimension(posterior), per_dimension(prior)
+    if q.event_shape or p.event_shape:
+        raise ValueError(
+            f"site '{site}' has a {type(p).__name__} prior or {type(q).__name__} guide that does not factor over "
+            "dimensions, so there is no KL per dimension: use kl_from_prior for the whole KL"
+        )
     try:
         kl = kl_divergence(q, p)
     except NotImplementedError:
-        with torch.no_grad():
-            z = q.sample((num_samples,))
-            kl = (q.log_prob(z) - p.log_prob(z)).mean(0)
+        kl = _monte_carlo_kl(q, p, num_samples)
     kl = kl.expand(posterior.batch_shape + posterior.event_shape)
     return kl.reshape(-1, math.prod(posterior.event_shape)).mean(0)
+
+
+def kl_from_prior(model, guide, *args, site=None, num_samples=1000, **kwargs) -> torch.Tensor:
+    """``KL(q(z | x_n) || p(z))`` of one latent site, per data point: closed form where torch has one, else a
+    Monte Carlo estimate with ``num_samples`` draws from ``q`` (drawn a few at a time, so memory stays bounded for
+    a mixture prior with many components)."""
+    posterior, prior, _ = _guide_and_prior(model, guide, args, kwargs, site)
+    try:
+        return kl_divergence(posterior, prior)
+    except NotImplementedError:
+        return _monte_carlo_kl(posterior, prior, num_samples)
+
+
+@torch.no_grad()
+def _monte_carlo_kl(q, p, num_samples, chunk=20):
+    total = 0.0
+    for start in range(0, num_samples, chunk):
+        z = q.sample((min(chunk, num_samples - start),))
+        total = total + (q.log_prob(z) - p.log_prob(z)).sum(0)
+    return total / num_samples
 
 
 def posterior_means(guide, *args, site=None, num_samples=1000, **kwargs) -> torch.Tensor:

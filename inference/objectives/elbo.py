@@ -94,6 +94,12 @@ def check_analytic_kl(model, guide, args, kwargs):
     with torch.no_grad(), poutine.block(), forked_rng():  # checking must not change the estimator's draws
         guide_trace, model_trace = map(prune_subsample_sites, guide_and_model_traces(model, guide, *args, **kwargs))
     check_reparameterized(guide_trace, "elbo-analytic-kl")
+    latents = [name for name, site in model_trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    if len(latents) > 1:
+        raise ValueError(
+            f"'elbo-analytic-kl' takes each latent site's KL in closed form, which is exact only when the guide's "
+            f"sites are independent given x; with several dependent latent sites ({', '.join(latents)}) use 'elbo'"
+        )
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
             continue

@@ -8,6 +8,8 @@ A multivariate normal guide ``q = N(mu, S)`` (full or low rank) against a diagon
 so ``elbo-analytic-kl`` applies to the low-rank and full-rank guides with the normal priors.
 """
 
+import math
+
 import torch
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal, register_kl
 
@@ -21,12 +23,13 @@ def kl_multivariate_normal_diagonal_normal(q, p) -> torch.Tensor:
     if not _diagonal_normal(p):
         raise NotImplementedError
     variance = p.base_dist.scale.pow(2)
-    covariance = q.covariance_matrix
-    trace = (covariance.diagonal(dim1=-2, dim2=-1) / variance).sum(-1)
+    d = q.event_shape[-1]
+    trace = (q.variance / variance).sum(-1)
     mahalanobis = ((p.base_dist.loc - q.loc).pow(2) / variance).sum(-1)
     log_det_p = variance.log().sum(-1)
-    log_det_q = 2 * torch.linalg.cholesky(covariance).diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return 0.5 * (trace + mahalanobis - q.event_shape[-1] + log_det_p - log_det_q)
+    # log det S from q's entropy, which torch computes from its own factorization (stable for low rank)
+    log_det_q = 2 * q.entropy() - d * (1 + math.log(2 * math.pi))
+    return 0.5 * (trace + mahalanobis - d + log_det_p - log_det_q)
 
 
 register_kl(MultivariateNormal, Independent)(kl_multivariate_normal_diagonal_normal)

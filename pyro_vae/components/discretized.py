@@ -135,8 +135,9 @@ class DiscretizedLogisticMixtureLikelihood(EightBitLikelihood):
         self.num_params = 3 * num_components
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
-        shape = decoder_output.shape[:-1] + (self.data_dim, self.num_components)
-        logits, loc, log_scale = decoder_output.reshape(*shape[:-2], 3, self.data_dim, self.num_components).unbind(-3)
+        # parameter-major: one block of data_dim values per (parameter, component)
+        blocks = decoder_output.unflatten(-1, (3, self.num_components, self.data_dim)).transpose(-1, -2)
+        logits, loc, log_scale = blocks.unbind(-3)
         return DiscretizedLogistic(
             127.5 + 127.5 * loc, log_scale.clamp(min=-7.0) + math.log(32.0), logits=logits
         ).to_event(1)

@@ -49,10 +49,11 @@ class DiagonalNormalGuide(PyroModule):
 @GUIDES.register("low-rank-normal")
 class LowRankNormalGuide(PyroModule):
     """``q(z | x) = N(mu(x), W(x) W(x)^T + diag(d(x)))`` with a ``rank``-column factor ``W`` and
-    ``d = softplus(.) + min_scale^2``: correlations between latent dimensions at ``O(rank * latent_dim)`` cost.
+    ``d = softplus(.) + min_scale`` (a floor that keeps the factorization well conditioned in float32):
+    correlations between latent dimensions at ``O(rank * latent_dim)`` cost.
     The encoder emits ``latent_dim * (2 + rank)`` numbers: locations, raw diagonal, then the factor."""
 
-    def __init__(self, latent_dim: int, rank: int = 2, min_scale: float = 1e-4):
+    def __init__(self, latent_dim: int, rank: int = 2, min_scale: float = 1e-3):
         super().__init__()
         if rank < 1:
             raise ValueError(f"rank must be a positive integer, got {rank}")
@@ -67,7 +68,7 @@ class LowRankNormalGuide(PyroModule):
         d = self.latent_dim
         loc, raw_diag, factor = encoder_output.split([d, d, d * self.rank], dim=-1)
         factor = factor.reshape(*factor.shape[:-1], d, self.rank)
-        return dist.LowRankMultivariateNormal(loc, factor, positive_scale(raw_diag, self.min_scale**2))
+        return dist.LowRankMultivariateNormal(loc, factor, positive_scale(raw_diag, self.min_scale))
 
 
 @GUIDES.register("full-rank-normal")

@@ -59,6 +59,7 @@ class ConvEncoder(nn.Module):
         self, in_dim: int, out_dim: int, image_shape=None, channels: Sequence[int] = (32, 64), activation: str = "relu"
     ):
         super().__init__()
+        _check_channels("conv", channels)
         image_shape = _check_image_shape("conv", image_shape, in_dim, len(channels))
         if in_dim != math.prod(image_shape):
             raise ValueError(f"'conv' is an encoder of {image_shape} images; as a decoder use 'deconv'")
@@ -94,6 +95,7 @@ class DeconvDecoder(nn.Module):
         upsampling: str = "transposed",
     ):
         super().__init__()
+        _check_channels("deconv", channels)
         image_shape = _check_image_shape("deconv", image_shape, None, len(channels))
         pixels = image_shape[1] * image_shape[2]
         if out_dim % pixels:
@@ -123,6 +125,11 @@ def _activation(name):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[name]()
+
+
+def _check_channels(network, channels):
+    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"'{network}' needs channels as a non-empty list of positive integers, got {channels!r}")
 
 
 def _check_image_shape(network, image_shape, in_dim, num_blocks):

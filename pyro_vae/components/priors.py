@@ -78,7 +78,7 @@ class VampPrior(PyroModule):
     start; ``learned_weights=False`` keeps them uniform, as in the paper).
 
     The prior reads the encoder and guide family through the VAE, which attaches its ``posterior`` and the data
-    dimension (:meth:`attach`) when it is built; the pseudo-inputs start uniform in ``[0, 1]``.
+    dimension (:meth:`attach`) when it is built; the pseudo-inputs start uniform over the data's range.
 
     References:
         J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018.
@@ -96,10 +96,11 @@ class VampPrior(PyroModule):
         self.pseudo_inputs = None
         self._posterior = None
 
-    def attach(self, posterior, data_dim: int):
-        """Give the prior the guide ``posterior(x) -> q(z | x)`` and the data dimension of its pseudo-inputs."""
+    def attach(self, posterior, data_dim: int, data_scale: float = 1.0):
+        """Give the prior the guide ``posterior(x) -> q(z | x)`` and the data dimension of its pseudo-inputs, which
+        start uniform in ``[0, data_scale]`` (255 for 8-bit data)."""
         object.__setattr__(self, "_posterior", posterior)  # a reference, not a submodule: no second copy
-        self.pseudo_inputs = nn.Parameter(torch.rand(self.num_pseudo_inputs, data_dim))
+        self.pseudo_inputs = nn.Parameter(data_scale * torch.rand(self.num_pseudo_inputs, data_dim))
 
     def forward(self) -> dist.Distribution:
         if self._posterior is None:

@@ -135,3 +135,23 @@ def test_importance_resampling_recovers_the_posterior_mean(linear_gaussian):
     sd = posterior.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
     # resampled draws are correlated through the shared particles; allow 8 naive standard errors
     assert ((draws.mean(0) - posterior.loc).abs() < 8 * sd / math.sqrt(4000)).all()
+
+
+def test_kl_from_prior_is_closed_form_where_it_can_be_and_bounded_monte_carlo_for_a_mixture_prior():
+    from inference.evaluation.diagnostics import kl_from_prior, kl_per_dimension
+    from pyro_vae import build_vae
+
+    x = torch.bernoulli(torch.full((30, 64), 0.3))
+    normal = build_vae(64, latent_dim=3, hidden_sizes=(8,))
+    assert torch.allclose(
+        kl_from_prior(normal.model, normal.guide, x).mean(), kl_per_dimension(normal.model, normal.guide, x).sum()
+    )
+    mixture = build_vae(64, latent_dim=3, hidden_sizes=(8,), prior="mixture", prior_options={"num_components": 1})
+    with torch.no_grad():
+        mixture.prior.locs.zero_()  # one component at N(0, I): the same prior as `normal`, written as a mixture
+    mixture.encoder.load_state_dict(normal.encoder.state_dict())
+    monte_carlo = kl_from_prior(mixture.model, mixture.guide, x, num_samples=4000).mean()
+    closed_form = kl_from_prior(normal.model, normal.guide, x).mean()
+    assert abs(monte_carlo - closed_form) < 0.05 * closed_form + 0.02
+    with pytest.raises(ValueError, match="does not factor over dimensions"):
+        kl_per_dimension(mixture.model, mixture.guide, x)

@@ -170,6 +170,10 @@ TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", 
         (["--dataset", "linear-gaussian"], "choose --likelihood gaussian"),
         (["--estimator", "elbo-analytic-kl", "--prior", "vamp"], "use 'elbo', which estimates the KL by Monte Carlo"),
         (["--likelihood", "beta"], "outside the support of the 'beta' likelihood"),  # digits have exact 0s
+        (["--estimator", "elbo-analytic-kl", "--set", "model.top_latent_dim=2"], "several dependent latent sites"),
+        (["--prior", "bernoulli", "--guide", "bernoulli", "--set", "model.top_latent_dim=2"], "a continuous guide"),
+        (["--set", "model.top_latent_dim=0"], "must be positive"),
+        (["--plugin", "no-such-plugin.py"], "no plugin file"),
         (["--set", "model.top_latent_dim=2", "--prior", "vamp"], "with two stochastic layers the prior is on z2"),
         (["--estimator", "iwae-dreg", "--guide", "iaf"], "cannot detach the parameters of AffineAutoregressive"),
         (["--config", "missing.toml"], "no configuration file"),
@@ -287,3 +291,11 @@ def test_values_outside_zero_one_are_refused_for_the_continuous_bernoulli(tmp_pa
     assert main(["train", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "outside the support of the 'continuous-bernoulli' likelihood" in err and not out.exists()
+
+
+def test_a_plugin_that_fails_to_load_is_one_line(tmp_path, capsys):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("def broken(:\n")
+    assert main(["train", *TINY, "--plugin", str(plugin), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "failed to load: SyntaxError" in err and "\n" not in err and not (tmp_path / "run").exists()

@@ -62,6 +62,34 @@ def test_eight_bit_likelihoods_sum_to_one_over_the_256_levels(name, options, flo
     assert draws.min() >= 0 and draws.max() <= 255 and torch.equal(draws, draws.round())
 
 
+def test_decoder_outputs_are_read_parameter_major():
+    """Entries p*D .. (p+1)*D - 1 are parameter p for the D pixels (for the mixture, one block per component)."""
+    d, k = 3, 2
+    likelihood = LIKELIHOODS.build("discretized-logistic-mixture", data_dim=d, num_components=k)
+    output = torch.arange(3 * k * d, dtype=torch.float64)
+    mixture = likelihood(output).base_dist
+    for component in range(k):
+        for pixel in range(d):
+            assert mixture.loc[pixel, component] == 127.5 + 127.5 * output[(k + component) * d + pixel]
+            assert mixture.logits[pixel, component] == output[component * d + pixel]
+
+
+def test_low_rank_kl_is_right_at_the_guides_floor_with_a_rank_deficient_factor():
+    from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal, kl_divergence
+
+    import inference  # noqa: F401  (registers the closed form)
+
+    guide = GUIDES.build("low-rank-normal", latent_dim=4)
+    floor = guide.min_scale  # the smallest diagonal the guide can give
+    q = LowRankMultivariateNormal(torch.zeros(4), 30 * torch.ones(4, 2), torch.full((4,), floor))  # W W^T: rank 1
+    p = Independent(Normal(torch.zeros(4), torch.ones(4)), 1)
+    exact = kl_divergence(
+        MultivariateNormal(q.loc.double(), q.covariance_matrix.double()),
+        MultivariateNormal(p.mean.double(), torch.eye(4).double()),
+    )
+    assert torch.isfinite(kl_divergence(q, p)) and kl_divergence(q, p).item() == pytest.approx(exact.item(), rel=1e-4)
+
+
 def test_a_discretized_logistic_far_in_its_tails_stays_finite():
     likelihood = LIKELIHOODS.build("discretized-logistic", data_dim=2)
     output = torch.tensor([[40.0, -40.0, -7.0, -7.0]])  # locations far outside 0..255, narrowest scale
