@@ -21,11 +21,10 @@ import math
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.nn import PyroModule
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from pyro_vae.components.likelihoods import LIKELIHOODS
+from pyro_vae.components.likelihoods import LIKELIHOODS, Likelihood
 
 NUM_LEVELS = 256
 
@@ -99,15 +98,10 @@ class DiscretizedLogistic(TorchDistribution):
         return new
 
 
-class EightBitLikelihood(PyroModule):
+class EightBitLikelihood(Likelihood):
     """Base of the 8-bit likelihoods: data are grey levels ``0..255``."""
 
-    binary_data = False
     data_representation = "8-bit"
-
-    def __init__(self, data_dim: int):
-        super().__init__()
-        self.data_dim = data_dim
 
 
 @LIKELIHOODS.register("discretized-logistic")

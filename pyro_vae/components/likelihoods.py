@@ -19,22 +19,28 @@ from inference.registry import Registry
 LIKELIHOODS = Registry("likelihood")
 
 
-@LIKELIHOODS.register("bernoulli")
-class BernoulliLikelihood(PyroModule):
-    """``p(x | z) = prod_d Bernoulli(x_d; sigmoid(f_d(z)))`` on binary data; the decoder emits logits."""
+class Likelihood(PyroModule):
+    """Base of the likelihoods whose only constructor argument is the data dimension."""
 
     num_params = 1
-    binary_data = True
+    binary_data = False
 
     def __init__(self, data_dim: int):
         super().__init__()
         self.data_dim = data_dim
 
+
+@LIKELIHOODS.register("bernoulli")
+class BernoulliLikelihood(Likelihood):
+    """``p(x | z) = prod_d Bernoulli(x_d; sigmoid(f_d(z)))`` on binary data; the decoder emits logits."""
+
+    binary_data = True
+
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         return dist.Bernoulli(logits=decoder_output).to_event(1)
 
 
-class ScaleLikelihood(PyroModule):
+class ScaleLikelihood(Likelihood):
     """A location-scale likelihood ``p(x | z) = prod_d D(x_d; f_d(z), s_d)`` whose decoder gives the location.
 
     ``scale`` is a positive number (a fixed ``s`` for every dimension), ``"learned"`` (one ``s_d`` per data
@@ -42,13 +48,10 @@ class ScaleLikelihood(PyroModule):
     ``init_scale``. Subclasses name the family ``D`` in :attr:`family`.
     """
 
-    num_params = 1
-    binary_data = False
     family = None
 
     def __init__(self, data_dim: int, scale="learned", init_scale: float = 0.1):
-        super().__init__()
-        self.data_dim = data_dim
+        super().__init__(data_dim)
         self.fixed_scale = None
         if scale in ("learned", "learned-global"):
             init = math.log(math.expm1(init_scale - 1e-3))  # inverse softplus, so the scale starts at init_scale
@@ -92,7 +95,7 @@ class LaplaceLikelihood(ScaleLikelihood):
 
 
 @LIKELIHOODS.register("continuous-bernoulli")
-class ContinuousBernoulliLikelihood(PyroModule):
+class ContinuousBernoulliLikelihood(Likelihood):
     """``p(x | z) = prod_d CB(x_d; sigmoid(f_d(z)))`` on grey levels in ``[0, 1]`` (Loaiza-Ganem & Cunningham
     2019): the Bernoulli mass made a density on ``[0, 1]`` by its normalizing constant ``C(lambda)``, computed by
     torch stably near ``lambda = 1/2``. The data are not binarized.
@@ -102,29 +105,17 @@ class ContinuousBernoulliLikelihood(PyroModule):
         autoencoders. NeurIPS 2019.
     """
 
-    num_params = 1
-    binary_data = False
-
-    def __init__(self, data_dim: int):
-        super().__init__()
-        self.data_dim = data_dim
-
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         return dist.ContinuousBernoulli(logits=decoder_output).to_event(1)
 
 
 @LIKELIHOODS.register("beta")
-class BetaLikelihood(PyroModule):
+class BetaLikelihood(Likelihood):
     """``p(x | z) = prod_d Beta(x_d; a_d(z), b_d(z))`` on values strictly inside ``(0, 1)``, with
     ``a, b = softplus(.) + 1e-3`` from ``2 * data_dim`` decoder outputs. Pixel data with exact 0s and 1s lie
     outside its support: squeeze them into ``(0, 1)`` first, or use ``continuous-bernoulli``."""
 
     num_params = 2
-    binary_data = False
-
-    def __init__(self, data_dim: int):
-        super().__init__()
-        self.data_dim = data_dim
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         a, b = (nn.functional.softplus(part) + 1e-3 for part in decoder_output.chunk(2, dim=-1))
