@@ -73,6 +73,8 @@ class ModelConfig:
 class TrainConfig:
     estimator: Component = field(default_factory=lambda: Component("elbo"))
     optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 1e-3}))
+    #: Stepped after every epoch: constant, burda (3^i epochs at lr * 10^(-i/7)), exponential, step.
+    lr_schedule: Component = field(default_factory=lambda: Component("constant"))
     epochs: int = 100
     batch_size: int = 100
     clip_norm: Optional[float] = None
@@ -233,6 +235,7 @@ def component_registries():
     """``{path: (registry, arguments the run supplies itself)}`` for every component of the tree."""
     from inference.evaluation.log_marginal_likelihood import LOG_PX_METHODS
     from inference.objectives import ESTIMATORS
+    from inference.training.schedules import LR_SCHEDULES
     from inference.training.trainer import OPTIMIZERS
     from pyro_vae.components import GUIDES, LIKELIHOODS, NETWORKS, PRIORS
 
@@ -244,6 +247,7 @@ def component_registries():
         "model.decoder": (NETWORKS, {"in_dim", "out_dim", "image_shape"}),
         "train.estimator": (ESTIMATORS, {"max_plate_nesting", "data_plate", "baseline_net", "sleep_args"}),
         "train.optimizer": (OPTIMIZERS, {"params"}),
+        "train.lr_schedule": (LR_SCHEDULES, {"optimizer"}),
         "eval.method": (LOG_PX_METHODS, set()),
     }
 

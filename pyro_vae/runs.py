@@ -38,8 +38,15 @@ from inference.evaluation.diagnostics import (
     save_inference_data,
 )
 from inference.importance import forked_rng
-from inference.training.callbacks import Checkpoint, KLWeightSchedule, OnEpochEnd, linear_warmup
+from inference.training.callbacks import (
+    Checkpoint,
+    KLWeightSchedule,
+    LearningRateSchedule,
+    OnEpochEnd,
+    linear_warmup,
+)
 from inference.training.checkpoint import load_checkpoint
+from inference.training.schedules import LR_SCHEDULES
 from inference.training.trainer import Trainer
 from pyro_vae.components import LIKELIHOODS
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides, resolve_device
@@ -194,6 +201,13 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
     callbacks = []
     if config.train.kl_warmup_epochs:
         callbacks.append(KLWeightSchedule(linear_warmup(config.train.kl_warmup_epochs)))
+    schedule = config.train.lr_schedule
+    if schedule.name != "constant":
+        callbacks.append(
+            LearningRateSchedule(
+                lambda optimizer: LR_SCHEDULES.build(schedule.name, optimizer=optimizer, **schedule.options)
+            )
+        )
 
     previous_epochs = read_status(run_dir).get("epochs_done", 0) if resume else 0
 
