@@ -475,7 +475,7 @@ def _generating_model_reference(splits, x) -> dict:
     return {"generating_model_log_px": splits.source.log_marginal(x.to(splits.source.weight)).mean().item()}
 
 
-def _image_grid(flat: torch.Tensor, image_shape, nrow: int, upscale: int):
+def image_grid(flat: torch.Tensor, image_shape, nrow: int, upscale: int):
     import torchvision.utils
 
     images = flat.reshape(-1, *image_shape).clamp(0, 1)
@@ -506,8 +506,8 @@ def sample_run(run_dir, *, num_samples=64, nrow=8, split="test", seed=0, upscale
         "reconstructions": os.path.join(run_dir, "reconstructions.png"),
     }
     grids = {
-        "samples": _image_grid(samples / brightness, splits.image_shape, nrow, upscale),
-        "reconstructions": _image_grid(torch.cat(rows) / brightness, splits.image_shape, nrow, upscale),
+        "samples": image_grid(samples / brightness, splits.image_shape, nrow, upscale),
+        "reconstructions": image_grid(torch.cat(rows) / brightness, splits.image_shape, nrow, upscale),
     }
     with RunLock(run_dir, command_line()):
         for name, grid in grids.items():

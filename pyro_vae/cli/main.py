@@ -5,6 +5,7 @@ pyro-vae train --config experiment.toml --set model.prior=bernoulli --set train.
 pyro-vae train --resume --out runs/digits --epochs 200
 pyro-vae evaluate runs/digits --num-samples 5000
 pyro-vae sample runs/digits
+pyro-vae compare --dataset digits --epochs 20 --vary train.estimator=elbo,iwae --seeds 0 1 --out runs/cmp
 pyro-vae list [--json]
 
 Every training option is a dotted path of the configuration tree (:mod:`pyro_vae.config`); the short flags are
@@ -338,6 +339,132 @@ def _sample(args):
         print(f"wrote {name}: {path}")
 
 
+def _axis(text):
+    """``PATH=V1,V2,...`` (or ``PATH=[V1, V2]`` as JSON, for values that hold commas) -> ``(path, [values])``."""
+    from pyro_vae.config import parse_value
+
+    path, sep, values = text.partition("=")
+    if not sep or not path or not values:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not PATH=V1,V2,..., e.g. train.estimator=elbo,iwae or 'model.encoder.options.hidden_sizes="
+            "[[200],[400,400]]'"
+        )
+    parsed = parse_value(values) if values.lstrip().startswith("[") else [parse_value(v) for v in values.split(",")]
+    if not isinstance(parsed, list):
+        raise argparse.ArgumentTypeError(f"the values of '{path}' must be a list, got {values}")
+    return path.strip(), parsed
+
+
+def _add_compare(sub):
+    p = sub.add_parser(
+        "compare",
+        help="train and evaluate a grid of configurations over seeds; write a report with paired statistics",
+        description="Run every cell of a grid (every combination of the --vary values, crossed with hand-picked "
+        "cells of a --grid file) once per seed into OUT/cells/<cell>/seed-<s>/ (ordinary run folders), evaluate "
+        "each on the same test examples, and write results.csv, results.json, report.md and report.html with "
+        "plots. Rerunning the same command resumes: finished runs are skipped, half-trained ones continue from "
+        "their checkpoints. The base configuration comes from the defaults, then the grid file's [base], then "
+        "--config, the short flags of `pyro-vae train` and --set.",
+    )
+    p.add_argument("--out", required=True, help="comparison folder to create (or to resume)")
+    p.add_argument("--grid", dest="grid_file", help="a TOML file with [base], [grid], [[cells]] and [compare]")
+    p.add_argument(
+        "--vary",
+        type=_axis,
+        action="append",
+        default=[],
+        metavar="PATH=V1,V2",
+        help="a grid axis: a configuration path and its values, e.g. train.estimator=elbo,iwae; repeatable",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds of every cell (default 0)")
+    p.add_argument("--baseline", help="label of the cell the others are compared with (default: the first)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: the cores shared among --jobs)")
+    p.add_argument("--ray", action="store_true", help="run the runs as tasks of a local Ray instance")
+    p.add_argument("--ray-address", help="run the runs on the Ray cluster at this address (e.g. ray://host:10001)")
+    p.add_argument("--method", help="log p(x) method of every cell (default is)")
+    p.add_argument("--num-samples", type=int, help="importance samples K per test example (default 5000)")
+    p.add_argument("--no-pictures", action="store_true", help="skip the sample, reconstruction and manifold figures")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.add_argument("--config", help="a TOML (or JSON) file with the base configuration tree")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="set one value of the base configuration by its dotted path; repeatable",
+    )
+    g = p.add_argument_group("base configuration: the short flags of `pyro-vae train`")
+    for flag, keywords, target in TRAIN_ALIASES:
+        if flag in ("--seed",):
+            continue
+        suffix = f" ({target})" if isinstance(target, str) else ""
+        g.add_argument(flag, dest=_dest(flag), default=None, **{**keywords, "help": keywords["help"] + suffix})
+    p.set_defaults(run=_compare, seed=None)
+
+
+def compare_grid(args):
+    """The :class:`~pyro_vae.compare.Grid` a ``compare`` command line describes."""
+    from pyro_vae.compare import Grid, load_grid_file
+    from pyro_vae.config import RunConfig, apply_overrides, load_config_file
+
+    grid = load_grid_file(args.grid_file) if args.grid_file else Grid()
+    base = RunConfig.from_dict(grid.base)
+    if args.config:
+        base = load_config_file(args.config)
+    overrides = train_overrides(args)
+    if args.method:
+        overrides.append(("eval.method", args.method))
+    if args.num_samples is not None:
+        overrides.append(("eval.method.options.num_samples", args.num_samples))
+    grid.base = apply_overrides(base, overrides).to_dict()
+    grid.axes = {**grid.axes, **dict(args.vary)}
+    if args.seeds:
+        grid.seeds = list(args.seeds)
+    if args.baseline:
+        grid.baseline = args.baseline
+    grid.check()
+    return grid
+
+
+def _compare(args):
+    from pyro_vae.compare import run_comparison
+    from pyro_vae.compare.report import table_rows
+
+    grid = compare_grid(args)
+    result = run_comparison(
+        grid,
+        args.out,
+        jobs=args.jobs,
+        ray=args.ray,
+        ray_address=args.ray_address,
+        threads=args.threads,
+        progress=not args.no_progress,
+        pictures=not args.no_pictures,
+    )
+    table = table_rows(result["cells"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print(
+            "  ".join(
+                value.rjust(width) if i else value.ljust(width) for i, (value, width) in enumerate(zip(row, widths))
+            )
+        )
+    print(
+        f"report: {result['paths']['report.md']} and {result['paths']['report.html']}; "
+        f"per run: {result['paths']['results.csv']}"
+    )
+    if result["failures"]:
+        for failure in result["failures"]:
+            print(f"pyro-vae compare: run {failure['run_dir']} failed: {failure['error']}", file=sys.stderr)
+        raise RuntimeError(
+            f"{len(result['failures'])} of {len(result['runs'])} runs failed (see above and report.md); fix the cause "
+            "and rerun the same command to finish them"
+        )
+
+
 def _add_list(sub):
     p = sub.add_parser("list", help="list the components that can be chosen by name, with their options")
     p.add_argument(
@@ -395,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_sample(sub)
+    _add_compare(sub)
     _add_list(sub)
     return parser
 
@@ -407,7 +535,7 @@ def main(argv=None):
         return 2
     try:
         args.run(args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, ImportError) as e:
         if args.debug:
             raise
         print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)

@@ -1,0 +1,155 @@
+"""Running a grid's runs: in this process, in a pool of local processes, or as Ray tasks.
+
+Every run is :func:`run_one`: train into its folder (resuming from its checkpoint when the folder has one), then
+evaluate with the configuration's ``eval`` section. A run whose training finished and whose evaluation scored
+its last checkpoint is skipped, so a comparison that was killed resumes where it stopped: finished runs are not
+retrained, half-trained ones continue from their last epoch exactly as an uninterrupted run would (the checkpoint
+holds every random generator), and an evaluation is seeded by ``eval.seed``, so it repeats to the last bit.
+
+Each worker runs with ``threads`` torch threads, the same in every backend, so that the local pool and Ray give
+the same numbers. Ray (``pip install -e '.[ray]'``) is Ray's own scheduler: ``ray.init()`` starts a local
+instance, ``ray.init(address=...)`` joins a cluster; the comparison folder must then be on storage every node
+sees (as for Ray's own ``storage_path``).
+
+Progress: :class:`ProgressMonitor` reads the runs' ``status.json`` files (written after every epoch, whatever
+process trains them), so one bar shows the epochs done over all runs, the runs finished, and an estimate of the
+time left.
+"""
+
+import concurrent.futures
+import multiprocessing
+import os
+import threading
+import traceback
+
+from tqdm.auto import tqdm
+
+from pyro_vae.folder import read_status
+
+
+def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
+    """Train and evaluate one run (skipping what is already done); returns ``{"run_dir", "state", "error"}``."""
+    import torch
+
+    from pyro_vae import runs
+    from pyro_vae.config import RunConfig
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        config = RunConfig.from_dict(config_tree)
+        if not is_done(run_dir):
+            runs.train_run(config, run_dir, resume=True, progress=False)
+            runs.evaluate_run(run_dir, progress=False, posterior_examples=())
+        return {"run_dir": run_dir, "state": "done", "error": None}
+    except Exception as error:  # one failed run does not stop the others; the report names it
+        return {
+            "run_dir": run_dir,
+            "state": "failed",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(),
+        }
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def evaluation_file(run_dir: str, config_tree: dict) -> str:
+    evaluation = config_tree["eval"]
+    return os.path.join(run_dir, "eval", f"{evaluation['method']['name']}-{evaluation['split']}.json")
+
+
+def is_done(run_dir: str) -> bool:
+    """Training finished and the evaluation on file scored the last checkpoint."""
+    import json
+
+    status = read_status(run_dir)
+    if status.get("state") != "finished":
+        return False
+    path = os.path.join(run_dir, "config.json")
+    with open(path) as f:
+        tree = json.load(f)
+    try:
+        with open(evaluation_file(run_dir, tree)) as f:
+            report = json.load(f)
+    except FileNotFoundError:
+        return False
+    return report.get("checkpoint", {}).get("sha256") == status.get("checkpoint", {}).get("sha256")
+
+
+def run_local(tasks, jobs: int, threads: int) -> list:
+    """Run ``tasks`` (``(run_dir, config_tree)`` pairs): in this process for ``jobs == 1``, else in a pool of
+    ``jobs`` fresh processes (spawned, so no state leaks from this one)."""
+    if jobs == 1:
+        return [run_one(run_dir, tree, threads) for run_dir, tree in tasks]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_one, run_dir, tree, threads) for run_dir, tree in tasks]
+        return [future.result() for future in futures]
+
+
+def run_ray(tasks, threads: int, address=None) -> list:
+    """Run ``tasks`` as Ray tasks of ``threads`` CPUs each, on a local Ray instance (``address=None``) or the
+    cluster at ``address``."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("Ray is not installed: pip install -e '.[ray]' (or run without --ray)") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=threads)(run_one)
+        return ray.get([remote.remote(run_dir, tree, threads) for run_dir, tree in tasks])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class ProgressMonitor:
+    """A progress bar over all runs, in epochs, fed by polling the runs' ``status.json`` from a thread."""
+
+    def __init__(self, tasks, enabled=True, interval=0.5):
+        self.tasks = tasks
+        self.epochs = {run_dir: tree["train"]["epochs"] for run_dir, tree in tasks}
+        self.interval = interval
+        self.bar = tqdm(total=sum(self.epochs.values()), desc="compare", unit="epoch", disable=not enabled)
+        self._postfix = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self):
+        self.update()
+        self.bar.reset(total=self.bar.total)  # the rate and the time left count only this session's epochs
+        self.update()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.update()
+        self.bar.close()
+
+    def _poll(self):
+        while not self._stop.wait(self.interval):
+            self.update()
+
+    def update(self):
+        done, finished, current = 0, 0, []
+        for run_dir, epochs in self.epochs.items():
+            status = read_status(run_dir) if os.path.isdir(run_dir) else {}
+            done += min(status.get("epochs_done", 0), epochs)
+            if status.get("state") == "finished":
+                finished += 1
+            elif status.get("state") == "training":
+                current.append(f"{_short(run_dir)} epoch {status.get('epochs_done', 0)}/{epochs}")
+        postfix = f"runs finished {finished}/{len(self.epochs)}" + "; ".join([""] + current[:2])
+        if (done, postfix) != (self.bar.n, self._postfix):  # a log file gets a line per change, not per poll
+            self._postfix = postfix
+            self.bar.n = done
+            self.bar.set_postfix_str(postfix)
+
+
+def _short(run_dir: str) -> str:
+    head, seed = os.path.split(os.path.normpath(run_dir))
+    return f"{os.path.basename(head)}/{seed}"
