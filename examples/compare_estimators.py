@@ -1,125 +1,53 @@
-"""Train the same VAE under several gradient estimators and compare held-out log p(x), side by side.
+"""Train the same VAE under several gradient estimators and compare held-out log p(x), in pairs, from Python.
 
-    python examples/compare_estimators.py                                   # digits, about 3 minutes on 2 cores
-    python examples/compare_estimators.py --dataset fashion-mnist --epochs 10 --num-test 1000 --out runs/compare-fm
+    python examples/compare_estimators.py                        # digits, about 2 minutes on 2 cores
+    python examples/compare_estimators.py --epochs 2 --num-samples 200 --out runs/quick
 
-Each estimator trains from the same seed into ``OUT/<estimator>-k<K>/`` (a normal run folder, so
-``pyro-vae evaluate`` and ``pyro-vae sample`` work on it), is evaluated with the same K-sample importance-weighted
-estimator on the same fixed binarization of the test split, and the table (log p(x) with its Monte Carlo and
-across-example standard errors, ELBO, active units, training seconds) is printed and written to
-``OUT/comparison.md`` with a plot ``OUT/comparison.png``. Differences between rows are paired (same examples), so
-the Monte Carlo standard error is the one to read when asking whether two rows differ.
+The same comparison from the command line::
+
+    pyro-vae compare --dataset digits --epochs 100 --latent-dim 10 --vary train.estimator=elbo,iwae,iwae-dreg \\
+        --vary train.estimator.options.num_particles=5 --seeds 0 1 --jobs 2 --out runs/compare-digits
+
+Each cell (estimator) trains once per seed into ``OUT/cells/<cell>/seed-<s>/`` (ordinary run folders), is
+evaluated on the same test examples, and ``OUT/report.md`` gives log p(x), ELBO, gap, active units, k-hat, time,
+and each estimator's paired difference to the ELBO with its standard error (:mod:`pyro_vae.compare`).
 """
 
 import argparse
-import json
-import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pyro_vae.config import RunConfig, apply_overrides  # noqa: E402
-from pyro_vae.runs import evaluate_run, read_metrics, train_run  # noqa: E402
-
-DEFAULT_METHODS = ["elbo:1", "elbo:5", "iwae:5", "iwae-dreg:5", "iwae-stl:5", "ciwae:5"]
+from pyro_vae.compare import Grid, run_comparison
+from pyro_vae.compare.report import table_rows
 
 
-def parse_method(text):
-    name, _, k = text.partition(":")
-    return name, int(k or 1)
-
-
-def run_grid(methods, out, dataset, epochs, num_test, num_samples, hidden_sizes, latent_dim, seed, progress):
-    rows = []
-    for name, k in methods:
-        run_dir = os.path.join(out, f"{name}-k{k}")
-        config = apply_overrides(
-            RunConfig(),
-            [
-                ("data.name", dataset),
-                ("data.num_test", num_test),
-                ("train.estimator", {"name": name, "options": {"num_particles": k}}),
-                ("train.epochs", epochs),
-                ("train.seed", seed),
-                ("model.latent_dim", latent_dim),
-                ("model.encoder.options.hidden_sizes", hidden_sizes),
-                ("model.decoder.options.hidden_sizes", hidden_sizes[::-1]),
-            ],
-        )
-        train_run(config, run_dir, resume=True, progress=progress)
-        report = evaluate_run(
-            run_dir, method_options={"num_samples": num_samples}, progress=progress, posterior_examples=()
-        )
-        seconds = sum(m["seconds"] for m in read_metrics(run_dir))
-        rows.append({"estimator": name, "k": k, "train_seconds": seconds, **report})
-        print(f"{name:>12} K={k:<3} log p(x) {report['log_px']:9.3f}  ELBO {report['elbo']:9.3f}", flush=True)
-    return rows
-
-
-def write_report(rows, out):
-    lines = [
-        "| estimator | K | log p(x) | MC s.e. | s.e. over examples | ELBO | active units | train s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['estimator']} | {r['k']} | {r['log_px']:.3f} | {r['log_px_mc_stderr']:.3f} | "
-            f"{r['log_px_stderr']:.3f} | {r['elbo']:.3f} | {r['active_units']} | {r['train_seconds']:.0f} |"
-        )
-    table = "\n".join(lines)
-    with open(os.path.join(out, "comparison.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(out, "comparison.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    labels = [f"{r['estimator']}\nK={r['k']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.5))
-    xs = range(len(rows))
-    ax.errorbar(
-        xs,
-        [r["log_px"] for r in rows],
-        yerr=[2 * r["log_px_mc_stderr"] for r in rows],
-        fmt="o",
-        label="log p(x) (IS, ±2 MC s.e.)",
+def estimator_grid(estimators, num_particles, epochs, num_samples, seeds, dataset="digits") -> Grid:
+    return Grid(
+        base={
+            "data": {"name": dataset},
+            "model": {"latent_dim": 10},
+            "train": {"epochs": epochs},
+            "eval": {"method": {"name": "is", "options": {"num_samples": num_samples}}},
+        },
+        axes={"train.estimator": list(estimators), "train.estimator.options.num_particles": [num_particles]},
+        seeds=list(seeds),
     )
-    ax.plot(xs, [r["elbo"] for r in rows], "s", label="ELBO")
-    ax.set_xticks(list(xs), labels)
-    ax.set_ylabel("nats per test example")
-    ax.set_title(f"{rows[0]['dataset']}: held-out log p(x), K={rows[0]['num_samples']}")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "comparison.png"), dpi=120)
-    return table
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, help="estimator:K pairs")
-    parser.add_argument("--dataset", default="digits", help="data set name")
-    parser.add_argument("--epochs", type=int, default=100, help="training epochs per estimator")
-    parser.add_argument("--num-test", type=int, default=None, help="evaluate on the first this many test examples")
+    parser.add_argument("--estimators", nargs="+", default=["elbo", "iwae", "iwae-dreg", "iwae-stl"])
+    parser.add_argument("--num-particles", type=int, default=5, help="particles K of every estimator")
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--num-samples", type=int, default=5000, help="importance samples K for evaluation")
-    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[200, 200], help="hidden layer sizes")
-    parser.add_argument("--latent-dim", type=int, default=10, help="latent dimension")
-    parser.add_argument("--seed", type=int, default=0, help="seed shared by every run")
-    parser.add_argument("--out", default="runs/compare-digits", help="folder for the runs and the report")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", default="runs/compare-estimators")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    rows = run_grid(
-        [parse_method(m) for m in args.methods],
-        args.out,
-        args.dataset,
-        args.epochs,
-        args.num_test,
-        args.num_samples,
-        args.hidden_sizes,
-        args.latent_dim,
-        args.seed,
-        not args.no_progress,
-    )
-    print(write_report(rows, args.out))
+    grid = estimator_grid(args.estimators, args.num_particles, args.epochs, args.num_samples, args.seeds)
+    result = run_comparison(grid, args.out, jobs=args.jobs, progress=not args.no_progress)
+    for row in table_rows(result["cells"]):
+        print(" | ".join(row))
+    print(f"report: {result['paths']['report.md']}")
 
 
 if __name__ == "__main__":
