@@ -1,6 +1,8 @@
 import importlib.util
 import os
 
+import pytest
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
@@ -40,3 +42,32 @@ def test_custom_components_work_from_python_config_and_the_command_line(tmp_path
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
     assert config["plugins"] == [os.path.abspath(plugin)] and config["model"]["prior"]["options"] == {"scale": 3.0}
+
+
+def test_score_and_reparameterization_gradients_match_the_analytic_answers():
+    import math
+
+    import torch
+
+    toy = load_example("score_vs_reparameterization")
+    generator = torch.Generator().manual_seed(0)
+    n = 200_000
+    problems = [(toy.square, toy.analytic_square, theta) for theta in (-1.0, 0.5, 2.0)]
+    problems += [(toy.sine(2.0), lambda t: toy.analytic_sine(t, 2.0), theta) for theta in (0.3, 1.0)]
+    for f, analytic, theta in problems:
+        exact = analytic(theta)
+        for name in ("score", "reparameterization"):
+            draws = toy.gradient_draws(f, theta, n, name, generator)
+            stderr = draws.std().item() / math.sqrt(n)
+            assert abs(draws.mean().item() - exact["mean"]) < 4 * stderr, (name, theta)
+            assert draws.var().item() == pytest.approx(exact[name], rel=0.06), (name, theta)
+    # x^2: the reparameterized estimator has the lower variance; sin(2x): the score function has
+    assert toy.analytic_square(0.0)["reparameterization"] < toy.analytic_square(0.0)["score"]
+    assert toy.analytic_sine(1.0, 2.0)["score"] < toy.analytic_sine(1.0, 2.0)["reparameterization"]
+
+
+def test_score_vs_reparameterization_figure_is_written(tmp_path):
+    import matplotlib.image
+
+    path = load_example("score_vs_reparameterization").figure(str(tmp_path / "toy.png"), num_draws=500)
+    assert matplotlib.image.imread(path).shape[0] > 300
