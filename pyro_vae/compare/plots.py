@@ -8,7 +8,6 @@
 * :func:`latent_manifolds`: for two-dimensional latents, the decoder's means over a grid of N(0, 1) quantiles.
 """
 
-
 import matplotlib
 
 matplotlib.use("Agg")
