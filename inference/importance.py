@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from typing import NamedTuple, Optional
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
@@ -266,6 +267,19 @@ def check_reparameterized(guide_trace, estimator_name):
             )
 
 
+def check_has_density(guide_trace, estimator_name):
+    """Raise a clear error when a latent guide site is a point mass (``Delta``): a score-function gradient
+    ``f(z) grad log q(z)`` needs a density, and a point mass gives its parameters no gradient that way."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        if isinstance(site["fn"], dist.Delta):
+            raise ValueError(
+                f"'{estimator_name}' uses score-function gradients, which need a guide with a density, but guide "
+                f"site '{name}' is a point mass (Delta). Use a reparameterized estimator such as 'elbo' or 'iwae'."
+            )
+
+
 def per_example_log_weight_parts(
     model,
     guide,
@@ -328,6 +342,8 @@ def per_example_log_weight_parts(
     check_data_plate(traces, data_plate)
     if require_rsample:
         check_reparameterized(traces.guide_trace, estimator_name)
+    else:
+        check_has_density(traces.guide_trace, estimator_name)
     log_guide = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
 
     def log_prob(trace, sites=None):

@@ -233,6 +233,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
     # One trial of the loss before anything is written: combinations the estimator refuses on sight (DReG with a
     # flow guide, a non-reparameterizable guide for IWAE, analytic KL without a closed form) leave no folder.
     trainer.prepare(train_batches)
+    check_evaluation_method(config, vae)
     created = not os.path.exists(run_dir)
     with RunLock(run_dir, command_line()):
         if not resume and os.path.exists(checkpoint_path):
@@ -350,6 +351,7 @@ def evaluate_run(
         config, splits, vae, checkpoint = load_run(run_dir, device, with_checkpoint=True)
         config = _evaluation_config(config, method, method_options, split, data_batch_size, seed)
         evaluation = config.eval
+        check_evaluation_method(config, vae)
         x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
         bad = [i for i in posterior_examples if not 0 <= i < len(x)]
         if bad:
@@ -370,6 +372,7 @@ def evaluate_run(
         seconds = time.perf_counter() - start
         with torch.no_grad():
             kl, kl_dims = _kl_diagnostics(vae, x, evaluation.data_batch_size)
+            distortion = reconstruction_error(vae, x, evaluation.data_batch_size)
             activity = latent_activity(vae.guide, x, site=vae.latent_site)
         paths = evaluation_paths(run_dir, evaluation.method.name, evaluation.split)
         report = {
@@ -377,6 +380,7 @@ def evaluate_run(
             "method_options": evaluation.method.options,
             "kl": kl,
             "kl_per_dimension": kl_dims,
+            **distortion,
             "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "latent_activity": activity.tolist(),
             **units(config, result, x),
@@ -410,9 +414,39 @@ def evaluate_run(
     return report
 
 
+def check_evaluation_method(config: RunConfig, vae: VAE) -> None:
+    """A point-mass guide (``delta``) cannot be the proposal of importance sampling: refuse such a method."""
+    method = config.eval.method
+    uses_guide = method.name == "is" or (method.name == "ais" and method.options.get("proposal", "guide") == "guide")
+    if getattr(vae.guide_family, "point_mass", False) and uses_guide:
+        raise ConfigError(
+            f"the '{config.model.guide.name}' guide is a point mass, so importance sampling with it as proposal "
+            "estimates nothing: use the prior as proposal, --set eval.method=is-prior (or evaluate --method "
+            "is-prior, or --method ais --ais-proposal prior)"
+        )
+
+
+@torch.no_grad()
+def reconstruction_error(vae: VAE, x: torch.Tensor, chunk: int, num_draws: int = 10) -> dict:
+    """The distortion side of the rate-distortion view (Alemi et al. 2018): ``distortion = E_q[-log p(x | z)]``
+    in nats per example, and ``reconstruction_mse = E_q[mean_d (x_d - E[x_d | z])^2]``, both over ``num_draws``
+    guide draws per example (of ``z1`` in a two-layer model); with ``kl`` (the rate) they trace the curve a KL
+    weight sweeps."""
+    nll, mse = 0.0, 0.0
+    for start in range(0, len(x), chunk):
+        piece = x[start : start + chunk]
+        z = vae.posterior(piece).sample((num_draws,))
+        likelihood = vae.decode(z)
+        nll -= likelihood.log_prob(piece).mean(0).sum().item()
+        mse += (piece - likelihood.mean).pow(2).mean(-1).mean(0).sum().item()
+    return {"distortion": nll / len(x), "reconstruction_mse": mse / len(x)}
+
+
 def _kl_diagnostics(vae, x, chunk):
     """Mean ``KL(q(z | x) || p(z))`` over ``x`` and, where prior and guide factor over dimensions, its split into
-    dimensions (else ``None``); computed ``chunk`` examples at a time."""
+    dimensions (else ``None``); computed ``chunk`` examples at a time. A point-mass guide has no KL (``None``)."""
+    if getattr(vae.guide_family, "point_mass", False):
+        return None, None
     site = vae.latent_site
     pieces = [x[start : start + chunk] for start in range(0, len(x), chunk)]
     total = sum(kl_from_prior(vae.model, vae.guide, piece, site=site).sum().item() for piece in pieces) / len(x)

@@ -220,6 +220,12 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
     likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
     guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
     check_latent_kinds(config, prior, guide)
+    if getattr(prior, "needs_posterior", False) and getattr(guide, "point_mass", False):
+        raise ValueError(
+            f"the '{config.prior.name}' prior is a mixture of the guide at pseudo-inputs, and the "
+            f"'{config.guide.name}' guide is a point mass, so the prior would be a mixture of point masses with no "
+            "density: choose a guide with a density (diagonal-normal) or another prior (normal)"
+        )
     encoder = _network(config.encoder, data_dim, guide.num_params(latent_dim), image_shape)
     decoder = _network(config.decoder, latent_dim, likelihood.num_params * data_dim, image_shape)
     if config.top_latent_dim is None:

@@ -1,4 +1,5 @@
 import importlib.util
+import math
 import os
 
 import pytest
@@ -71,3 +72,27 @@ def test_score_vs_reparameterization_figure_is_written(tmp_path):
 
     path = load_example("score_vs_reparameterization").figure(str(tmp_path / "toy.png"), num_draws=500)
     assert matplotlib.image.imread(path).shape[0] > 300
+
+
+def test_beta_sweep_trades_rate_for_distortion(tmp_path):
+    from pyro_vae.compare import run_comparison
+
+    rd = load_example("rate_distortion")
+    grid = rd.sweep_grid(epochs=15, seeds=[0], betas=[0.25, 1.0, 4.0], likelihoods=["gaussian", "laplace"])
+    curves = rd.curves(run_comparison(grid, str(tmp_path / "sweep"), progress=False, pictures=False))
+    for likelihood, c in curves.items():
+        assert c["beta"] == [0.25, 1.0, 4.0]
+        assert all(a > b for a, b in zip(c["rate"], c["rate"][1:])), (likelihood, c["rate"])
+        assert all(a < b for a, b in zip(c["distortion"], c["distortion"][1:])), (likelihood, c["distortion"])
+        assert all(a < b for a, b in zip(c["mse"], c["mse"][1:])), (likelihood, c["mse"])
+
+
+def test_delta_guide_is_a_plain_autoencoder_evaluated_with_the_prior(tmp_path):
+    from pyro_vae.compare import run_comparison
+
+    rd = load_example("rate_distortion")
+    result = run_comparison(rd.autoencoder_grid(epochs=3, seeds=[0]), str(tmp_path / "ae"), progress=False,
+                            pictures=False)  # fmt: skip
+    assert not result["failures"]
+    for row in result["runs"]:
+        assert row["method"] == "is-prior" and row["kl"] is None and math.isfinite(row["distortion"])

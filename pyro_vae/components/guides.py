@@ -46,6 +46,27 @@ class DiagonalNormalGuide(PyroModule):
         return dist.Normal(loc, positive_scale(raw_scale, self.min_scale)).to_event(1)
 
 
+@GUIDES.register("delta")
+class DeltaGuide(PyroModule):
+    """``q(z | x) = delta(z - mu(x))``: a deterministic encoder. With it the ELBO becomes ``log p(x | mu(x)) +
+    log p(mu(x))``, a plain autoencoder with a prior penalty on its codes (the hard-EM / MAP view, the zero-entropy
+    end of the rate-distortion curve). A point mass has no density to importance-sample with, so its log p(x) is
+    estimated with the prior as proposal (``--method is-prior``, or ``ais`` with ``proposal = "prior"``)."""
+
+    point_mass = True
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    @staticmethod
+    def num_params(latent_dim: int) -> int:
+        return latent_dim
+
+    def forward(self, encoder_output: torch.Tensor) -> dist.Distribution:
+        return dist.Delta(encoder_output, event_dim=1)
+
+
 @GUIDES.register("low-rank-normal")
 class LowRankNormalGuide(PyroModule):
     """``q(z | x) = N(mu(x), W(x) W(x)^T + diag(d(x)))`` with a ``rank``-column factor ``W`` and

@@ -163,3 +163,23 @@ def test_every_evaluation_records_its_data_representation_and_bits_per_dim_for_m
     if representation == "8-bit":
         _, splits, _ = load_run(str(tmp_path / "run"))
         assert splits.test.max() == 255 and torch.equal(splits.test, splits.test.round())
+
+
+def test_rate_plus_distortion_is_minus_the_elbo(tmp_path):
+    from pyro_vae.runs import evaluate_run
+
+    train_run(_small(), str(tmp_path / "run"), progress=False)
+    report = evaluate_run(str(tmp_path / "run"), method_options={"num_samples": 2000}, progress=False,
+                          posterior_examples=())  # fmt: skip
+    # ELBO = E_q[log p(x | z)] - KL: the three are estimated from separate draws, so they agree to Monte Carlo error
+    assert report["kl"] + report["distortion"] == pytest.approx(-report["elbo"], abs=0.3)
+    assert 0 < report["reconstruction_mse"] < 1
+
+
+def test_a_point_mass_guide_is_refused_as_an_importance_sampling_proposal_before_training(tmp_path):
+    from pyro_vae.config import ConfigError
+
+    with pytest.raises(ConfigError, match="point mass.*eval.method=is-prior"):
+        train_run(_small(**{"model.guide": "delta"}), str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
+    train_run(_small(**{"model.guide": "delta", "eval.method": "is-prior"}), str(tmp_path / "ok"), progress=False)
