@@ -242,6 +242,9 @@ class LogWeightParts(NamedTuple):
     log_joint_at_detached_z: Optional[torch.Tensor]  # log p(x_n | z) + beta log p(z) at z detached: model gradient
     scale: float  # the data plate's subsample scale N / B
     kl_weight: float  # beta
+    #: Per latent site ``{"value": z (K, B, ...), "guide": q's distribution, "prior": p's distribution}`` (from one
+    #: vectorized pass; objectives on the aggregate posterior read them).
+    sites: Optional[dict] = None
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -371,4 +374,17 @@ def per_example_log_weight_parts(
         log_joint_at_detached_z=log_joint_at_detached_z,
         scale=data_plate_scale(traces.model_trace, data_plate),
         kl_weight=kl_weight,
+        sites=latent_sites(traces),
     )
+
+
+def latent_sites(traces) -> dict:
+    """``{name: {"value", "guide", "prior"}}`` of every latent sample site the guide draws."""
+    sites = {}
+    for name, site in traces.guide_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+            continue
+        model_site = traces.model_trace.nodes.get(name)
+        if model_site is not None:
+            sites[name] = {"value": site["value"], "guide": site["fn"], "prior": model_site["fn"]}
+    return sites

@@ -3,7 +3,17 @@
 Importing this package registers every estimator module below.
 """
 
-from inference.objectives import elbo, iwae, kl, renyi, rws, score, tighter_bounds, vimco  # noqa: F401  (registration)
+from inference.objectives import (  # noqa: F401  (registration)
+    divergences,
+    elbo,
+    iwae,
+    kl,
+    renyi,
+    rws,
+    score,
+    tighter_bounds,
+    vimco,
+)
 from inference.objectives.estimators import ESTIMATORS, estimator, estimator_names
 from inference.objectives.objective import ImportanceWeightedObjective
 

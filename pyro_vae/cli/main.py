@@ -207,9 +207,13 @@ def _train(args):
         base = load_config_file(args.config) if args.config else RunConfig()
     config = apply_overrides(base, train_overrides(args))
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
+    from inference import ESTIMATORS
+
     last = runs.read_metrics(args.out)[-1]
+    name = runs.load_config(args.out).train.estimator.name
+    caveat = "" if getattr(ESTIMATORS.get(name), "bound_on_log_px", True) else " (not a bound on log p(x))"
     print(
-        f"trained {last['epoch']} epochs into {args.out}: train objective {last['train_objective']:.3f}, "
+        f"trained {last['epoch']} epochs into {args.out}: train objective{caveat} {last['train_objective']:.3f}, "
         f"validation ELBO {last['val_elbo']:.3f} nats per example"
     )
 
