@@ -169,12 +169,15 @@ def estimator_for(config: RunConfig, vae: VAE):
     return estimator(config.train.estimator.name, **options)
 
 
-def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE:
+def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callbacks=()) -> VAE:
     """Train the VAE described by ``config`` and write the run folder ``run_dir``.
 
     With ``resume`` the run continues from its checkpoint; ``config`` may then differ from the saved one only in
-    ``train.epochs`` (pass ``None`` to take the saved configuration as it is).
+    ``train.epochs`` (pass ``None`` to take the saved configuration as it is). ``callbacks``
+    (:class:`~inference.training.callbacks.Callback`) run after each epoch's checkpoint and records, e.g. a
+    search's pruning; one that sets ``trainer.should_stop`` ends training after that epoch.
     """
+    extra_callbacks = list(callbacks)
     resume = resume and os.path.exists(os.path.join(run_dir, CONFIG_FILE))  # nothing to resume: a fresh run
     config = _config_to_resume(config, run_dir) if resume else config
     if config is None:
@@ -218,6 +221,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True) -> VAE
         write_status(run_dir, epochs_done=len(metrics), checkpoint={"epoch": len(metrics), "sha256": checkpoint.digest})
 
     callbacks += [checkpoint, OnEpochEnd(record_epoch)]  # the checkpoint first, then the records that name it
+    callbacks += extra_callbacks
     trainer = Trainer(
         vae.model,
         vae.guide,

@@ -6,6 +6,7 @@ pyro-vae train --resume --out runs/digits --epochs 200
 pyro-vae evaluate runs/digits --num-samples 5000
 pyro-vae sample runs/digits
 pyro-vae compare --dataset digits --epochs 20 --vary train.estimator=elbo,iwae --seeds 0 1 --out runs/cmp
+pyro-vae search --dataset digits --epochs 20 --space 'train.optimizer.options.lr=loguniform(1e-4,1e-2)' --out runs/s
 pyro-vae list [--json]
 
 Every training option is a dotted path of the configuration tree (:mod:`pyro_vae.config`); the short flags are
@@ -390,22 +391,7 @@ def _add_compare(sub):
     p.add_argument("--num-samples", type=int, help="importance samples K per test example (default 5000)")
     p.add_argument("--no-pictures", action="store_true", help="skip the sample, reconstruction and manifold figures")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    p.add_argument("--config", help="a TOML (or JSON) file with the base configuration tree")
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        type=_assignment,
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="set one value of the base configuration by its dotted path; repeatable",
-    )
-    g = p.add_argument_group("base configuration: the short flags of `pyro-vae train`")
-    for flag, keywords, target in TRAIN_ALIASES:
-        if flag in ("--seed",):
-            continue
-        suffix = f" ({target})" if isinstance(target, str) else ""
-        g.add_argument(flag, dest=_dest(flag), default=None, **{**keywords, "help": keywords["help"] + suffix})
+    _add_base_options(p, skip=("--seed",))
     p.set_defaults(run=_compare, seed=None)
 
 
@@ -469,6 +455,77 @@ def _compare(args):
         )
 
 
+def _add_base_options(p, skip=()):
+    """``--config``, ``--set`` and the short flags of `train`, for commands that build a base configuration."""
+    p.add_argument("--config", help="a TOML (or JSON) file with the base configuration tree")
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="set one value of the base configuration by its dotted path; repeatable",
+    )
+    g = p.add_argument_group("base configuration: the short flags of `pyro-vae train`")
+    for flag, keywords, target in TRAIN_ALIASES:
+        if flag in skip:
+            continue
+        suffix = f" ({target})" if isinstance(target, str) else ""
+        g.add_argument(flag, dest=_dest(flag), default=None, **{**keywords, "help": keywords["help"] + suffix})
+
+
+def _add_search(sub):
+    p = sub.add_parser(
+        "search",
+        help="Bayesian optimization (Optuna TPE) of configuration paths, maximizing validation log p(x)",
+        description="Search configuration paths with Optuna's TPE sampler, maximizing the last epoch's validation "
+        "log p(x) bound; poor trials are pruned after each epoch (median pruner). Each trial is a run folder "
+        "OUT/trials/trial-<n>/. The study is kept in OUT/study.db (SQLite) unless --storage names an RDB URL that "
+        "several machines can share; rerunning the command resumes it. Writes OUT/study.json and OUT/plots/.",
+    )
+    p.add_argument("--out", required=True, help="search folder to create (or to resume)")
+    p.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="PATH=DIST",
+        help="a searched path and its distribution: uniform(a,b), loguniform(a,b), int(a,b), logint(a,b) or "
+        "choice(v1,v2,...), e.g. 'train.optimizer.options.lr=loguniform(1e-4,1e-2)'; repeatable",
+    )
+    p.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials the study should hold")
+    p.add_argument("--storage", help="an Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument("--study", default="pyro-vae", help="study name inside the storage")
+    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--no-prune", action="store_true", help="train every trial for all its epochs")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    _add_base_options(p)
+    p.set_defaults(run=_search)
+
+
+def _search(args):
+    from pyro_vae.config import RunConfig, apply_overrides, load_config_file
+    from pyro_vae.search import format_summary, parse_space, run_search
+
+    if args.trials < 1:
+        raise ValueError(f"--trials must be a positive integer, got {args.trials}")
+    base = load_config_file(args.config) if args.config else RunConfig()
+    base = apply_overrides(base, train_overrides(args))
+    summary = run_search(
+        base,
+        dict(parse_space(text) for text in args.space),
+        args.out,
+        num_trials=args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.sampler_seed,
+        prune=not args.no_prune,
+        progress=not args.no_progress,
+    )
+    print(format_summary(summary))
+    print(f"summary: {os.path.join(args.out, 'study.json')}; plots in {os.path.join(args.out, 'plots')}")
+
+
 def _add_list(sub):
     p = sub.add_parser("list", help="list the components that can be chosen by name, with their options")
     p.add_argument(
@@ -527,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_sample(sub)
     _add_compare(sub)
+    _add_search(sub)
     _add_list(sub)
     return parser
 
