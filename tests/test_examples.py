@@ -96,3 +96,17 @@ def test_delta_guide_is_a_plain_autoencoder_evaluated_with_the_prior(tmp_path):
     assert not result["failures"]
     for row in result["runs"]:
         assert row["method"] == "is-prior" and row["kl"] is None and math.isfinite(row["distortion"])
+
+
+def test_decoder_bandit_example_runs_in_a_quick_mode(tmp_path):
+    import json
+
+    results = load_example("decoder_bandit").main(
+        ["--dataset", "digits", "--steps", "40", "--out", str(tmp_path), "--figure", str(tmp_path / "b.png"),
+         "--no-progress"]
+    )  # fmt: skip
+    assert set(results) == {"ucb1", "thompson", "epsilon-greedy", "uniform"}
+    assert all(sum(r["pulls"]) == 40 and len(r["val_elbo"]) == 4 for r in results.values())
+    with open(tmp_path / "bandit.json") as f:
+        assert json.load(f)["uniform"]["pulls"] == [10, 10, 10, 10]
+    assert os.path.getsize(tmp_path / "b.png") > 0

@@ -257,6 +257,99 @@ def load_mnist(*, root=None, download=False, seed=0) -> Splits:
     return _load_mnist_family("mnist", "MNIST", root, download, seed, system_folders=())
 
 
+@DATASETS.register("fashion-mnist-32")
+def load_fashion_mnist_32(*, root=None, download=False, seed=0) -> Splits:
+    """Fashion-MNIST rescaled to 32x32 (bilinear, antialiased), the size the decoder-bandit experiment uses."""
+    return resize_images(load_fashion_mnist(root=root, download=download, seed=seed), 32, "fashion-mnist-32")
+
+
+@DATASETS.register("qmnist")
+def load_qmnist(*, root=None, download=False, seed=0) -> Splits:
+    """QMNIST (Yadav & Bottou 2019; 60000 training and the 10000-image ``test10k`` test set) through torchvision,
+    from ``root`` (torchvision's layout ``root/QMNIST/raw/``), downloaded there only if ``download``."""
+    import torchvision
+
+    train, test = (
+        _torchvision_images("qmnist", torchvision.datasets.QMNIST, root, download, what=what)
+        for what in ("train", "test10k")
+    )
+    return _split_official("qmnist", train.unsqueeze(1), test.unsqueeze(1), seed)
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(*, root=None, download=False, seed=0) -> Splits:
+    """CIFAR-10 (Krizhevsky 2009; 3x32x32 colour images) through torchvision, from ``root`` (torchvision's layout
+    ``root/cifar-10-batches-py/``), downloaded there only if ``download``."""
+    import torchvision
+
+    train, test = (
+        _torchvision_images("cifar10", torchvision.datasets.CIFAR10, root, download, train=split)
+        for split in (True, False)
+    )
+    return _split_official("cifar10", train.permute(0, 3, 1, 2), test.permute(0, 3, 1, 2), seed)
+
+
+def _torchvision_images(name, dataset_class, root, download, **split) -> torch.Tensor:
+    """The uint8 image tensor of one split of a torchvision dataset, or a message that says how to get it."""
+    if root is None and not download:
+        raise FileNotFoundError(
+            f"{name}: no local copy was named. To fix: point --data-root at torchvision's folder for it, or pass "
+            "--download to fetch it with torchvision (needs internet)"
+        )
+    try:
+        data = dataset_class(root or DEFAULT_DOWNLOAD_ROOT, download=download, **split).data
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise FileNotFoundError(
+            f"{name}: torchvision found no usable copy in {root or DEFAULT_DOWNLOAD_ROOT} ({error}). To fix: point "
+            "--data-root at torchvision's folder for it, or pass --download (needs internet)"
+        ) from None
+    return torch.as_tensor(data)
+
+
+def _split_official(name, train_images, test_images, seed) -> Splits:
+    """The official test set; the official training set permuted by ``seed``, its last 10% for validation."""
+    num_val = round(VALIDATION_FRACTION * train_images.shape[0])
+    sizes = (train_images.shape[0] - num_val, num_val)
+    train, val = split_by_permutation(train_images.flatten(1), sizes, seed)
+    return Splits(
+        name,
+        grey_levels_to_unit_interval(train),
+        grey_levels_to_unit_interval(val),
+        grey_levels_to_unit_interval(test_images.flatten(1)),
+        image_shape=tuple(train_images.shape[1:]),
+        binary_ok=True,
+        seed=seed,
+    )
+
+
+def resize_images(splits: Splits, size: int, name: str) -> Splits:
+    """Every image of ``splits`` rescaled to ``size x size`` (bilinear with antialiasing), kept in [0, 1]."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    channels, height, width = splits.image_shape
+
+    def resize(x):
+        images = x.reshape(-1, channels, height, width)
+        out = torch.cat(
+            [
+                F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                for chunk in images.split(4096)
+            ]
+        )
+        return out.clamp_(0, 1).flatten(1)
+
+    return dataclasses.replace(
+        splits,
+        name=name,
+        train=resize(splits.train),
+        val=resize(splits.val),
+        test=resize(splits.test),
+        image_shape=(channels, size, size),
+    )
+
+
 @DATASETS.register("linear-gaussian")
 def load_linear_gaussian(*, root=None, download=False, seed=0, num_train=10000, num_val=1000, num_test=1000):
     """Draws from a random linear-Gaussian model (seeded by ``seed``), kept as ``source`` for exact log p(x)."""
