@@ -110,3 +110,15 @@ def test_decoder_bandit_example_runs_in_a_quick_mode(tmp_path):
     with open(tmp_path / "bandit.json") as f:
         assert json.load(f)["uniform"]["pulls"] == [10, 10, 10, 10]
     assert os.path.getsize(tmp_path / "b.png") > 0
+
+
+def test_latent_space_example_runs_and_the_vae_grid_is_smoother(tmp_path):
+    latent = load_example("latent_space")
+    results = latent.main(["--epochs", "30", "--out", str(tmp_path), "--figure", str(tmp_path / "l.png"),
+                           "--no-progress"])  # fmt: skip
+    vae, autoencoder = results["VAE"], results["autoencoder"]
+    assert vae["codes"].shape == (179, 2) and vae["grid"].shape == (12, 12, 64) and vae["paths"].shape == (5, 10, 64)
+    # neighbouring codes of the VAE's prior grid decode to closer images than the autoencoder's
+    assert latent.smoothness(vae["grid"]) < latent.smoothness(autoencoder["grid"])
+    assert os.path.getsize(tmp_path / "l.png") > 0
+    assert latent.digit_labels("test").shape == (179,)
