@@ -12,8 +12,8 @@ instance, ``ray.init(address=...)`` joins a cluster; the comparison folder must 
 sees (as for Ray's own ``storage_path``).
 
 Progress: :class:`ProgressMonitor` reads the runs' ``status.json`` files (written after every epoch, whatever
-process trains them), so one bar shows the epochs done over all runs, the runs finished, and an estimate of the
-time left.
+process trains them), so one bar shows the epochs done over all runs, the runs trained and evaluated, which are
+training or evaluating now, and an estimate of the time left (from the training rate: evaluations add to it).
 """
 
 import concurrent.futures
@@ -139,11 +139,14 @@ class ProgressMonitor:
         for run_dir, epochs in self.epochs.items():
             status = read_status(run_dir) if os.path.isdir(run_dir) else {}
             done += min(status.get("epochs_done", 0), epochs)
-            if status.get("state") == "finished":
-                finished += 1
-            elif status.get("state") == "training":
+            if status.get("state") == "training":
                 current.append(f"{_short(run_dir)} epoch {status.get('epochs_done', 0)}/{epochs}")
-        postfix = f"runs finished {finished}/{len(self.epochs)}" + "; ".join([""] + current[:2])
+            elif status.get("state") == "finished":
+                if is_done(run_dir):
+                    finished += 1
+                else:
+                    current.append(f"{_short(run_dir)} evaluating")
+        postfix = f"runs done {finished}/{len(self.epochs)}" + "; ".join([""] + current[:2])
         if (done, postfix) != (self.bar.n, self._postfix):  # a log file gets a line per change, not per poll
             self._postfix = postfix
             self.bar.n = done
