@@ -335,13 +335,15 @@ def evaluate_run(
     posterior_examples=(0, 1, 2, 3),
     num_posterior_draws=200,
     allow_unfinished=False,
+    num_examples=None,
 ) -> dict:
     """Estimate log p(x) on a split of a trained run; write ``eval/<method>-<split>.json`` and ``.nc``; return
     the report.
 
     Every argument left ``None`` takes the run's ``eval`` section (itself defaulting to ``is`` on the test split
     with the method's own defaults, e.g. ``K = 5000``); ``method_options`` update the method's options. A run
-    whose training has not finished is refused unless ``allow_unfinished``.
+    whose training has not finished is refused unless ``allow_unfinished``. ``num_examples`` scores only the
+    first that many examples of the split (the report's ``num_examples`` says how many).
 
     The report holds the estimate's summary (:meth:`~inference.LogMarginalLikelihood.summary`), the per-model
     diagnostics (KL(q(z|x) || p(z)) per latent dimension, latent activity and active units), the seeds, the
@@ -357,6 +359,13 @@ def evaluate_run(
         evaluation = config.eval
         check_evaluation_method(config, vae)
         x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
+        if num_examples is not None:
+            if not 1 <= num_examples <= len(x):
+                raise ValueError(
+                    f"num_examples={num_examples}: the {evaluation.split} split has {len(x)} examples; ask for 1 to "
+                    f"{len(x)}"
+                )
+            x = x[:num_examples]  # the first N, in the split's fixed order: the same N for every run
         bad = [i for i in posterior_examples if not 0 <= i < len(x)]
         if bad:
             raise ValueError(

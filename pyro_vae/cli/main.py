@@ -256,6 +256,7 @@ def _add_evaluate(sub):
         p.add_argument(flag, type=kind, default=None, help=help_text)
     p.add_argument("--split", choices=["train", "val", "test"], help="which split to evaluate")
     p.add_argument("--data-batch-size", type=int, help="examples per pass (memory)")
+    p.add_argument("--num-examples", type=int, help="evaluate only the first N examples of the split")
     p.add_argument("--seed", type=int, help="seed for the importance samples")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
@@ -296,6 +297,7 @@ def _evaluate(args):
         posterior_examples=args.posterior_examples,
         num_posterior_draws=args.num_posterior_draws,
         allow_unfinished=args.allow_unfinished,
+        num_examples=args.num_examples,
     )
     print(json.dumps(json_safe(report), indent=2))
     for warning in report["warnings"]:

@@ -183,3 +183,15 @@ def test_a_point_mass_guide_is_refused_as_an_importance_sampling_proposal_before
         train_run(_small(**{"model.guide": "delta"}), str(tmp_path / "run"), progress=False)
     assert not (tmp_path / "run").exists()
     train_run(_small(**{"model.guide": "delta", "eval.method": "is-prior"}), str(tmp_path / "ok"), progress=False)
+
+
+def test_evaluate_scores_the_first_num_examples(tmp_path):
+    from pyro_vae.runs import evaluate_run
+
+    train_run(_small(), str(tmp_path / "run"), progress=False)
+    options = {"method_options": {"num_samples": 50}, "progress": False, "posterior_examples": ()}
+    whole = evaluate_run(str(tmp_path / "run"), **options)
+    part = evaluate_run(str(tmp_path / "run"), num_examples=10, **options)
+    assert (whole["num_examples"], part["num_examples"]) == (40, 10)
+    with pytest.raises(ValueError, match="has 40 examples"):
+        evaluate_run(str(tmp_path / "run"), num_examples=41, **options)
