@@ -141,9 +141,12 @@ def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
 def model_for(config: RunConfig, splits) -> VAE:
     """The VAE of ``config.model`` for these data, initialised by the training seed."""
     pyro.set_rng_seed(config.train.seed)
-    return build_model(
+    vae = build_model(
         config.model, data_dim=splits.data_dim, num_data=len(splits.train), image_shape=splits.image_shape
     )
+    if hasattr(vae.prior, "initialize_from_data"):  # a VampPrior whose pseudo-inputs start as training examples
+        vae.prior.initialize_from_data(splits.train, torch.Generator().manual_seed(config.train.seed))
+    return vae
 
 
 @torch.no_grad()

@@ -78,7 +78,9 @@ class VampPrior(PyroModule):
     start; ``learned_weights=False`` keeps them uniform, as in the paper).
 
     The prior reads the encoder and guide family through the VAE, which attaches its ``posterior`` and the data
-    dimension (:meth:`attach`) when it is built; the pseudo-inputs start uniform over the data's range.
+    dimension (:meth:`attach`) when it is built. The pseudo-inputs start uniform over the data's range
+    (``init="uniform"``) or, with ``init="data"``, as randomly chosen training examples (the reference code's
+    ``use_training_data_init``), which :func:`pyro_vae.runs.model_for` sets from the training split and seed.
 
     References:
         J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018.
@@ -86,10 +88,13 @@ class VampPrior(PyroModule):
 
     needs_posterior = True
 
-    def __init__(self, latent_dim: int, num_pseudo_inputs: int = 500, learned_weights: bool = True):
+    def __init__(self, latent_dim: int, num_pseudo_inputs: int = 500, learned_weights: bool = True, init="uniform"):
         super().__init__()
         if num_pseudo_inputs < 1:
             raise ValueError(f"num_pseudo_inputs must be a positive integer, got {num_pseudo_inputs}")
+        if init not in ("uniform", "data"):
+            raise ValueError(f"init must be 'uniform' or 'data' (random training examples), got {init!r}")
+        self.init = init
         self.latent_dim = latent_dim
         self.num_pseudo_inputs = num_pseudo_inputs
         self.logits = nn.Parameter(torch.zeros(num_pseudo_inputs), requires_grad=learned_weights)
@@ -101,6 +106,16 @@ class VampPrior(PyroModule):
         start uniform in ``[0, data_scale]`` (255 for 8-bit data)."""
         object.__setattr__(self, "_posterior", posterior)  # a reference, not a submodule: no second copy
         self.pseudo_inputs = nn.Parameter(data_scale * torch.rand(self.num_pseudo_inputs, data_dim))
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """With ``init="data"``, set the pseudo-inputs to ``num_pseudo_inputs`` distinct random rows of ``x``."""
+        if self.init != "data":
+            return
+        if len(x) < self.num_pseudo_inputs:
+            raise ValueError(f"init='data' needs {self.num_pseudo_inputs} training examples, got {len(x)}")
+        chosen = torch.randperm(len(x), generator=generator)[: self.num_pseudo_inputs]
+        self.pseudo_inputs.copy_(x[chosen].to(self.pseudo_inputs))
 
     def forward(self) -> dist.Distribution:
         if self._posterior is None:

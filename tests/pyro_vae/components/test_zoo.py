@@ -255,3 +255,15 @@ def test_combination_pairwise(prior, likelihood, guide, name, digits):
 @pytest.mark.parametrize("prior, likelihood, guide, name", all_combinations())
 def test_combination_full_matrix(prior, likelihood, guide, name, digits):
     check_combination(prior, likelihood, guide, name, digits)
+
+
+def test_vampprior_pseudo_inputs_can_start_at_training_examples():
+    from pyro_vae.config import RunConfig, apply_overrides
+    from pyro_vae.runs import model_for, prepare_data
+
+    options = {"num_pseudo_inputs": 20, "init": "data"}
+    config = apply_overrides(RunConfig(), [("model.prior", {"name": "vamp", "options": options})])
+    splits = prepare_data(config)
+    u = model_for(config, splits).prior.pseudo_inputs
+    assert all(any(torch.equal(row, x) for x in splits.train) for row in u)
+    assert torch.equal(u, model_for(config, splits).prior.pseudo_inputs)  # the training seed picks them
