@@ -122,3 +122,13 @@ def test_latent_space_example_runs_and_the_vae_grid_is_smoother(tmp_path):
     assert latent.smoothness(vae["grid"]) < latent.smoothness(autoencoder["grid"])
     assert os.path.getsize(tmp_path / "l.png") > 0
     assert latent.digit_labels("test").shape == (179,)
+
+
+def test_compare_estimators_example_is_a_grid_of_the_compare_api(tmp_path):
+    from pyro_vae.compare import run_comparison
+
+    example = load_example("compare_estimators")
+    grid = example.estimator_grid(["elbo", "iwae"], num_particles=2, epochs=1, num_samples=20, seeds=[0])
+    assert [cell.label for cell in grid.expand()] == ["estimator=elbo", "estimator=iwae"]
+    result = run_comparison(grid, str(tmp_path), progress=False, pictures=False)
+    assert not result["failures"] and [s["seeds"] for s in result["cells"]] == [1, 1]

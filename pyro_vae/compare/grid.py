@@ -117,7 +117,8 @@ class Grid:
         return RunConfig.from_dict(self.base)
 
     def expand(self) -> list:
-        """The cells: every hand-picked cell (or the base alone) crossed with every combination of the axes."""
+        """The cells: every hand-picked cell (or the base alone) crossed with every combination of the axes; a
+        cell's label names its hand-picked label (or values) and the values of the axes that take several."""
         picked = self.cells or [{}]
         axes = sorted(self.axes.items(), key=lambda item: item[0].count("."))  # a component before its options
         names = _short_names([path for path, _ in axes] + [p for cell in picked for p in cell if p != "label"])
@@ -128,7 +129,7 @@ class Grid:
             for values in itertools.product(*(values for _, values in axes)):
                 varied = list(zip([path for path, _ in axes], values))
                 parts = [fixed_label] if fixed_label else []
-                parts += [f"{names[path]}={_text(value)}" for path, value in varied]
+                parts += [f"{names[path]}={_text(value)}" for path, value in varied if len(self.axes[path]) > 1]
                 cells.append(Cell(", ".join(parts) or "base", tuple(fixed + varied)))
         return cells
 
