@@ -68,9 +68,10 @@ def test_truncation_keeps_the_first_rows_and_rejects_bad_sizes():
 
 
 def test_unknown_dataset_names_the_choices():
-    with pytest.raises(ValueError, match="Did you mean 'mnist'.*digits, fashion-mnist, linear-gaussian, mnist"):
+    names = ["cifar10", "digits", "fashion-mnist", "fashion-mnist-32", "linear-gaussian", "mnist", "qmnist"]
+    with pytest.raises(ValueError, match="Did you mean 'mnist'.*" + ", ".join(names)):
         load_dataset("mnst")
-    assert DATASETS.names() == ["digits", "fashion-mnist", "linear-gaussian", "mnist"]
+    assert DATASETS.names() == names
 
 
 # ---------------------------------------------------------------------------------------------------------------
