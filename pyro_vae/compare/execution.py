@@ -118,21 +118,29 @@ class ProgressMonitor:
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def __enter__(self):
-        self.update()
+        self._safe_update()
         self.bar.reset(total=self.bar.total)  # the rate and the time left count only this session's epochs
-        self.update()
+        self._safe_update()
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.update()
+        self._safe_update()
         self.bar.close()
 
     def _poll(self):
         while not self._stop.wait(self.interval):
+            self._safe_update()
+
+    def _safe_update(self):
+        """:meth:`update`, except that a file it cannot read now (caught between two writes, or removed) waits
+        for the next poll instead of ending the bar."""
+        try:
             self.update()
+        except (OSError, ValueError):
+            pass
 
     def update(self):
         done, finished, current = 0, 0, []

@@ -259,3 +259,17 @@ def test_cell_folder_names_are_safe():
 def test_report_marks_failed_cells():
     table = table_rows([{"cell": "x", "seeds": 0, "failed": 1}])
     assert table[1][:3] == ["x", "0", "failed"]
+
+
+def test_progress_survives_a_status_file_it_cannot_read(tmp_path):
+    from pyro_vae.compare.execution import ProgressMonitor
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text("{")  # as if caught between two writes
+    tree = {"train": {"epochs": 3}, "eval": {"method": {"name": "is"}, "split": "test"}}
+    with ProgressMonitor([(str(run_dir), tree)], enabled=False, interval=0.01) as monitor:
+        time.sleep(0.05)
+        (run_dir / "status.json").write_text(json.dumps({"state": "training", "epochs_done": 2}))
+        time.sleep(0.1)
+        assert monitor.bar.n == 2  # the polling thread is still alive and has read the good file
