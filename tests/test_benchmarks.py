@@ -1,0 +1,27 @@
+"""The benchmark scripts' reference implementations compute our objectives, and the scripts run in a quick mode
+(no time is asserted)."""
+
+import importlib.util
+import os
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, k", [("elbo", 1), ("elbo-analytic-kl", 1), ("iwae", 5), ("iwae-dreg", 5)])
+def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
+    ours, hand = load("train_speed").check_same_objective(name, k, batch_size=8)
+    assert ours == pytest.approx(hand, rel=1e-5)
+
+
+def test_train_speed_benchmark_runs_in_quick_mode():
+    rows = load("train_speed").main(["--quick", "--threads", "1"])
+    assert len(rows) == 5 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
