@@ -475,22 +475,27 @@ def apply_overrides(config: RunConfig, overrides) -> RunConfig:
     return RunConfig.from_dict(tree)
 
 
-def load_config_file(path) -> RunConfig:
-    """A configuration from a TOML or JSON file; what the file leaves out takes the defaults."""
+def read_tree_file(path, what: str = "configuration file") -> dict:
+    """The table in a TOML (or, by its ``.json`` suffix, JSON) file; a :class:`ConfigError` naming ``what`` and
+    the problem when it is missing, unreadable or not valid."""
     import tomllib
 
     try:
         with open(path, "rb") as f:
-            tree = json.load(f) if str(path).endswith(".json") else tomllib.load(f)
+            return json.load(f) if str(path).endswith(".json") else tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"no configuration file '{path}'") from None
+        raise ConfigError(f"no {what} '{path}'") from None
     except OSError as e:
-        raise ConfigError(f"cannot read the configuration file '{path}': {e.strerror}") from None
+        raise ConfigError(f"cannot read the {what} '{path}': {e.strerror}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(
             f"'{path}' is not a valid {'JSON' if str(path).endswith('.json') else 'TOML'} file: {e}"
         ) from None
-    return RunConfig.from_dict(tree)
+
+
+def load_config_file(path) -> RunConfig:
+    """A configuration from a TOML or JSON file; what the file leaves out takes the defaults."""
+    return RunConfig.from_dict(read_tree_file(path))
 
 
 def describe_components() -> dict:

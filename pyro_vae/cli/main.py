@@ -160,20 +160,7 @@ def _add_train(sub):
         help="continue the run in --out from its last checkpoint, with its saved configuration "
         "(only --epochs may change)",
     )
-    p.add_argument("--config", help="a TOML (or JSON) file with the configuration tree")
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        type=_assignment,
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="set one value by its dotted path, e.g. --set model.prior.options.learned=true; repeatable",
-    )
-    g = p.add_argument_group("short flags (aliases of --set; the dotted path each sets is in parentheses)")
-    for flag, keywords, target in TRAIN_ALIASES:
-        suffix = f" ({target})" if isinstance(target, str) else ""
-        g.add_argument(flag, dest=_dest(flag), default=None, **{**keywords, "help": keywords["help"] + suffix})
+    _add_base_options(p, "short flags (aliases of --set; the dotted path each sets is in parentheses)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_train)
 
@@ -393,7 +380,7 @@ def _add_compare(sub):
     p.add_argument("--num-samples", type=int, help="importance samples K per test example (default 5000)")
     p.add_argument("--no-pictures", action="store_true", help="skip the sample, reconstruction and manifold figures")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    _add_base_options(p, skip=("--seed",))
+    _add_base_options(p, "base configuration: the short flags of `pyro-vae train`", skip=("--seed",))
     p.set_defaults(run=_compare, seed=None)
 
 
@@ -457,9 +444,10 @@ def _compare(args):
         )
 
 
-def _add_base_options(p, skip=()):
-    """``--config``, ``--set`` and the short flags of `train`, for commands that build a base configuration."""
-    p.add_argument("--config", help="a TOML (or JSON) file with the base configuration tree")
+def _add_base_options(p, title, skip=()):
+    """``--config``, ``--set`` and the short flags of :data:`TRAIN_ALIASES` (but ``skip``), grouped under
+    ``title``: how `train`, `compare` and `search` build their (base) configuration."""
+    p.add_argument("--config", help="a TOML (or JSON) file with the configuration tree")
     p.add_argument(
         "--set",
         dest="assignments",
@@ -467,9 +455,9 @@ def _add_base_options(p, skip=()):
         action="append",
         default=[],
         metavar="PATH=VALUE",
-        help="set one value of the base configuration by its dotted path; repeatable",
+        help="set one value by its dotted path, e.g. --set model.prior.options.learned=true; repeatable",
     )
-    g = p.add_argument_group("base configuration: the short flags of `pyro-vae train`")
+    g = p.add_argument_group(title)
     for flag, keywords, target in TRAIN_ALIASES:
         if flag in skip:
             continue
@@ -501,7 +489,7 @@ def _add_search(sub):
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("--no-prune", action="store_true", help="train every trial for all its epochs")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    _add_base_options(p)
+    _add_base_options(p, "base configuration: the short flags of `pyro-vae train`")
     p.set_defaults(run=_search)
 
 

@@ -30,7 +30,7 @@ import json
 import re
 from typing import Optional
 
-from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_plugins, set_path
+from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_plugins, read_tree_file
 
 #: Paths a grid may not vary: the pairing of test examples needs one data seed, and seeds are their own axis.
 FIXED_PATHS = ("data.seed", "train.seed")
@@ -174,15 +174,7 @@ def _text(value) -> str:
 
 def load_grid_file(path) -> Grid:
     """A grid from a TOML (or JSON) file with the tables ``base``, ``grid``, ``cells`` and ``compare``."""
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            tree = json.load(f) if str(path).endswith(".json") else tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"no grid file '{path}'") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"'{path}' is not a valid grid file: {e}") from None
+    tree = read_tree_file(path, "grid file")
     unknown = set(tree) - {"base", "grid", "cells", "compare"}
     if unknown:
         raise ConfigError(f"'{path}': unknown tables {sorted(unknown)}; a grid file has base, grid, cells, compare")
@@ -211,12 +203,3 @@ def _flatten(table: dict, prefix: str = "") -> dict:
         else:
             flat[path] = value
     return flat
-
-
-def base_tree(config: RunConfig, overrides=()) -> dict:
-    """A configuration tree with ``overrides`` applied (used to build a grid's base from command-line flags)."""
-    tree = config.to_dict()
-    for path, value in overrides:
-        set_path(tree, path, value)
-    RunConfig.from_dict(tree)
-    return tree
