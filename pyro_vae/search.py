@@ -135,9 +135,7 @@ def run_search(
     remaining = max(0, num_trials - done)
     if remaining:
         study.optimize(objective, n_trials=remaining, show_progress_bar=progress, catch=(FloatingPointError,))
-    summary = summarize(study, out)
-    write_json(summary, os.path.join(out, "study.json"))
-    summary["plots"] = write_plots(study, out)
+    summary = {**summarize(study), "plots": write_plots(study, out)}
     write_json(summary, os.path.join(out, "study.json"))
     return summary
 
@@ -169,7 +167,7 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def summarize(study, out: str) -> dict:
+def summarize(study) -> dict:
     import optuna
 
     trials = [

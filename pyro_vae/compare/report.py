@@ -14,7 +14,7 @@ import os
 from inference.atomic import atomic_write
 from pyro_vae.compare import plots
 from pyro_vae.compare.grid import Grid
-from pyro_vae.compare.statistics import NOISE_STANDARD_ERRORS, rows_to_csv, run_folder
+from pyro_vae.compare.statistics import NOISE_STANDARD_ERRORS, per_example_results, rows_to_csv, run_folder
 from pyro_vae.folder import write_json
 
 PLOTS_FOLDER = "plots"
@@ -206,19 +206,13 @@ def make_figures(grid: Grid, root: str, rows: list, summaries: list, pictures: b
 
 
 def _khat(grid, cell, seed, root):
-    import arviz
-
-    from pyro_vae.compare.execution import evaluation_file
-
-    run_dir = run_folder(root, cell, seed)
-    with open(evaluation_file(run_dir, grid.config(cell, seed).to_dict())) as f:
-        netcdf = os.path.join(run_dir, json.load(f)["inference_data"])
-    group = arviz.from_netcdf(netcdf).log_marginal_likelihood
+    group = per_example_results(run_folder(root, cell, seed), grid.config(cell, seed).to_dict())
     return group["khat"].values if "khat" in group else None
 
 
 def _picture_figures(root, first, folder) -> dict:
-    """Sample and reconstruction grids (image data), and latent manifolds (two-dimensional latents)."""
+    """Sample and reconstruction grids (image data; also written into each run folder, as `pyro-vae sample`
+    does), and latent manifolds (two-dimensional latents), from one load of each run."""
     import torch
 
     from pyro_vae import runs
@@ -229,8 +223,9 @@ def _picture_figures(root, first, folder) -> dict:
         config, splits, vae = runs.load_run(run_dir, device="cpu")
         if splits.image_shape is None:
             continue
-        written = runs.sample_run(run_dir, device="cpu")
-        grids[label] = tuple(_read_png(written[name]) for name in ("samples", "reconstructions"))
+        pictures = runs.picture_grids(config, splits, vae)
+        runs.write_pictures(run_dir, pictures)
+        grids[label] = tuple(_as_image(pictures[name]) for name in ("samples", "reconstructions"))
         if config.model.latent_dim == 2 and config.model.top_latent_dim is None:
             quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 12))
             z = torch.cartesian_prod(quantiles, quantiles.flip(0))[:, [1, 0]]
@@ -238,7 +233,7 @@ def _picture_figures(root, first, folder) -> dict:
                 means = vae.decode(z).mean
             brightness = 255.0 if runs.data_representation(config) == "8-bit" else 1.0
             image = runs.image_grid(means / brightness, splits.image_shape, 12, max(1, 28 // splits.image_shape[-1]))
-            manifolds[label] = image.permute(1, 2, 0).numpy()
+            manifolds[label] = _as_image(image)
     figures = {}
     if grids:
         figures["samples and reconstructions"] = plots.sample_grids(grids, os.path.join(folder, "samples.png"))
@@ -247,7 +242,6 @@ def _picture_figures(root, first, folder) -> dict:
     return figures
 
 
-def _read_png(path):
-    import matplotlib.image
-
-    return matplotlib.image.imread(path)
+def _as_image(grid):
+    """A ``(3, H, W)`` image grid as the ``(H, W, 3)`` array matplotlib shows."""
+    return grid.permute(1, 2, 0).numpy()

@@ -33,13 +33,19 @@ def run_folder(root: str, cell, seed: int) -> str:
     return os.path.join(root, "cells", cell.folder, f"seed-{seed}")
 
 
-def per_example_log_px(run_dir: str, config_tree: dict) -> np.ndarray:
-    """The per-example log p(x) estimates a run's evaluation stored in its ``.nc`` file."""
+def per_example_results(run_dir: str, config_tree: dict):
+    """The per-example group (``log_px``, ``elbo``, ``ess``, ``khat``, ...) a run's evaluation stored in its
+    ``.nc`` file."""
     import arviz
 
     with open(evaluation_file(run_dir, config_tree)) as f:
         netcdf = os.path.join(run_dir, json.load(f)["inference_data"])
-    return arviz.from_netcdf(netcdf).log_marginal_likelihood["log_px"].values
+    return arviz.from_netcdf(netcdf).log_marginal_likelihood
+
+
+def per_example_log_px(run_dir: str, config_tree: dict) -> np.ndarray:
+    """The per-example log p(x) estimates of a run's evaluation."""
+    return per_example_results(run_dir, config_tree)["log_px"].values
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray):
