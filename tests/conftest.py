@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pyro
@@ -9,6 +10,14 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI", "").lower() == "true":
     settings.load_profile("ci")
+
+
+def load_script(folder, name):
+    """The Python file ``folder/name.py`` (an example or a benchmark script, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,19 +1,17 @@
 """The benchmark scripts' reference implementations compute our objectives, and the scripts run in a quick mode
 (no time is asserted)."""
 
-import importlib.util
 import os
 
 import pytest
+
+from tests.conftest import load_script
 
 BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS, name)
 
 
 @pytest.mark.parametrize("name, k", [("elbo", 1), ("elbo-analytic-kl", 1), ("iwae", 5), ("iwae-dreg", 5)])

@@ -1,17 +1,15 @@
-import importlib.util
 import math
 import os
 
 import pytest
 
+from tests.conftest import load_script
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES, name)
 
 
 def test_custom_model_estimates_match_exact_log_px():
