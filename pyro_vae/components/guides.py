@@ -5,6 +5,8 @@ says how many encoder outputs it needs per example (for a low-rank guide it depe
 ``forward(encoder_output)`` maps ``[..., num_params]`` to a distribution with ``event_shape == (latent_dim,)``.
 """
 
+import math
+
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
@@ -23,6 +25,11 @@ def positive_scale(raw: torch.Tensor, min_scale: float = 1e-4) -> torch.Tensor:
     value gives a large finite scale rather than ``inf``, and a very negative one gives ``min_scale``, not 0.
     """
     return F.softplus(raw) + min_scale
+
+
+def inverse_softplus(value: float) -> float:
+    """``log(exp(value) - 1)``: the raw number whose softplus is ``value`` (to start a learned scale at a value)."""
+    return math.log(math.expm1(value))
 
 
 @GUIDES.register("diagonal-normal")
@@ -130,7 +137,7 @@ class StudentTGuide(PyroModule):
             raise ValueError(f"df must be above 2 (a finite variance), got {df}")
         self.latent_dim = latent_dim
         self.min_scale = min_scale
-        raw = torch.tensor(float(df) - 2.0).expm1().log()  # df = 2 + softplus(raw)
+        raw = torch.tensor(inverse_softplus(float(df) - 2.0))  # df = 2 + softplus(raw)
         self.raw_df = nn.Parameter(raw) if learned_df else None
         if not learned_df:
             self.register_buffer("fixed_raw_df", raw)

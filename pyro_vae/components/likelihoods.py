@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from inference.registry import Registry
+from pyro_vae.components.guides import inverse_softplus, positive_scale
 
 LIKELIHOODS = Registry("likelihood")
 
@@ -54,7 +55,7 @@ class ScaleLikelihood(Likelihood):
         super().__init__(data_dim)
         self.fixed_scale = None
         if scale in ("learned", "learned-global"):
-            init = math.log(math.expm1(init_scale - 1e-3))  # inverse softplus, so the scale starts at init_scale
+            init = inverse_softplus(init_scale - 1e-3)  # so that the scale starts at init_scale
             self.raw_scale = nn.Parameter(torch.full((data_dim,) if scale == "learned" else (1,), init))
             return
         try:
@@ -71,7 +72,7 @@ class ScaleLikelihood(Likelihood):
     def scale(self) -> torch.Tensor:
         if self.fixed_scale is not None:
             return torch.tensor(self.fixed_scale)
-        return nn.functional.softplus(self.raw_scale) + 1e-3
+        return positive_scale(self.raw_scale, 1e-3)
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         scale = self.scale().to(decoder_output).expand(decoder_output.shape[-1:])
@@ -118,7 +119,7 @@ class BetaLikelihood(Likelihood):
     num_params = 2
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
-        a, b = (nn.functional.softplus(part) + 1e-3 for part in decoder_output.chunk(2, dim=-1))
+        a, b = (positive_scale(part, 1e-3) for part in decoder_output.chunk(2, dim=-1))
         return OpenBeta(a, b).to_event(1)
 
 

@@ -7,8 +7,6 @@ A prior that is a function of the guide (the VampPrior) says ``needs_posterior =
 ``posterior`` by :meth:`VampPrior.attach`.
 """
 
-import math
-
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
@@ -16,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.registry import Registry
+from pyro_vae.components.guides import inverse_softplus
 
 PRIORS = Registry("prior")
 
@@ -33,10 +32,6 @@ class StandardNormalPrior(PyroModule):
         return dist.Normal(self.loc, 1.0).to_event(1)
 
 
-def _inverse_softplus(value: float) -> float:
-    return math.log(math.expm1(value))
-
-
 @PRIORS.register("learned-normal")
 class LearnedNormalPrior(PyroModule):
     """``p(z) = N(mu, diag(sigma^2))`` with learned ``mu`` and ``sigma = softplus(.)`` (initialised at 0 and 1)."""
@@ -45,7 +40,7 @@ class LearnedNormalPrior(PyroModule):
         super().__init__()
         self.latent_dim = latent_dim
         self.loc = nn.Parameter(torch.zeros(latent_dim))
-        self.raw_scale = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(1.0)))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), inverse_softplus(1.0)))
 
     def forward(self) -> dist.Distribution:
         return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
@@ -64,7 +59,7 @@ class MixtureOfGaussiansPrior(PyroModule):
         self.latent_dim = latent_dim
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
-        self.raw_scales = nn.Parameter(torch.full((num_components, latent_dim), _inverse_softplus(1.0)))
+        self.raw_scales = nn.Parameter(torch.full((num_components, latent_dim), inverse_softplus(1.0)))
 
     def forward(self) -> dist.Distribution:
         components = dist.Normal(self.locs, F.softplus(self.raw_scales)).to_event(1)
