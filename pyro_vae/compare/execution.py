@@ -17,6 +17,7 @@ training or evaluating now, and an estimate of the time left (from the training 
 """
 
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import threading
@@ -24,7 +25,7 @@ import traceback
 
 from tqdm.auto import tqdm
 
-from pyro_vae.folder import read_status
+from pyro_vae.folder import evaluation_paths, read_status
 
 
 def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
@@ -38,7 +39,7 @@ def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
     torch.set_num_threads(threads)
     try:
         config = RunConfig.from_dict(config_tree)
-        if not is_done(run_dir):
+        if not is_done(run_dir, config_tree):
             runs.train_run(config, run_dir, resume=True, progress=False)
             runs.evaluate_run(run_dir, progress=False, posterior_examples=())
         return {"run_dir": run_dir, "state": "done", "error": None}
@@ -54,22 +55,19 @@ def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
 
 
 def evaluation_file(run_dir: str, config_tree: dict) -> str:
+    """The ``eval/*.json`` of the evaluation a run's configuration asks for."""
     evaluation = config_tree["eval"]
-    return os.path.join(run_dir, "eval", f"{evaluation['method']['name']}-{evaluation['split']}.json")
+    return evaluation_paths(run_dir, evaluation["method"]["name"], evaluation["split"])["json"]
 
 
-def is_done(run_dir: str) -> bool:
-    """Training finished and the evaluation on file scored the last checkpoint."""
-    import json
-
-    status = read_status(run_dir)
+def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
+    """Training finished and the evaluation ``config_tree`` asks for scored the last checkpoint (``status``: the
+    run's ``status.json`` when the caller has read it already)."""
+    status = read_status(run_dir) if status is None else status
     if status.get("state") != "finished":
         return False
-    path = os.path.join(run_dir, "config.json")
-    with open(path) as f:
-        tree = json.load(f)
     try:
-        with open(evaluation_file(run_dir, tree)) as f:
+        with open(evaluation_file(run_dir, config_tree)) as f:
             report = json.load(f)
     except FileNotFoundError:
         return False
@@ -109,7 +107,7 @@ class ProgressMonitor:
     """A progress bar over all runs, in epochs, fed by polling the runs' ``status.json`` from a thread."""
 
     def __init__(self, tasks, enabled=True, interval=0.5):
-        self.tasks = tasks
+        self.trees = dict(tasks)
         self.epochs = {run_dir: tree["train"]["epochs"] for run_dir, tree in tasks}
         self.interval = interval
         self.bar = tqdm(total=sum(self.epochs.values()), desc="compare", unit="epoch", disable=not enabled)
@@ -150,7 +148,7 @@ class ProgressMonitor:
             if status.get("state") == "training":
                 current.append(f"{_short(run_dir)} epoch {status.get('epochs_done', 0)}/{epochs}")
             elif status.get("state") == "finished":
-                if is_done(run_dir):
+                if is_done(run_dir, self.trees[run_dir], status):
                     finished += 1
                 else:
                     current.append(f"{_short(run_dir)} evaluating")
