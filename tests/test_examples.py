@@ -130,3 +130,12 @@ def test_compare_estimators_example_is_a_grid_of_the_compare_api(tmp_path):
     assert [cell.label for cell in grid.expand()] == ["estimator=elbo", "estimator=iwae"]
     result = run_comparison(grid, str(tmp_path), progress=False, pictures=False)
     assert not result["failures"] and [s["seeds"] for s in result["cells"]] == [1, 1]
+
+
+def test_rate_distortion_example_runs_in_a_quick_mode(tmp_path):
+    rd, autoencoder = load_example("rate_distortion").main(
+        ["--epochs", "1", "--seeds", "0", "--out", str(tmp_path), "--figure", str(tmp_path / "rd.png"), "--no-progress"]
+    )
+    assert set(rd) == set(autoencoder) == {"gaussian", "laplace"}
+    assert all(len(c["rate"]) == 5 for c in rd.values())
+    assert os.path.getsize(tmp_path / "rd.png") > 0
