@@ -18,6 +18,7 @@ run leaves no folder behind; every file is written atomically, and each command 
 functions.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -38,6 +39,7 @@ from inference.evaluation.diagnostics import (
     save_inference_data,
 )
 from inference.importance import forked_rng
+from inference.training import distributed
 from inference.training.callbacks import (
     Checkpoint,
     KLWeightSchedule,
@@ -179,13 +181,19 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
     ``train.epochs`` (pass ``None`` to take the saved configuration as it is). ``callbacks``
     (:class:`~inference.training.callbacks.Callback`) run after each epoch's checkpoint and records, e.g. a
     search's pruning; one that sets ``trainer.should_stop`` ends training after that epoch.
+
+    Launched by ``torchrun`` (or ``pyro-vae train --nproc N``), every process runs this function: they join one
+    process group, each trains on its shard of every minibatch with gradients averaged over processes
+    (:mod:`inference.training.distributed`; ``train.batch_size`` stays the global batch), and rank 0 alone writes
+    the folder, which must be on a file system every process can read to resume.
     """
     extra_callbacks = list(callbacks)
     resume = resume and os.path.exists(os.path.join(run_dir, CONFIG_FILE))  # nothing to resume: a fresh run
     config = _config_to_resume(config, run_dir) if resume else config
     if config is None:
         raise ConfigError("train_run needs a configuration (or resume=True with a run folder that has one)")
-    device = resolve_device(config.device)
+    device = distributed.init_from_environment(resolve_device(config.device))
+    main_process = distributed.is_main_process()
     splits = prepare_data(config)
     vae = model_for(config, splits).to(device)
     loss = estimator_for(config, vae)
@@ -218,6 +226,8 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
     previous_epochs = read_status(run_dir).get("epochs_done", 0) if resume else 0
 
     def record_epoch(metrics):
+        if not main_process:
+            return
         if resume and len(metrics) == previous_epochs + 1:  # the first new checkpoint replaces the one evaluated
             retire_evaluations(run_dir, previous_epochs)
         write_json(metrics, os.path.join(run_dir, METRICS_FILE))
@@ -242,7 +252,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
     trainer.prepare(train_batches)
     check_evaluation_method(config, vae)
     created = not os.path.exists(run_dir)
-    with RunLock(run_dir, command_line()):
+    with RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext():
         if not resume and os.path.exists(checkpoint_path):
             raise FileExistsError(
                 f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
@@ -254,10 +264,16 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
                 "exactly (its random generators belong to that device). Evaluate and sample run on any device."
             )
         try:
-            write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
-            write_status(
-                run_dir, state="training", epochs=config.train.epochs, started=command_line(), device=device.type
-            )
+            if main_process:
+                write_json(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
+                write_status(
+                    run_dir,
+                    state="training",
+                    epochs=config.train.epochs,
+                    started=command_line(),
+                    device=device.type,
+                    processes=distributed.world_size(),
+                )
             trainer.fit(
                 train_batches,
                 epochs=config.train.epochs,
@@ -266,12 +282,15 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
                 progress=progress,
             )
         except BaseException as error:
+            if not main_process:
+                raise
             if not os.path.exists(checkpoint_path):  # nothing trained: leave nothing behind
                 _remove_run_files(run_dir, remove_folder=created)
             else:
                 write_status(run_dir, state="failed", error=f"{type(error).__name__}: {error}")
             raise
-        write_status(run_dir, state="finished", epochs_done=len(trainer.metrics))
+        if main_process:
+            write_status(run_dir, state="finished", epochs_done=len(trainer.metrics))
     return vae
 
 
@@ -353,15 +372,22 @@ def evaluate_run(
     checkpoint it scored (epoch and checksum), and ``warnings`` when the importance weights are not to be trusted.
     The ``.nc`` file holds the per-example estimates, ESS and Pareto k-hat, and sampling-importance-resampled
     posterior draws of ``z`` for ``posterior_examples``, as an arviz InferenceData.
+
+    Each chunk of ``data_batch_size`` examples draws from a generator seeded by the evaluation seed and its
+    first index, so the estimates do not depend on the number of processes: launched by ``torchrun`` (or
+    ``pyro-vae evaluate --nproc N``), the processes share out the chunks and rank 0 gathers, writes and returns
+    the report (the other ranks return the estimate's summary alone).
     """
     load_config(run_dir)  # a folder that is not a run gets its own message, and no lock file
-    with RunLock(run_dir, command_line()):
+    device = distributed.init_from_environment(resolve_device(device))
+    main_process = distributed.is_main_process()
+    with RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext():
         status = require_finished(run_dir, allow_unfinished)
         config, splits, vae, checkpoint = load_run(run_dir, device, with_checkpoint=True)
         config = _evaluation_config(config, method, method_options, split, data_batch_size, seed)
         evaluation = config.eval
         check_evaluation_method(config, vae)
-        x = eval_split(config, splits, evaluation.split).to(resolve_device(device))
+        x = eval_split(config, splits, evaluation.split).to(device)
         if num_examples is not None:
             if not 1 <= num_examples <= len(x):
                 raise ValueError(
@@ -384,8 +410,11 @@ def evaluate_run(
             data_batch_size=evaluation.data_batch_size,
             max_plate_nesting=vae.max_plate_nesting,
             progress=progress,
+            seed=evaluation.seed,
         )
         seconds = time.perf_counter() - start
+        if not main_process:  # rank 0 reports and writes
+            return result.summary()
         with torch.no_grad():
             kl, kl_dims = _kl_diagnostics(vae, x, evaluation.data_batch_size)
             distortion = reconstruction_error(vae, x, evaluation.data_batch_size)

@@ -25,13 +25,18 @@ Besides the per-example estimates this module reports
 With importance sampling each example also gets the Pareto k-hat of its weights (:mod:`inference.diagnostics`).
 
 Particles are vectorized and chunked (``particle_batch_size``) and so are data points (``data_batch_size``), so
-memory stays bounded at ``K = 5000`` on a whole test split.
+memory stays bounded at ``K = 5000`` on a whole test split. With a ``seed`` every chunk of data points draws from
+a generator seeded by the seed and the chunk's first index, so an example's estimate does not depend on which
+other chunks ran before it; inside a ``torch.distributed`` process group the chunks are then shared out among the
+ranks and the per-example results gathered (:mod:`inference.training.distributed`), exactly as one process
+computes them.
 
 References:
     Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     R. M. Neal. Annealed importance sampling. Statistics and Computing 11, 2001.
 """
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass
@@ -43,8 +48,9 @@ from tqdm.auto import tqdm
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
-from inference.importance import guess_max_plate_nesting, per_example_log_weights
+from inference.importance import forked_rng, guess_max_plate_nesting, per_example_log_weights
 from inference.registry import Registry
+from inference.training import distributed
 
 
 @dataclass
@@ -295,6 +301,7 @@ def log_marginal_likelihood(
     data_plate="data",
     max_plate_nesting=None,
     progress=False,
+    seed=None,
     **kwargs,
 ) -> LogMarginalLikelihood:
     """Estimate log p(x_n) for every data point ``n`` of ``*args``.
@@ -308,6 +315,8 @@ def log_marginal_likelihood(
     :param str data_plate: name of the plate over data points; ``None`` treats the batch as one data point.
     :param int max_plate_nesting: optional; guessed by running the model once if not given.
     :param bool progress: show a tqdm progress bar over chunks.
+    :param int seed: seed each chunk's draws by ``seed`` and the chunk's first index (the global generator is
+        left as it was); needed to share the chunks among the ranks of a process group, where it is required.
     :param kwargs: options of the method, by name (``num_samples`` and ``particle_batch_size`` of ``"is"``;
         ``num_steps``, ``num_chains``, ... of ``"ais"``); any other keyword goes to the model and guide.
     :returns: :class:`LogMarginalLikelihood`.
@@ -324,12 +333,42 @@ def log_marginal_likelihood(
     if max_plate_nesting is None:  # once here, not once per chunk
         first = args if spans[0][1] is None else _split_args(args, *spans[0])
         max_plate_nesting = guess_max_plate_nesting(model, method.proposal(model, guide), *first, **kwargs)
-    results = []
-    for start, stop in tqdm(spans, desc=f"log p(x), {method.name}", disable=not progress, leave=False):
+    if distributed.is_distributed() and seed is None:
+        raise ValueError(
+            "log_marginal_likelihood in a process group needs a seed, so that every example's draws are the same "
+            "whichever rank scores it: pass seed=..."
+        )
+    rank, world_size = distributed.rank(), distributed.world_size()
+    mine = {i: span for i, span in enumerate(spans) if i % world_size == rank}
+    results = {}
+    bar = tqdm(mine.items(), desc=f"log p(x), {method.name}", disable=not progress or rank > 0, leave=False)
+    for i, (start, stop) in bar:
         chunk_args = args if stop is None else _split_args(args, start, stop)
-        results.append(method.estimate(model, guide, chunk_args, kwargs, data_plate, max_plate_nesting))
-    log_px, elbo, mc_stderr, ess, khat = zip(*results)
+        with chunk_seeded(seed, start):
+            results[i] = method.estimate(model, guide, chunk_args, kwargs, data_plate, max_plate_nesting)
+    if distributed.is_distributed():
+        results = {i: tuple(_to_cpu(part) for part in result) for i, result in results.items()}
+    log_px, elbo, mc_stderr, ess, khat = zip(*distributed.gather_in_order(results))
     khat = None if khat[0] is None else torch.cat(khat)
     return LogMarginalLikelihood(
         torch.cat(log_px), torch.cat(elbo), torch.cat(mc_stderr), torch.cat(ess), method.num_draws, method.name, khat
     )
+
+
+def chunk_seeded(seed, start):
+    """A context whose draws come from a generator seeded by ``seed`` and a chunk's first index ``start``; the
+    global generator is restored afterwards. With ``seed=None``, no change: draws continue the global stream."""
+    if seed is None:
+        return contextlib.nullcontext()
+    return _seeded(seed * 1_000_003 + start)
+
+
+@contextlib.contextmanager
+def _seeded(value):
+    with forked_rng():
+        torch.manual_seed(value)
+        yield
+
+
+def _to_cpu(value):
+    return value.cpu() if torch.is_tensor(value) else value

@@ -11,6 +11,7 @@ import math
 import os
 from typing import Callable
 
+from inference.training import distributed
 from inference.training.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -39,7 +40,10 @@ class Callback:
 
 class Checkpoint(Callback):
     """Write :meth:`Trainer.state_dict` (plus ``extra``, e.g. the run's configuration) to ``path`` atomically after
-    every epoch; with ``resume``, restore it before training when the file exists."""
+    every epoch; with ``resume``, restore it before training when the file exists.
+
+    In a process group every rank gathers the state (each rank's random generators are part of it) and rank 0
+    alone writes; every rank restores from ``path``, which must therefore be on a file system they share."""
 
     def __init__(self, path, resume: bool = False, extra: dict = None):
         self.path = os.fspath(path)
@@ -54,7 +58,9 @@ class Checkpoint(Callback):
             self.digest = state["sha256"]
 
     def on_epoch_end(self, trainer, entry):
-        self.digest = save_checkpoint({**self.extra, **trainer.state_dict()}, self.path)
+        state = trainer.state_dict()
+        if distributed.is_main_process():
+            self.digest = save_checkpoint({**self.extra, **state}, self.path)
 
 
 class OnEpochEnd(Callback):

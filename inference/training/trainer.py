@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from inference.importance import guess_max_plate_nesting
 from inference.parameters import params_read_by
 from inference.registry import Registry
+from inference.training import distributed
 from inference.training.checkpoint import get_rng_state, set_rng_state
 
 OPTIMIZERS = Registry("optimizer")
@@ -51,11 +52,15 @@ OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
 
 @torch.no_grad()
 def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data", max_plate_nesting=None):
-    """Mean per-example ELBO and ``num_samples``-sample importance-weighted bound over ``batches``."""
+    """Mean per-example ELBO and ``num_samples``-sample importance-weighted bound over ``batches``; in a process
+    group each rank scores its shard of every batch and the sums are added over ranks."""
     from inference.evaluation.log_marginal_likelihood import importance_log_weights, summarize_log_weights
 
     elbo_sum, log_px_sum, count = 0.0, 0.0, 0
     for batch in batches:
+        batch = distributed.shard(batch, distributed.rank(), distributed.world_size())
+        if batch_size_of(batch) == 0:
+            continue
         log_w = importance_log_weights(
             model, guide, *batch, num_samples=num_samples, data_plate=data_plate, max_plate_nesting=max_plate_nesting
         )
@@ -63,6 +68,7 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
         elbo_sum += elbo.sum().item()
         log_px_sum += log_px.sum().item()
         count += elbo.numel()
+    elbo_sum, log_px_sum, count = distributed.all_reduce_sum([elbo_sum, log_px_sum, count])
     return {"elbo": elbo_sum / count, "log_px": log_px_sum / count}
 
 
@@ -138,6 +144,7 @@ class Trainer:
         self.should_stop = False
         self.optimizer = None
         self.store_params = {}  # plain pyro.param leaves, by name
+        self.loss_fn = None  # differentiable_loss, or its DistributedDataParallel wrapper in a process group
 
     # -- parameters and optimizer ------------------------------------------------------------------------------
 
@@ -159,6 +166,37 @@ class Trainer:
                 "nothing to train"
             )
         self.optimizer = OPTIMIZERS.build(self.optimizer_name, params=params, **self.optimizer_options)
+        self.loss_fn = self._data_parallel(args, kwargs) if distributed.is_distributed() else self._loss
+        if distributed.rank() > 0:  # every rank draws its own latent noise; rank 0 keeps the one-process stream
+            torch.manual_seed((torch.initial_seed() + 7919 * distributed.rank()) % 2**63)
+
+    def _loss(self, *args, **kwargs):
+        return self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
+
+    def _data_parallel(self, args, kwargs):
+        """The loss wrapped in DistributedDataParallel, which averages gradients over ranks in the backward pass
+        (and broadcasts rank 0's parameters at the start, so every rank begins from the same model). A trial
+        gradient on the first batch tells it whether some parameter gets no gradient (then it looks for such
+        parameters every step)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        from inference.importance import forked_rng
+
+        if self.store_params:
+            raise ValueError(
+                f"parameters {sorted(self.store_params)[:5]} live in Pyro's global param store, which data-parallel "
+                "training cannot synchronize: keep them in a PyroModule passed as module= (pyro.settings "
+                "module_local_params), or train in one process"
+            )
+        wrapper = _LossModule(self)
+        trained = [p for p in wrapper.parameters() if p.requires_grad]
+        estimator_state = _estimator_state(self.loss)
+        with forked_rng():
+            grads = torch.autograd.grad(self._loss(*args, **kwargs), trained, allow_unused=True)
+        _load_estimator_state(self.loss, estimator_state)
+        unused = any(g is None for g in grads)
+        device_ids = [next(wrapper.parameters()).device.index] if next(wrapper.parameters()).is_cuda else None
+        return DistributedDataParallel(wrapper, device_ids=device_ids, find_unused_parameters=unused)
 
     def _owned_parameters(self):
         module_params = list(self.module.parameters()) if self.module is not None else []
@@ -178,9 +216,11 @@ class Trainer:
         """
         self.setup(*args, **kwargs)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss.differentiable_loss(self.model, self.guide, *args, **kwargs)
-        value = loss.item()
+        loss = self.loss_fn(*args, **kwargs)
+        value = self._global_loss(loss, batch_size_of(args))
         if not math.isfinite(value):
+            if distributed.is_distributed() and loss.requires_grad:
+                loss.backward()  # the other ranks wait in the gradient all-reduce: finish it, then stop together
             where = non_finite_terms(self.model, self.guide, args, kwargs, self.named_parameters())
             raise FloatingPointError(
                 f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: {where}. Lower the learning rate, "
@@ -202,6 +242,14 @@ class Trainer:
         self.optimizer.step()
         return value
 
+    @staticmethod
+    def _global_loss(loss, batch_size) -> float:
+        """The loss as a float; in a process group, of the global batch: ``sum_r b_r loss_r / sum_r b_r``."""
+        if not distributed.is_distributed():
+            return loss.item()
+        weighted, total = distributed.all_reduce_sum([loss.item() * batch_size, batch_size], loss.device)
+        return weighted / total
+
     def named_parameters(self):
         """``(name, tensor)`` for every trained tensor (module names, ``estimator.*``, Pyro param names)."""
         named = list(self.module.named_parameters()) if self.module is not None else []
@@ -209,13 +257,20 @@ class Trainer:
         return named + list(self.store_params.items())
 
     def train_epoch(self, batches, num_data: Optional[int] = None, bar=None) -> float:
-        """One pass over ``batches``; returns the mean per-example objective (``-loss / N`` averaged)."""
+        """One pass over ``batches``; returns the mean per-example objective (``-loss / N`` averaged).
+
+        In a process group every rank passes the same global ``batches`` and steps on its shard of each
+        (:func:`~inference.training.distributed.shard`); a global batch too small to give every rank a row (the
+        last one of an epoch, at most ``world_size - 1`` rows) is skipped by all ranks."""
         num_data = num_data or getattr(batches, "num_data", None)
         if not num_data:
             raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
+        rank, world_size = distributed.rank(), distributed.world_size()
         weighted_loss = 0.0
         for batch in batches:
-            weighted_loss += self.step(*batch) * batch_size_of(batch) / num_data
+            if batch_size_of(batch) < world_size:
+                continue
+            weighted_loss += self.step(*distributed.shard(batch, rank, world_size)) * batch_size_of(batch) / num_data
             self._call("on_step_end")
             if bar is not None:
                 bar.update()
@@ -245,7 +300,7 @@ class Trainer:
         bar = tqdm(
             total=epochs * steps,
             initial=min(start_epoch, epochs) * steps,
-            disable=not progress,
+            disable=not progress or not distributed.is_main_process(),
             desc="train",
             unit="step",
         )
@@ -318,6 +373,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "callbacks": [callback.state_dict() for callback in self.callbacks],
             "rng": get_rng_state(),
+            "rank_rng": distributed.all_gather_objects(get_rng_state()) if distributed.is_distributed() else None,
             "generator": self.generator.get_state() if self.generator is not None else None,
             "rollbacks": self.rollbacks,
         }
@@ -337,11 +393,26 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         for callback, callback_state in zip(self.callbacks, state["callbacks"]):
             callback.load_state_dict(callback_state)
-        set_rng_state(state["rng"])
+        rank_rng = state.get("rank_rng")
+        set_rng_state(rank_rng[distributed.rank() % len(rank_rng)] if rank_rng else state["rng"])
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])
         self.metrics = list(state["metrics"])
         self.rollbacks = state.get("rollbacks", 0)
+
+
+class _LossModule(nn.Module):
+    """The trainer's loss as a module that owns every trained parameter (the model's module and the estimator's
+    own), the form DistributedDataParallel wraps."""
+
+    def __init__(self, trainer: "Trainer"):
+        super().__init__()
+        self.module = trainer.module
+        self.estimator_parameters = nn.ParameterList(getattr(trainer.loss, "parameters", list)())
+        object.__setattr__(self, "trainer", trainer)  # not a submodule
+
+    def forward(self, *args, **kwargs):
+        return self.trainer._loss(*args, **kwargs)
 
 
 @torch.no_grad()

@@ -161,8 +161,18 @@ def _add_train(sub):
         "(only --epochs may change)",
     )
     _add_base_options(p, "short flags (aliases of --set; the dotted path each sets is in parentheses)")
+    _add_nproc(p, "train data-parallel in N processes of this machine (each on its shard of every minibatch)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_train)
+
+
+def _add_nproc(p, help_text):
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help=f"{help_text}; for several machines launch with torchrun instead (see the README)",
+    )
 
 
 def train_overrides(args) -> list:
@@ -196,6 +206,10 @@ def _train(args):
     config = apply_overrides(base, train_overrides(args))
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     from inference import ESTIMATORS
+    from inference.training import distributed
+
+    if not distributed.is_main_process():
+        return
 
     last = runs.read_metrics(args.out)[-1]
     name = runs.load_config(args.out).train.estimator.name
@@ -259,6 +273,7 @@ def _add_evaluate(sub):
         action="store_true",
         help="evaluate the last checkpoint of a run whose training has not finished",
     )
+    _add_nproc(p, "share the examples out among N processes of this machine (the estimates do not change)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_evaluate)
 
@@ -286,6 +301,8 @@ def _evaluate(args):
         allow_unfinished=args.allow_unfinished,
         num_examples=args.num_examples,
     )
+    if "warnings" not in report:  # a rank other than 0 of a process group: rank 0 reports
+        return
     print(json.dumps(json_safe(report), indent=2))
     for warning in report["warnings"]:
         print(f"pyro-vae evaluate: warning: {warning}", file=sys.stderr)
@@ -580,11 +597,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        print(f"pyro-vae {args.command}: error: --nproc must be a positive integer, got {nproc}", file=sys.stderr)
+        return 2
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_processes(args, argv, nproc)
     try:
         args.run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, ImportError) as e:
@@ -596,6 +620,35 @@ def main(argv=None):
         print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _launch_processes(args, argv, nproc) -> int:
+    """Run this command line (less ``--nproc``) in ``nproc`` processes that form one process group."""
+    import torch.multiprocessing as mp
+
+    from inference.training.distributed import launch_local
+
+    try:
+        launch_local(main, nproc, _without_nproc(argv))
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+        print(f"pyro-vae {args.command}: error: {str(e).splitlines()[0]} (its message is above)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _without_nproc(argv) -> list:
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
 
 
 if __name__ == "__main__":
