@@ -542,15 +542,14 @@ def _add_list(sub):
 
 
 def _list(args):
-    from pyro_vae.config import RunConfig, describe_components
-    from pyro_vae.data import DATASETS
+    from pyro_vae.cli.catalogue import read_catalogue
 
-    components = describe_components()
+    listing = read_catalogue()  # generated from the registries: no torch to import
     if args.json:
-        listing = {"datasets": DATASETS.names(), "components": components, "defaults": RunConfig().to_dict()}
-        print(json.dumps(listing, indent=2, default=str))
+        print(json.dumps(listing, indent=2))
         return
-    print(f"data.name: {', '.join(DATASETS.names())}, or the path of your own .npy/.npz/.pt/.csv file")
+    components = listing["components"]
+    print(f"data.name: {', '.join(listing['datasets'])}, or the path of your own .npy/.npz/.pt/.csv file")
     width = max(len(name) for table in components.values() for name in table) + 2
     for path, table in components.items():
         print(f"\n{path}:")

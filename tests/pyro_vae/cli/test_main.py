@@ -239,6 +239,25 @@ def test_list_json_gives_every_component_with_options_and_defaults(capsys):
     assert "digits" in listing["datasets"]
 
 
+def test_list_catalogue_is_what_the_registries_hold_now():
+    """`list` reads a generated file (no torch to import); it must be the registries' own description."""
+    from pyro_vae.cli.catalogue import build_catalogue, read_catalogue
+
+    assert read_catalogue() == build_catalogue(), (
+        "pyro_vae/cli/catalogue.json is out of date: run `python -m pyro_vae.cli.catalogue` and commit it"
+    )
+
+
+def test_list_and_help_do_not_import_torch():
+    for command in (["list"], ["list", "--json"], ["--help"], ["train", "--help"]):
+        code = (
+            f"import sys\nfrom pyro_vae.cli import main\ntry:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert result.returncode == 0, (command, result.stderr[-500:])
+
+
 def test_evaluate_refuses_bad_sample_numbers_in_one_line(digits_run, capsys):
     assert main(["evaluate", digits_run, "--num-samples", "0", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
