@@ -150,9 +150,18 @@ def _num_data(args):
 
 @torch.no_grad()
 def importance_log_weights(
-    model, guide, *args, num_samples, particle_batch_size=None, data_plate="data", max_plate_nesting=None, **kwargs
+    model,
+    guide,
+    *args,
+    num_samples,
+    particle_batch_size=None,
+    data_plate="data",
+    max_plate_nesting=None,
+    on_particles=None,
+    **kwargs,
 ):
-    """``(num_samples, batch_size)`` log weights, drawn ``particle_batch_size`` particles at a time."""
+    """``(num_samples, batch_size)`` log weights, drawn ``particle_batch_size`` particles at a time;
+    ``on_particles(k)`` is called after each pass of ``k`` particles (a progress bar's update)."""
     chunk = particle_batch_size or num_samples
     pieces = []
     for start in range(0, num_samples, chunk):
@@ -167,6 +176,8 @@ def importance_log_weights(
                 **kwargs,
             )
         )
+        if on_particles is not None:
+            on_particles(pieces[-1].shape[0])
     return torch.cat(pieces, 0)
 
 
@@ -194,8 +205,9 @@ class ImportanceSampling:
     def proposal(self, model, guide):
         return guide
 
-    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
-        """``(log_px, elbo, mc_stderr, ess, khat)`` for the data points of ``args``."""
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
+        """``(log_px, elbo, mc_stderr, ess, khat)`` for the data points of ``args``; ``on_particles(k)`` after
+        each pass of ``k`` particles."""
         log_w = importance_log_weights(
             model,
             self.proposal(model, guide),
@@ -204,6 +216,7 @@ class ImportanceSampling:
             particle_batch_size=self.particle_batch_size,
             data_plate=data_plate,
             max_plate_nesting=max_plate_nesting,
+            on_particles=on_particles,
             **kwargs,
         )
         if data_plate is None:
@@ -231,8 +244,10 @@ class ExactLogMarginal(ImportanceSampling):
 
     name = "exact"
 
-    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
-        _, elbo, mc_stderr, ess, khat = super().estimate(model, guide, args, kwargs, data_plate, max_plate_nesting)
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
+        _, elbo, mc_stderr, ess, khat = super().estimate(
+            model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles
+        )
         log_px = exact_log_marginal(model, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs)
         return log_px.reshape(-1), elbo, torch.zeros_like(mc_stderr), ess, khat
 
@@ -259,7 +274,7 @@ class AnnealedImportanceSampling:
     def proposal(self, model, guide):
         return prior_proposal(model) if self.options["proposal"] == "prior" else guide
 
-    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting):
+    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
         ais = annealed_importance_sampling(
             model, guide, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **self.options, **kwargs
         )
@@ -314,7 +329,8 @@ def log_marginal_likelihood(
     :param int data_batch_size: data points per pass (``None``: all at once).
     :param str data_plate: name of the plate over data points; ``None`` treats the batch as one data point.
     :param int max_plate_nesting: optional; guessed by running the model once if not given.
-    :param bool progress: show a tqdm progress bar over chunks.
+    :param bool progress: show a tqdm progress bar of the draws (examples x particles), moving after every
+        pass of particles, with the time left.
     :param int seed: seed each chunk's draws by ``seed`` and the chunk's first index (the global generator is
         left as it was); needed to share the chunks among the ranks of a process group, where it is required.
     :param kwargs: options of the method, by name (``num_samples`` and ``particle_batch_size`` of ``"is"``;
@@ -341,11 +357,30 @@ def log_marginal_likelihood(
     rank, world_size = distributed.rank(), distributed.world_size()
     mine = {i: span for i, span in enumerate(spans) if i % world_size == rank}
     results = {}
-    bar = tqdm(mine.items(), desc=f"log p(x), {method.name}", disable=not progress or rank > 0, leave=False)
-    for i, (start, stop) in bar:
-        chunk_args = args if stop is None else _split_args(args, start, stop)
-        with chunk_seeded(seed, start):
-            results[i] = method.estimate(model, guide, chunk_args, kwargs, data_plate, max_plate_nesting)
+    num_examples = {i: 1 if stop is None else stop - start for i, (start, stop) in mine.items()}
+    bar = tqdm(
+        total=sum(num_examples.values()) * method.num_draws,
+        desc=f"log p(x), {method.name}",
+        unit="draw",
+        unit_scale=True,
+        disable=not progress or rank > 0,
+        leave=False,
+    )
+    with bar:
+        for i, (start, stop) in mine.items():
+            chunk_args = args if stop is None else _split_args(args, start, stop)
+            done = bar.n
+            with chunk_seeded(seed, start):
+                results[i] = method.estimate(
+                    model,
+                    guide,
+                    chunk_args,
+                    kwargs,
+                    data_plate,
+                    max_plate_nesting,
+                    on_particles=lambda k, size=num_examples[i]: bar.update(k * size),
+                )
+            bar.update(done + num_examples[i] * method.num_draws - bar.n)  # methods that report no passes
     if distributed.is_distributed():
         results = {i: tuple(_to_cpu(part) for part in result) for i, result in results.items()}
     log_px, elbo, mc_stderr, ess, khat = zip(*distributed.gather_in_order(results))

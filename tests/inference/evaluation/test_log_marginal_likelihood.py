@@ -140,3 +140,38 @@ def test_summary_keeps_its_keys(linear_gaussian):
         "khat_fraction_above_0.7",
     ]:
         assert key in summary
+
+
+def test_progress_moves_after_every_pass_of_particles(linear_gaussian, monkeypatch):
+    """30 examples in chunks of 20 and 10, 50 particles in passes of 20, 20 and 10: the bar counts draws."""
+    import inference.evaluation.log_marginal_likelihood as module
+
+    updates = []
+
+    class RecordingBar(module.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(module, "tqdm", RecordingBar)
+    lg, x = linear_gaussian
+    log_marginal_likelihood(
+        lg.model, lg.shifted_guide(), x, num_samples=50, particle_batch_size=20, data_batch_size=20, progress=True
+    )
+    assert updates == [400, 400, 200, 0, 200, 200, 100, 0]  # the zeros: nothing left over after a chunk
+    assert sum(updates) == 30 * 50
+
+
+def test_a_seed_fixes_the_draws_and_leaves_the_global_generator_alone(linear_gaussian):
+    lg, x = linear_gaussian
+    guide = lg.shifted_guide()
+    estimates = []
+    for global_seed in (1, 123):
+        pyro.set_rng_seed(global_seed)
+        estimates.append(log_marginal_likelihood(lg.model, guide, x, num_samples=40, data_batch_size=10, seed=7))
+        after = torch.rand(1)
+        pyro.set_rng_seed(global_seed)
+        assert torch.equal(after, torch.rand(1))  # as if the estimate had drawn nothing
+    assert torch.equal(estimates[0].log_px, estimates[1].log_px)
+    other_seed = log_marginal_likelihood(lg.model, guide, x, num_samples=40, data_batch_size=10, seed=8)
+    assert not torch.equal(estimates[0].log_px, other_seed.log_px)
