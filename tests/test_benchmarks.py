@@ -23,3 +23,23 @@ def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
 def test_train_speed_benchmark_runs_in_quick_mode():
     rows = load("train_speed").main(["--quick", "--threads", "1"])
     assert len(rows) == 5 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
+
+
+def test_hand_written_log_px_equals_ours_on_the_same_draws():
+    import torch
+
+    script = load("log_px_speed")
+    vae = script.build()
+    x = torch.bernoulli(torch.full((30, script.DATA), 0.3), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    ours = script.ours_log_px(vae, x, 60)
+    torch.manual_seed(0)
+    hand = script.hand_written_log_px(vae, x, 60)
+    torch.testing.assert_close(ours, hand, rtol=1e-5, atol=1e-3)
+    torch.manual_seed(1)
+    assert (script.ours_log_px(vae, x, 60) - ours).abs().max() > 1e-3  # other draws, other numbers
+
+
+def test_log_px_speed_benchmark_runs_in_quick_mode():
+    report = load("log_px_speed").main(["--quick", "--threads", "1"])
+    assert report["compare"]["max_abs_difference"] < 1e-3 and len(report["scaling"]) == 2

@@ -1,0 +1,164 @@
+"""Speed of ``inference.log_marginal_likelihood`` against a hand-written batched PyTorch loop and against the
+machine's own matrix-product throughput, side by side in one run; and how its time grows with K and with the
+number of examples.
+
+    python benchmarks/log_px_speed.py              # K = 5000 on 100 examples, then three sizes of K and of N
+    python benchmarks/log_px_speed.py --quick      # a few hundred draws: the check the test suite runs
+
+The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
+weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
+noise in the same order (100 examples x 500 particles per pass), so their estimates agree to float rounding; the
+script stops if they do not (:func:`check_same_estimate`).
+
+The useful work is the decoder's matrix products, ``2 (50*200 + 200*200 + 200*784)`` FLOPs per particle and
+example; "FLOP/s fraction" is that work per second over the FLOP/s of a large single-precision matrix product
+measured in the same run.
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+LATENT, HIDDEN, DATA = 50, (200, 200), 784
+DATA_CHUNK, PARTICLE_CHUNK = 100, 500
+
+
+def build(seed=0):
+    import pyro
+
+    from pyro_vae import build_vae
+
+    pyro.set_rng_seed(seed)
+    return build_vae(DATA, latent_dim=LATENT, hidden_sizes=HIDDEN, activation="tanh", num_data=60000)
+
+
+def decoder_flops_per_draw() -> int:
+    sizes = [LATENT, *HIDDEN[::-1], DATA]
+    return 2 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def matmul_flops_per_second(size=2048, repeats=5) -> float:
+    """FLOP/s of the best of ``repeats`` ``size x size`` single-precision matrix products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+@torch.no_grad()
+def hand_written_log_px(vae, x, num_samples) -> torch.Tensor:
+    """``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` per example, by plain tensors, chunked like ours."""
+    from pyro_vae.components.guides import positive_scale
+
+    log_2pi = math.log(2 * math.pi)
+    results = []
+    for start in range(0, len(x), DATA_CHUNK):
+        xb = x[start : start + DATA_CHUNK]
+        loc, raw = vae.encoder(xb).split(LATENT, dim=-1)
+        scale = positive_scale(raw, vae.guide_family.min_scale)
+        pieces = []
+        for p_start in range(0, num_samples, PARTICLE_CHUNK):
+            eps = torch.randn(min(PARTICLE_CHUNK, num_samples - p_start), *loc.shape)
+            z = loc + scale * eps
+            logits = vae.decoder(z)
+            log_lik = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+            log_prior = -0.5 * (z.pow(2).sum(-1) + LATENT * log_2pi)
+            log_q = -0.5 * (eps.pow(2).sum(-1) + LATENT * log_2pi) - scale.log().sum(-1)
+            pieces.append(log_lik + log_prior - log_q)
+        log_w = torch.cat(pieces)
+        results.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
+    return torch.cat(results)
+
+
+def ours_log_px(vae, x, num_samples) -> torch.Tensor:
+    from inference import log_marginal_likelihood
+
+    result = log_marginal_likelihood(
+        vae.model,
+        vae.guide,
+        x,
+        num_samples=num_samples,
+        particle_batch_size=PARTICLE_CHUNK,
+        data_batch_size=DATA_CHUNK,
+        max_plate_nesting=vae.max_plate_nesting,
+    )
+    return result.log_px
+
+
+def timed(fn, *args, seed=0):
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def check_same_estimate(vae, x, num_samples):
+    ours, _ = timed(ours_log_px, vae, x, num_samples)
+    hand, _ = timed(hand_written_log_px, vae, x, num_samples)
+    if not torch.allclose(ours, hand, rtol=1e-5, atol=1e-3):
+        raise SystemExit(f"the hand-written estimate differs from ours: max |diff| {(ours - hand).abs().max():.3g}")
+    return (ours - hand).abs().max().item()
+
+
+def compare(vae, num_examples, num_samples, matmul):
+    x = torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+    difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 2 * PARTICLE_CHUNK))
+    _, ours = timed(ours_log_px, vae, x, num_samples)
+    _, hand = timed(hand_written_log_px, vae, x, num_samples)
+    work = decoder_flops_per_draw() * num_examples * num_samples
+    return {
+        "examples": num_examples,
+        "K": num_samples,
+        "ours_s": ours,
+        "hand_s": hand,
+        "ratio": ours / hand,
+        "ours_flops_fraction": work / ours / matmul,
+        "hand_flops_fraction": work / hand / matmul,
+        "max_abs_difference": difference,
+    }
+
+
+def scaling(vae, sizes, matmul):
+    rows = []
+    for num_examples, num_samples in sizes:
+        x = torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+        _, seconds = timed(ours_log_px, vae, x, num_samples)
+        rows.append({"examples": num_examples, "K": num_samples, "seconds": seconds})
+    base = rows[0]["seconds"] / (rows[0]["examples"] * rows[0]["K"])
+    for row in rows:
+        row["seconds_per_draw_vs_first"] = row["seconds"] / (row["examples"] * row["K"]) / base
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few hundred draws, to check the script runs")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    vae = build()
+    matmul = matmul_flops_per_second(512 if args.quick else 2048)
+    if args.quick:
+        report = {"compare": compare(vae, 20, 40, matmul), "scaling": scaling(vae, [(10, 20), (10, 40)], matmul)}
+    else:
+        report = {
+            "compare": compare(vae, 100, 5000, matmul),
+            "scaling": scaling(
+                vae, [(100, 1000), (100, 2500), (100, 5000), (50, 2000), (100, 2000), (200, 2000)], matmul
+            ),
+        }
+    report["matmul_gflops"] = matmul / 1e9
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
