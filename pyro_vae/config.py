@@ -2,7 +2,7 @@
 
 A run is four sections plus a device::
 
-    data:   name, root, download, num_train, num_val, num_test, seed (the split and the fixed binarization
+    data:   name, root, download, num_train, num_val, num_test, dequantize, seed (the split and the fixed binarization
             of the evaluation splits: runs with different training seeds see the very same test examples)
     model:  latent_dim, and five components (prior, likelihood, guide, encoder, decoder)
     train:  estimator and optimizer (components), epochs, batch_size, clip_norm, kl_warmup_epochs,
@@ -54,6 +54,9 @@ class DataConfig:
     num_val: Optional[int] = None
     num_test: Optional[int] = None
     seed: int = 0
+    #: Model 8-bit pixels ``k`` by a density on ``y = (k + u) / 256``, ``u ~ U(0, 1)`` (uniform dequantization);
+    #: evaluation then reports the bound on the 8-bit mass (see :func:`pyro_vae.runs.dequantization_correction`).
+    dequantize: bool = False
 
 
 @dataclass

@@ -52,7 +52,7 @@ from inference.training.schedules import LR_SCHEDULES
 from inference.training.trainer import Trainer
 from pyro_vae.components import LIKELIHOODS
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides, resolve_device
-from pyro_vae.data import batches, fixed_binarization, load_dataset
+from pyro_vae.data import batches, fixed_binarization, fixed_dequantization, load_dataset
 from pyro_vae.folder import (
     RunLock,
     command_line,
@@ -88,11 +88,21 @@ def binary_data(config: RunConfig) -> bool:
 
 def data_representation(config: RunConfig) -> str:
     """How the likelihood reads the data: ``"binarized"`` (0/1 draws of grey levels, a mass), ``"8-bit"`` (grey
-    levels 0..255, a mass) or ``"continuous"`` (a density on the values as given). Log-likelihoods of different
-    representations are different quantities and are never compared."""
+    levels 0..255, a mass), ``"dequantized"`` (a density on uniformly dequantized 8-bit levels, reported as a bound
+    on their mass) or ``"continuous"`` (a density on the values as given). Log-likelihoods of different
+    representations are different quantities and are never compared (the dequantized bound stands beside
+    8-bit masses)."""
     if binary_data(config):
         return "binarized"
-    return getattr(LIKELIHOODS.get(config.model.likelihood.name), "data_representation", "continuous")
+    representation = getattr(LIKELIHOODS.get(config.model.likelihood.name), "data_representation", "continuous")
+    return "dequantized" if representation == "continuous" and config.data.dequantize else representation
+
+
+def dequantization_correction(config: RunConfig, data_dim: int) -> float:
+    """``-D log 256`` for dequantized data, else 0. For 8-bit levels ``k`` and ``y = (k + u) / 256``, Jensen's
+    inequality gives ``log P(k) = log E_u[p(y) / 256^D] >= E_u[log p(y)] - D log 256``, so the density's
+    log p(y) plus this correction is a (stochastic) lower bound on the 8-bit log-mass (Theis et al. 2016)."""
+    return -data_dim * math.log(256) if data_representation(config) == "dequantized" else 0.0
 
 
 def prepare_data(config: RunConfig):
@@ -108,12 +118,23 @@ def prepare_data(config: RunConfig):
         num_test=data.num_test,
     )
     representation = data_representation(config)
+    if config.data.dequantize and representation != "dequantized":
+        raise ConfigError(
+            f"data.dequantize gives a density on dequantized 8-bit levels, but the '{config.model.likelihood.name}' "
+            f"likelihood reads {representation} data: choose a density on [0, 1] (gaussian, laplace, beta, "
+            "continuous-bernoulli) or drop data.dequantize"
+        )
+    if representation == "dequantized" and not splits.binary_ok:
+        raise ConfigError(
+            f"data.dequantize needs pixel data in [0, 1] made of 8-bit levels, but '{data.name}' is real-valued: "
+            "drop data.dequantize"
+        )
     if representation != "continuous" and not splits.binary_ok:
         raise ConfigError(
             f"the '{config.model.likelihood.name}' likelihood reads {representation} grey levels made from data in "
             f"[0, 1], but '{data.name}' is real-valued: choose --likelihood gaussian"
         )
-    if representation == "8-bit":
+    if representation in ("8-bit", "dequantized"):
         splits = to_eight_bit(splits)
     if config.train.batch_size > len(splits.train):
         raise ConfigError(
@@ -130,13 +151,17 @@ def to_eight_bit(splits):
 
 
 def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
-    """A split as the model sees it at evaluation: binarized once, by the data seed, for a 0/1 likelihood."""
+    """A split as the model sees it at evaluation: binarized once, by the data seed, for a 0/1 likelihood;
+    dequantized once, by the data seed, for dequantized data."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got '{split}'")
     x = getattr(splits, split)
+    # A different fixed seed per split, so validation and test binarizations (or dequantizations) are independent.
+    seed = config.data.seed * 3 + SPLITS.index(split) + 1
     if binary_data(config):
-        # A different fixed seed per split, so validation and test binarizations are independent.
-        x = fixed_binarization(x, seed=config.data.seed * 3 + SPLITS.index(split) + 1)
+        x = fixed_binarization(x, seed=seed)
+    elif data_representation(config) == "dequantized":
+        x = fixed_dequantization(x, seed=seed)
     return x
 
 
@@ -204,11 +229,12 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
         shuffle=True,
         generator=generator,
         dynamic_binarization=binary_data(config),
+        dequantization=data_representation(config) == "dequantized",
     )
     val_x = eval_split(config, splits, "val").to(device)
     check_data_support(config, vae, val_x, "validation")
     if not binary_data(config):  # 0/1 likelihoods see binarized draws of the grey levels, checked above
-        check_data_support(config, vae, splits.train.to(device), "training")
+        check_data_support(config, vae, eval_split(config, splits, "train").to(device), "training")
     val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
     checkpoint = Checkpoint(checkpoint_path, resume=resume, extra={"config": config.to_dict()})
@@ -413,6 +439,10 @@ def evaluate_run(
             seed=evaluation.seed,
         )
         seconds = time.perf_counter() - start
+        correction = dequantization_correction(config, x[0].numel())
+        density = result.mean
+        if correction:  # from the density on dequantized values to the bound on the 8-bit mass
+            result = dataclasses.replace(result, log_px=result.log_px + correction, elbo=result.elbo + correction)
         if not main_process:  # rank 0 reports and writes
             return result.summary()
         with torch.no_grad():
@@ -429,6 +459,7 @@ def evaluate_run(
             "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
             "latent_activity": activity.tolist(),
             **units(config, result, x),
+            **({"dequantization_correction": correction, "log_px_density": density} if correction else {}),
             "dataset": config.data.name,
             "split": evaluation.split,
             "data_seed": config.data.seed,
@@ -517,8 +548,8 @@ def _evaluation_config(config, method, method_options, split, data_batch_size, s
 
 
 def units(config: RunConfig, result, x) -> dict:
-    """The data representation the numbers refer to, and for masses (binarized or 8-bit data) bits per dimension:
-    ``-log p(x) / (D log 2)``."""
+    """The data representation the numbers refer to, and for masses (binarized or 8-bit data, and the bound on
+    the 8-bit mass of dequantized data) bits per dimension: ``-log p(x) / (D log 2)``."""
     representation = data_representation(config)
     report = {"data_representation": representation, "units": "nats per example"}
     if representation != "continuous":

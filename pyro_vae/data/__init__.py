@@ -6,8 +6,10 @@ from pyro_vae.data.datasets import (
     Splits,
     batches,
     binarize,
+    dequantize,
     find_idx_image_files,
     fixed_binarization,
+    fixed_dequantization,
     load_dataset,
 )
 from pyro_vae.data.linear_gaussian import LinearGaussian
@@ -20,6 +22,8 @@ __all__ = [
     "batches",
     "binarize",
     "find_idx_image_files",
+    "dequantize",
     "fixed_binarization",
+    "fixed_dequantization",
     "load_dataset",
 ]

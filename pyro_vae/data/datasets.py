@@ -147,6 +147,19 @@ def binarize(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> to
     return torch.bernoulli(x, generator=generator)
 
 
+def dequantize(k: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Uniform dequantization of 8-bit levels ``k`` in ``0..255``: ``y = (k + u) / 256`` with ``u ~ U(0, 1)``, so
+    ``y`` lies in the open interval (0, 1) and any density on it bounds the mass of ``k`` from below (Theis et al.
+    2016, "A note on the evaluation of generative models")."""
+    u = torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype).clamp_(min=1e-6)
+    return (k + u) / 256
+
+
+def fixed_dequantization(k: torch.Tensor, seed: int) -> torch.Tensor:
+    """:func:`dequantize` with a generator seeded by ``seed``: the same values every call (for evaluation)."""
+    return dequantize(k, torch.Generator(device=k.device).manual_seed(seed))
+
+
 def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
     """:func:`binarize` with a generator seeded by ``seed``: the same binary data every call (for evaluation)."""
     return binarize(x, torch.Generator(device=x.device).manual_seed(seed))
@@ -174,13 +187,14 @@ class Batches:
     so a training loop can call ``trainer.step(*batch)``.
 
     Each pass draws a new permutation from ``generator`` (when ``shuffle``) and, with ``dynamic_binarization``,
-    a new ``x_batch ~ Bernoulli(x[idx])`` from the same generator, so the whole stream is a function of the
-    generator's state. The last batch of a pass may be smaller.
+    a new ``x_batch ~ Bernoulli(x[idx])`` (with ``dequantization``, a new :func:`dequantize` of the 8-bit levels
+    ``x[idx]``) from the same generator, so the whole stream is a function of the generator's state. The last batch
+    of a pass may be smaller.
 
     :param int num_data: ``len(x)``, the data plate's ``size``.
     """
 
-    def __init__(self, x, batch_size, *, shuffle, generator=None, dynamic_binarization=False):
+    def __init__(self, x, batch_size, *, shuffle, generator=None, dynamic_binarization=False, dequantization=False):
         if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] == 0:
             raise ValueError("batches needs a tensor with at least one row (one example per row)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -192,6 +206,7 @@ class Batches:
         self.shuffle = shuffle
         self.generator = generator
         self.dynamic_binarization = dynamic_binarization
+        self.dequantization = dequantization
 
     @property
     def num_data(self) -> int:
@@ -211,6 +226,8 @@ class Batches:
             x_batch = self.x[idx]
             if self.dynamic_binarization:
                 x_batch = torch.bernoulli(x_batch, generator=self.generator)
+            if self.dequantization:
+                x_batch = dequantize(x_batch, self.generator)
             yield (x_batch,)
 
     def __repr__(self):
@@ -220,9 +237,16 @@ class Batches:
         )
 
 
-def batches(x, batch_size, *, shuffle, generator, dynamic_binarization=False) -> Batches:
+def batches(x, batch_size, *, shuffle, generator, dynamic_binarization=False, dequantization=False) -> Batches:
     """Re-iterable minibatches of ``x``; see :class:`Batches`."""
-    return Batches(x, batch_size, shuffle=shuffle, generator=generator, dynamic_binarization=dynamic_binarization)
+    return Batches(
+        x,
+        batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        dynamic_binarization=dynamic_binarization,
+        dequantization=dequantization,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
