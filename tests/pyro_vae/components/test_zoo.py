@@ -39,6 +39,23 @@ def test_beta_integrates_to_one(raw):
     assert torch.trapezoid(log_density.exp(), t).item() == pytest.approx(1.0, abs=1e-6)
 
 
+def test_bernoulli_likelihood_equals_pyros_bernoulli_and_sums_to_one_over_binary_vectors(float64):
+    """Against ``pyro.distributions.Bernoulli(logits).to_event(1)`` on broadcast and extreme logits, and
+    normalized by enumerating all 2^4 binary vectors."""
+    likelihood = LIKELIHOODS.build("bernoulli", data_dim=4)
+    logits = torch.tensor([[-80.0, -3.0, 0.0, 40.0], [1e-3, 2.0, -25.0, 7.0]]).expand(3, 2, 4)
+    x = torch.bernoulli(torch.full((2, 4), 0.5), generator=torch.Generator().manual_seed(0))
+    expected = pyro.distributions.Bernoulli(logits=logits).to_event(1).log_prob(x)
+    torch.testing.assert_close(likelihood(logits).log_prob(x), expected, rtol=1e-12, atol=1e-12)
+    every_vector = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64)
+    total = likelihood(logits[0, :1]).log_prob(every_vector).exp().sum()
+    assert total.item() == pytest.approx(1.0, abs=1e-12)
+    expanded = likelihood(logits[0]).expand((5, 2))
+    assert expanded.batch_shape == (5, 2) and expanded.log_prob(x).shape == (5, 2)
+    with pytest.raises(ValueError, match="support"):
+        likelihood(logits).log_prob(torch.full((2, 4), 0.5))
+
+
 @pytest.mark.parametrize("name", ["gaussian", "laplace"])
 def test_location_scale_likelihoods_integrate_to_one(name):
     x = torch.linspace(-8, 8, 160001, dtype=torch.float64)
