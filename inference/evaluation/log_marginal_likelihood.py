@@ -42,6 +42,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
@@ -161,21 +162,26 @@ def importance_log_weights(
     **kwargs,
 ):
     """``(num_samples, batch_size)`` log weights, drawn ``particle_batch_size`` particles at a time;
-    ``on_particles(k)`` is called after each pass of ``k`` particles (a progress bar's update)."""
+    ``on_particles(k)`` is called after each pass of ``k`` particles (a progress bar's update).
+
+    Distribution arguments and values are validated (if validation is on) in the first pass only: the later
+    passes see the same data and distributions, and the support checks of ``K x N x D`` values would otherwise
+    cost a sizeable part of the time."""
     chunk = particle_batch_size or num_samples
     pieces = []
     for start in range(0, num_samples, chunk):
-        pieces.append(
-            per_example_log_weights(
-                model,
-                guide,
-                *args,
-                num_particles=min(chunk, num_samples - start),
-                data_plate=data_plate,
-                max_plate_nesting=max_plate_nesting,
-                **kwargs,
+        with contextlib.nullcontext() if start == 0 else pyro.validation_enabled(False):
+            pieces.append(
+                per_example_log_weights(
+                    model,
+                    guide,
+                    *args,
+                    num_particles=min(chunk, num_samples - start),
+                    data_plate=data_plate,
+                    max_plate_nesting=max_plate_nesting,
+                    **kwargs,
+                )
             )
-        )
         if on_particles is not None:
             on_particles(pieces[-1].shape[0])
     return torch.cat(pieces, 0)
