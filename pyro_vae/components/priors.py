@@ -73,49 +73,90 @@ class VampPrior(PyroModule):
     start; ``learned_weights=False`` keeps them uniform, as in the paper).
 
     The prior reads the encoder and guide family through the VAE, which attaches its ``posterior`` and the data
-    dimension (:meth:`attach`) when it is built. The pseudo-inputs start uniform over the data's range
-    (``init="uniform"``) or, with ``init="data"``, as randomly chosen training examples (the reference code's
-    ``use_training_data_init``), which :func:`pyro_vae.runs.model_for` sets from the training split and seed.
+    dimension (:meth:`attach`) when it is built. The pseudo-inputs are held on the scale the encoder reads, ``[0, 1]``
+    (for 8-bit data ``u_k = data_scale * a_k``, so that an optimizer step moves them as far as it moves them for
+    binarized data), as raw parameters ``a_k`` with ``u_k = activation(a_k)``: ``activation="none"`` leaves them
+    unbounded, ``"hardtanh"`` clips them to ``[0, 1]`` as the reference code does (``Hardtanh(0, 1)`` on a linear
+    layer applied to the identity matrix, so a raw value outside ``[0, 1]`` gets no gradient).
+
+    The raw parameters start uniform over ``[0, 1]`` (``init="uniform"``), from ``N(init_mean, init_std^2)``
+    (``init="normal"``, the reference code's default, with 0.05 and 0.01 for MNIST) or, with ``init="data"``, as
+    randomly chosen training examples (the reference code's ``use_training_data_init``), which
+    :func:`pyro_vae.runs.model_for` sets from the training split and seed.
 
     References:
-        J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018.
+        J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018 (code: github.com/jmtomczak/vae_vampprior).
     """
 
     needs_posterior = True
 
-    def __init__(self, latent_dim: int, num_pseudo_inputs: int = 500, learned_weights: bool = True, init="uniform"):
+    def __init__(
+        self,
+        latent_dim: int,
+        num_pseudo_inputs: int = 500,
+        learned_weights: bool = True,
+        init="uniform",
+        activation="none",
+        init_mean: float = 0.05,
+        init_std: float = 0.01,
+    ):
         super().__init__()
         if num_pseudo_inputs < 1:
             raise ValueError(f"num_pseudo_inputs must be a positive integer, got {num_pseudo_inputs}")
-        if init not in ("uniform", "data"):
-            raise ValueError(f"init must be 'uniform' or 'data' (random training examples), got {init!r}")
+        if init not in ("uniform", "normal", "data"):
+            raise ValueError(
+                f"init must be 'uniform', 'normal' (N(init_mean, init_std^2)) or 'data' (random training examples), "
+                f"got {init!r}"
+            )
+        if activation not in ("none", "hardtanh"):
+            raise ValueError(f"activation must be 'none' or 'hardtanh' (clipped to [0, 1]), got {activation!r}")
+        if init_std < 0:
+            raise ValueError(f"init_std must be non-negative, got {init_std}")
         self.init = init
+        self.activation = activation
+        self.init_mean = init_mean
+        self.init_std = init_std
         self.latent_dim = latent_dim
         self.num_pseudo_inputs = num_pseudo_inputs
         self.logits = nn.Parameter(torch.zeros(num_pseudo_inputs), requires_grad=learned_weights)
         self.pseudo_inputs = None
+        self.data_scale = 1.0
         self._posterior = None
 
     def attach(self, posterior, data_dim: int, data_scale: float = 1.0):
-        """Give the prior the guide ``posterior(x) -> q(z | x)`` and the data dimension of its pseudo-inputs, which
-        start uniform in ``[0, data_scale]`` (255 for 8-bit data)."""
+        """Give the prior the guide ``posterior(x) -> q(z | x)`` and the data dimension of its pseudo-inputs, and
+        the range ``[0, data_scale]`` of the data that ``posterior`` reads (255 for 8-bit data)."""
         object.__setattr__(self, "_posterior", posterior)  # a reference, not a submodule: no second copy
-        self.pseudo_inputs = nn.Parameter(data_scale * torch.rand(self.num_pseudo_inputs, data_dim))
+        self.data_scale = data_scale
+        shape = (self.num_pseudo_inputs, data_dim)
+        if self.init == "normal":
+            raw = self.init_mean + self.init_std * torch.randn(shape)
+        else:  # uniform; "data" overwrites them in initialize_from_data
+            raw = torch.rand(shape)
+        self.pseudo_inputs = nn.Parameter(raw)
 
     @torch.no_grad()
     def initialize_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        """With ``init="data"``, set the pseudo-inputs to ``num_pseudo_inputs`` distinct random rows of ``x``."""
+        """With ``init="data"``, set the pseudo-inputs to ``num_pseudo_inputs`` distinct random rows of ``x``
+        (data on ``[0, data_scale]``)."""
         if self.init != "data":
             return
         if len(x) < self.num_pseudo_inputs:
             raise ValueError(f"init='data' needs {self.num_pseudo_inputs} training examples, got {len(x)}")
         chosen = torch.randperm(len(x), generator=generator)[: self.num_pseudo_inputs]
-        self.pseudo_inputs.copy_(x[chosen].to(self.pseudo_inputs))
+        self.pseudo_inputs.copy_(x[chosen].to(self.pseudo_inputs) / self.data_scale)
+
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs ``u_k`` on the data's scale ``[0, data_scale]``, as the guide reads them."""
+        u = self.pseudo_inputs
+        if self.activation == "hardtanh":
+            u = F.hardtanh(u, 0.0, 1.0)
+        return u * self.data_scale if self.data_scale != 1.0 else u
 
     def forward(self) -> dist.Distribution:
         if self._posterior is None:
             raise RuntimeError("the VampPrior needs the guide: build it inside a VAE (build_vae / build_model)")
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._posterior(self.pseudo_inputs))
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._posterior(self.inputs()))
 
 
 @PRIORS.register("flow")

@@ -147,6 +147,55 @@ def test_vampprior_pseudo_inputs_and_weights_learn():
         assert (p.detach() - before[name]).abs().max() > 1e-3, name
 
 
+@pytest.mark.parametrize("activation", ["none", "hardtanh"])
+def test_vampprior_log_density_is_the_mixture_of_the_guide_at_the_pseudo_inputs(activation, float64):
+    pyro.set_rng_seed(0)
+    options = {"num_pseudo_inputs": 7, "activation": activation}
+    vae = build_vae(6, latent_dim=3, hidden_sizes=(8,), prior="vamp", prior_options=options)
+    with torch.no_grad():
+        vae.prior.logits.copy_(torch.randn(7))
+        vae.prior.pseudo_inputs.copy_(torch.linspace(-0.5, 1.5, 42).reshape(7, 6))  # some outside [0, 1]
+    z = torch.randn(5, 3)
+    with pyro.settings.context(module_local_params=True):
+        log_p = vae.prior().log_prob(z)
+    # by hand: log sum_k w_k N(z; mu(u_k), diag sigma(u_k)^2), u_k clipped to [0, 1] under hardtanh
+    u = vae.prior.pseudo_inputs.clamp(0, 1) if activation == "hardtanh" else vae.prior.pseudo_inputs
+    loc, raw_scale = vae.encoder(u).split(3, dim=-1)
+    components = torch.distributions.Normal(loc, torch.nn.functional.softplus(raw_scale) + 1e-4)
+    log_w = torch.log_softmax(vae.prior.logits, 0)
+    expected = torch.logsumexp(log_w + components.log_prob(z[:, None, :]).sum(-1), dim=-1)
+    assert torch.allclose(log_p, expected, rtol=0, atol=1e-12)
+
+
+def test_vampprior_reference_initialisation_and_clipping():
+    pyro.set_rng_seed(0)
+    options = {"num_pseudo_inputs": 200, "activation": "hardtanh", "init": "normal"}
+    prior = build_vae(64, latent_dim=2, hidden_sizes=(8,), prior="vamp", prior_options=options).prior
+    a = prior.pseudo_inputs.detach()
+    assert a.mean().item() == pytest.approx(0.05, abs=1e-3) and a.std().item() == pytest.approx(0.01, abs=1e-3)
+    with torch.no_grad():
+        prior.pseudo_inputs[0, :3] = torch.tensor([-0.3, 0.4, 1.7])
+    assert prior.inputs()[0, :3].tolist() == pytest.approx([0.0, 0.4, 1.0])
+
+
+def test_vampprior_pseudo_inputs_of_8_bit_data_move_as_fast_as_those_of_binarized_data():
+    """The pseudo-inputs are held on the encoder's [0, 1] scale, so that an optimizer step moves them as far for
+    8-bit data (which the encoder reads divided by 255) as for 0/1 data: Adam's first step is ``lr`` per entry."""
+    x = torch.randint(0, 256, (20, 16)).float()
+    pyro.set_rng_seed(0)
+    options = {"num_pseudo_inputs": 5, "learned_weights": False}
+    vae = build_vae(
+        16, latent_dim=2, hidden_sizes=(8,), likelihood="discretized-logistic", prior="vamp", prior_options=options
+    )
+    assert vae.input_scale == 1 / 255
+    before = vae.prior.inputs().detach() * vae.input_scale  # what the encoder reads
+    assert 0 <= before.min() and before.max() <= 1
+    trainer = Trainer(vae.model, vae.guide, estimator("elbo"), module=vae, optimizer_options={"lr": 1e-2})
+    trainer.step(x)
+    step = (vae.prior.inputs().detach() * vae.input_scale - before).abs()
+    assert step.max().item() == pytest.approx(1e-2, rel=1e-3)
+
+
 def test_analytic_kl_of_a_multivariate_normal_against_a_diagonal_normal():
     from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
