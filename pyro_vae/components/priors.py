@@ -79,10 +79,14 @@ class VampPrior(PyroModule):
     unbounded, ``"hardtanh"`` clips them to ``[0, 1]`` as the reference code does (``Hardtanh(0, 1)`` on a linear
     layer applied to the identity matrix, so a raw value outside ``[0, 1]`` gets no gradient).
 
-    The raw parameters start uniform over ``[0, 1]`` (``init="uniform"``), from ``N(init_mean, init_std^2)``
-    (``init="normal"``, the reference code's default, with 0.05 and 0.01 for MNIST) or, with ``init="data"``, as
-    randomly chosen training examples (the reference code's ``use_training_data_init``), which
-    :func:`pyro_vae.runs.model_for` sets from the training split and seed.
+    The raw parameters start from ``N(init_mean, init_std^2)`` (``init="normal"``, the default: the reference code's,
+    with its 0.05 and 0.01 for MNIST, nearly blank images, so the prior starts as one Gaussian), uniform over
+    ``[0, 1]`` (``init="uniform"``) or, with ``init="data"``, as randomly chosen training examples (the reference
+    code's ``use_training_data_init``), which :func:`pyro_vae.runs.model_for` sets from the training split and seed.
+    Pseudo-inputs that start diverse (``"uniform"``, ``"data"``) let the posterior collapse early in training: on
+    digits (latent dimension 10, 50 pseudo-inputs, 200 epochs, no warm-up) ``"uniform"`` collapsed for 2 of 3 seeds
+    (0 active units, log p(x) -26.9 against -22.0 for the normal prior) and ``"normal"`` for none (0.11 to 0.21
+    nats above the normal prior).
 
     References:
         J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018 (code: github.com/jmtomczak/vae_vampprior).
@@ -95,7 +99,7 @@ class VampPrior(PyroModule):
         latent_dim: int,
         num_pseudo_inputs: int = 500,
         learned_weights: bool = True,
-        init="uniform",
+        init="normal",
         activation="none",
         init_mean: float = 0.05,
         init_std: float = 0.01,

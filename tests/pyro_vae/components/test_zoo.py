@@ -167,9 +167,9 @@ def test_vampprior_log_density_is_the_mixture_of_the_guide_at_the_pseudo_inputs(
     assert torch.allclose(log_p, expected, rtol=0, atol=1e-12)
 
 
-def test_vampprior_reference_initialisation_and_clipping():
+def test_vampprior_reference_initialisation_by_default_and_clipping():
     pyro.set_rng_seed(0)
-    options = {"num_pseudo_inputs": 200, "activation": "hardtanh", "init": "normal"}
+    options = {"num_pseudo_inputs": 200, "activation": "hardtanh"}
     prior = build_vae(64, latent_dim=2, hidden_sizes=(8,), prior="vamp", prior_options=options).prior
     a = prior.pseudo_inputs.detach()
     assert a.mean().item() == pytest.approx(0.05, abs=1e-3) and a.std().item() == pytest.approx(0.01, abs=1e-3)
