@@ -108,7 +108,12 @@ def budget_lines(grid: Grid, rows: list) -> list:
         f"- **Evaluation:** {', '.join(methods) or '–'}, nats per example (higher is better).",
         f"- **Baseline:** {grid.baseline_cell().label}.",
     ]
-    if len(representations) > 1:
+    if set(representations) == {"8-bit", "dequantized"}:
+        lines.append(
+            "- **Note:** dequantized cells report the lower bound log p(y) - D log 256 on the 8-bit mass, so they "
+            "stand beside the 8-bit cells (a bound, not an estimate of the mass itself)."
+        )
+    elif len(representations) > 1:
         lines.append(
             "- **Warning:** the cells model different data representations "
             f"({', '.join(representations)}); their log p(x) are different quantities (a mass on binarized or "

@@ -125,11 +125,14 @@ def add_paired_differences(grid: Grid, rows: list, root: str) -> None:
 
 
 def _data_key(grid: Grid, cell) -> str:
-    """What must agree for two cells' examples to be the same: the data section and its representation."""
+    """What must agree for two cells' examples to be the same: the data section and its representation. A
+    dequantized cell's bound and an 8-bit cell's mass are of the same 8-bit examples, so they count as one."""
     from pyro_vae.runs import data_representation
 
     config = grid.config(cell, grid.seeds[0])
-    return json.dumps([config.to_dict()["data"], data_representation(config), config.eval.split], sort_keys=True)
+    data = {key: value for key, value in config.to_dict()["data"].items() if key != "dequantize"}
+    representation = data_representation(config).replace("dequantized", "8-bit")
+    return json.dumps([data, representation, config.eval.split], sort_keys=True)
 
 
 def cell_summaries(grid: Grid, rows: list) -> list:

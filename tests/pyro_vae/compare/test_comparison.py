@@ -114,6 +114,31 @@ def test_paired_differences_are_means_of_per_example_differences(tiny):
     assert summary["diff_stderr_kind"] == "seeds"
 
 
+def test_a_dequantized_density_stands_beside_an_8_bit_mass(tmp_path):
+    """The dequantized cell's bound on the 8-bit mass is paired with the 8-bit cell, example by example."""
+    grid = Grid(
+        base={
+            "data": {"name": "digits", "num_test": 40},
+            "model": {"latent_dim": 4},
+            "train": {"epochs": 1},
+            "eval": {"method": {"name": "is", "options": {"num_samples": 20}}},
+        },
+        cells=[
+            {"label": "8-bit", "model.likelihood": "discretized-logistic"},
+            {"label": "dequantized", "model.likelihood": "beta", "data.dequantize": True},
+        ],
+        seeds=[0],
+    )
+    result = run_comparison(grid, str(tmp_path), progress=False, pictures=False)
+    rows = {r["cell"]: r for r in read_csv(os.path.join(tmp_path, "results.csv"))}
+    assert rows["dequantized"]["data_representation"] == "dequantized"
+    d = per_example(tmp_path, rows["dequantized"]) - per_example(tmp_path, rows["8-bit"])
+    assert float(rows["dequantized"]["diff_to_baseline"]) == pytest.approx(d.mean(), abs=1e-9)
+    with open(os.path.join(tmp_path, "report.md")) as f:
+        assert "stand beside the 8-bit cells" in f.read()
+    assert not result["failures"]
+
+
 def test_plots_exist_and_are_images(tiny):
     import matplotlib.image
 
