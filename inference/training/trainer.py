@@ -22,6 +22,10 @@ param store), and those of the estimator itself (a learned baseline). :meth:`Tra
 them, the optimizer's and the estimator's state and every random generator, so training resumed from a
 checkpoint continues exactly as an uninterrupted run would have.
 
+Inside a ``torch.distributed`` process group (``torchrun``) the same loop trains data-parallel: every rank passes
+the same global batches, steps on its shard of each, and DistributedDataParallel averages the gradients, so the
+full-data scale holds (:mod:`inference.training.distributed`).
+
 Callbacks (:mod:`inference.training.callbacks`) hook into the loop for checkpoints, metrics files, KL and
 learning-rate schedules and early stopping; a bandit or a search drives :meth:`Trainer.step` and
 :meth:`Trainer.train_epoch` itself.
