@@ -43,3 +43,8 @@ def test_hand_written_log_px_equals_ours_on_the_same_draws():
 def test_log_px_speed_benchmark_runs_in_quick_mode():
     report = load("log_px_speed").main(["--quick", "--threads", "1"])
     assert report["compare"]["max_abs_difference"] < 1e-3 and len(report["scaling"]) == 2
+
+
+def test_data_parallel_benchmark_runs():
+    rows = load("data_parallel").main(["--epochs", "1", "--batch-size", "200"])
+    assert [r["processes"] for r in rows] == [1, 2] and all(r["seconds_per_epoch"] > 0 for r in rows)
