@@ -27,7 +27,13 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
-from inference.stop_gradient import DetachSamples, detached_values, stopped_guide_trace
+from inference.stop_gradient import (
+    DetachSamples,
+    PathwiseGradientScale,
+    detached_values,
+    pathwise_scaled_values,
+    stopped_guide_trace,
+)
 
 PARTICLE_PLATE = "particles"
 
@@ -84,13 +90,21 @@ def guess_max_plate_nesting(model, guide, *args, **kwargs) -> int:
 
 
 def vectorized_traces(
-    model, guide, *args, num_particles=1, max_plate_nesting=None, model_at_detached_z=False, **kwargs
+    model,
+    guide,
+    *args,
+    num_particles=1,
+    max_plate_nesting=None,
+    model_at_detached_z=False,
+    replayed_values=None,
+    **kwargs,
 ):
     """Draw ``num_particles`` guide samples in one batched pass and replay the model on them.
 
     The particle plate sits just left of the model's own plates, at ``dim = -(max_plate_nesting + 1)``. With
     ``model_at_detached_z`` the model is replayed a second time on the guide's values detached (and the same
-    subsample), so its log density there has a gradient to the model's parameters only.
+    subsample), so its log density there has a gradient to the model's parameters only. ``replayed_values``, a
+    function of the guide's trace, gives the trace the model is replayed on (default: the guide's own).
 
     :returns: :class:`ImportanceTraces`
     """
@@ -108,7 +122,7 @@ def vectorized_traces(
     guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
     model_trace_at_detached_z = replayed_model(detached_values(guide_trace)) if model_at_detached_z else None
     return ImportanceTraces(
-        replayed_model(guide_trace),
+        replayed_model(replayed_values(guide_trace) if replayed_values is not None else guide_trace),
         prune_subsample_sites(guide_trace),
         particle_dim,
         num_particles,
@@ -230,8 +244,8 @@ class LogWeightParts(NamedTuple):
 
         log w_nk = log p(x_n | z_nk) + beta (log p(z_nk) - log q(z_nk | x_n))
 
-    ``log_guide_stopped`` and ``log_joint_at_detached_z`` are ``None`` unless requested from
-    :func:`per_example_log_weight_parts`.
+    ``log_guide_stopped``, ``log_joint_at_detached_z`` and ``model_pathwise_scale`` are ``None`` unless requested
+    from :func:`per_example_log_weight_parts`.
     """
 
     log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
@@ -245,6 +259,9 @@ class LogWeightParts(NamedTuple):
     #: Per latent site ``{"value": z (K, B, ...), "guide": q's distribution, "prior": p's distribution}`` (from one
     #: vectorized pass; objectives on the aggregate posterior read them).
     sites: Optional[dict] = None
+    #: With ``scale_model_pathwise``: the factor on the gradient through ``z`` into the model parts
+    #: (``log_likelihood``, ``log_prior``), which the estimator sets before its surrogate is differentiated.
+    model_pathwise_scale: Optional[PathwiseGradientScale] = None
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -298,6 +315,7 @@ def per_example_log_weight_parts(
     require_rsample=False,
     stop_guide_parameters=False,
     model_at_detached_z=False,
+    scale_model_pathwise=False,
     estimator_name="estimator",
 ) -> LogWeightParts:
     """Draw ``num_particles`` guide samples per data point in one batched pass and split the log weights into the
@@ -310,6 +328,9 @@ def per_example_log_weight_parts(
     :param bool require_rsample: refuse guide sites without ``rsample`` (naming ``estimator_name``).
     :param bool stop_guide_parameters: also compute ``log_guide_stopped``.
     :param bool model_at_detached_z: also compute ``log_joint_at_detached_z`` (the model replayed a second time).
+    :param bool scale_model_pathwise: replay the model on values whose gradient passes through a
+        :class:`~inference.stop_gradient.PathwiseGradientScale` (``model_pathwise_scale``), so one model pass gives
+        its parameters and the path through ``z`` different weights.
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
@@ -322,6 +343,7 @@ def per_example_log_weight_parts(
             require_rsample=require_rsample,
             stop_guide_parameters=stop_guide_parameters,
             model_at_detached_z=model_at_detached_z,
+            scale_model_pathwise=scale_model_pathwise,
             estimator_name=estimator_name,
         )
         draws = [per_example_log_weight_parts(model, guide, args, kwargs, **options) for _ in range(num_particles)]
@@ -330,7 +352,15 @@ def per_example_log_weight_parts(
             for name, value in draws[0]._asdict().items()
             if torch.is_tensor(value)
         }
+        if scale_model_pathwise:
+            concatenated["model_pathwise_scale"] = PathwiseGradientScale([draw.model_pathwise_scale for draw in draws])
         return draws[0]._replace(**concatenated)
+
+    particle_dim = -(max_plate_nesting + 1)
+    scale = PathwiseGradientScale() if scale_model_pathwise else None
+
+    def factor_shape(name, site):
+        return pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate)
 
     with DetachSamples() if detach_samples else nullcontext():
         traces = vectorized_traces(
@@ -340,6 +370,7 @@ def per_example_log_weight_parts(
             num_particles=num_particles,
             max_plate_nesting=max_plate_nesting,
             model_at_detached_z=model_at_detached_z,
+            replayed_values=(lambda trace: pathwise_scaled_values(trace, scale, factor_shape)) if scale else None,
             **kwargs,
         )
     check_data_plate(traces, data_plate)
@@ -375,7 +406,30 @@ def per_example_log_weight_parts(
         scale=data_plate_scale(traces.model_trace, data_plate),
         kl_weight=kl_weight,
         sites=latent_sites(traces),
+        model_pathwise_scale=scale,
     )
+
+
+def pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate) -> list:
+    """The shape that makes a ``(K, B)`` factor (``(K,)`` without data plate) broadcast against a site's value:
+    ``K`` at the particle dimension, ``B`` at the data plate's, 1 elsewhere (event dimensions included)."""
+    value = site["value"]
+    batch_dims = value.dim() - site["fn"].event_dim
+    shape = [1] * value.dim()
+    dims = [(particle_dim, num_particles)]
+    if data_plate is not None:
+        frame = data_plate_frame(site, data_plate)
+        if frame is None:
+            raise outside_data_plate_error(name, site, data_plate)
+        dims.append((frame.dim, frame.size))
+    for dim, size in dims:
+        if batch_dims + dim < 0 or value.shape[batch_dims + dim] != size:
+            raise ValueError(
+                f"guide site '{name}': its value of shape {tuple(value.shape)} does not hold {size} entries at "
+                f"batch dimension {dim}, so its gradient cannot be weighted per particle and data point"
+            )
+        shape[batch_dims + dim] = size
+    return shape
 
 
 def latent_sites(traces) -> dict:

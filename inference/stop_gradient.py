@@ -7,6 +7,9 @@
   ``log p(x, z)`` then has a gradient to ``theta`` only (DReG and PIWAE keep model and guide gradients apart so).
 * :func:`stopped_guide_trace` detaches the guide's distribution parameters instead, so ``log q_sg(phi)(z)`` has a
   gradient through ``z`` only (sticking-the-landing and DReG).
+* :class:`PathwiseGradientScale` keeps every path but rescales the one through ``z`` into the model, per particle
+  and data point, by a factor known only once the log weights are: it gives the model's parameters and the path
+  ``z -> log p(x, z)`` different weights from one model pass (DReG), where :func:`detached_values` needs two.
 """
 
 import copy
@@ -39,6 +42,70 @@ def detached_values(trace: poutine.Trace) -> poutine.Trace:
             site = dict(site, value=site["value"].detach())
         detached.add_node(name, **site)
     return detached
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity on ``value``; its backward multiplies the gradient by ``scale.factor`` viewed as ``shape``."""
+
+    @staticmethod
+    def forward(ctx, value, scale, shape):
+        ctx.scale, ctx.shape = scale, shape
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        factor = ctx.scale.factor
+        if factor is None:
+            raise RuntimeError(
+                "a latent value's gradient into the model is to be rescaled per particle, but the estimator never "
+                "set the factor (PathwiseGradientScale.set) before differentiating its surrogate"
+            )
+        return grad * factor.reshape(ctx.shape), None, None
+
+
+class PathwiseGradientScale:
+    """A factor ``r`` on the gradient that flows back through the latent values the model was replayed on.
+
+    The model sees ``z`` unchanged, but the gradient reaching the guide along ``z -> log p(x, z)`` is multiplied by
+    ``r_nk`` (one factor per particle and data point, the shape of the log weights), while the model's own
+    parameters receive theirs unscaled. A surrogate ``sum_k a_k log p(x, z_k)`` then gives ``theta`` the weights
+    ``a_k`` and the path through ``z`` the weights ``a_k r_k``. The factor usually depends on the log weights, so
+    it is :meth:`set` after the forward pass and read during the backward pass.
+    """
+
+    def __init__(self, parts=()):
+        self.factor = None
+        self.parts = list(parts)  # one scale per draw of unvectorized particles, concatenated along dim 0
+
+    def set(self, factor: torch.Tensor) -> None:
+        """Set ``r``, of the log weights' shape ``(K, B)`` (detached: it is a weight, not a path)."""
+        factor = factor.detach()
+        if self.parts:
+            for part, piece in zip(self.parts, factor.split([1] * len(self.parts))):
+                part.set(piece)
+        self.factor = factor
+
+    def scaled(self, value: torch.Tensor, shape) -> torch.Tensor:
+        """``value`` unchanged, with the gradient through it multiplied by the factor viewed as ``shape``."""
+        return _ScaleGradient.apply(value, self, tuple(shape))
+
+
+def pathwise_scaled_values(trace: poutine.Trace, scale: PathwiseGradientScale, factor_shape) -> poutine.Trace:
+    """A copy of ``trace`` whose reparameterized latent values pass their gradient through ``scale``, to replay the
+    model on; ``factor_shape(name, site)`` says how the ``(K, B)`` factor broadcasts against the site's value."""
+    scaled = poutine.Trace()
+    for name, site in trace.nodes.items():
+        value = site.get("value")
+        if (
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and not isinstance(site["fn"], _Subsample)
+            and torch.is_tensor(value)
+            and value.requires_grad
+        ):
+            site = dict(site, value=scale.scaled(value, factor_shape(name, site)))
+        scaled.add_node(name, **site)
+    return scaled
 
 
 def detach_distribution_parameters(fn: Distribution) -> Distribution:

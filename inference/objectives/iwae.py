@@ -102,7 +102,13 @@ class DReGIWAE(ImportanceWeightedObjective):
 
     (``wbar_k^2`` at ``beta = 1``), and ``grad_theta L_K = sum_k wbar_k grad_theta log p(x, z_k)`` as in IWAE. Its
     guide SNR grows as ``O(sqrt(K))`` instead of falling. With the exact posterior as guide the guide gradient is
-    exactly zero. The two gradients are kept apart by evaluating the model a second time at detached ``z``.
+    exactly zero.
+
+    Both come from one model pass and one backward pass: the surrogate ``sum_k wbar_k log p(x, z_k) - beta sum_k
+    g_k log q_sg(phi)(z_k)`` (``g_k`` the guide weights above) gives ``theta`` IWAE's weights, and the gradient
+    through ``z_k`` into ``log p`` is rescaled by ``g_k / wbar_k = (1 - beta) + beta wbar_k`` (a
+    :class:`~inference.stop_gradient.PathwiseGradientScale`; finite even where ``wbar_k`` underflows), which turns
+    the guide's part into ``sum_k g_k d/dz log w_sg(phi)(z_k) dz_k/dphi``.
 
     References:
         [1] G. Tucker, D. Lawson, S. Gu, C. J. Maddison. Doubly Reparameterized Gradient Estimators for Monte Carlo
@@ -112,13 +118,15 @@ class DReGIWAE(ImportanceWeightedObjective):
 
     name = "iwae-dreg"
     stop_guide_parameters = True
-    model_at_detached_z = True
+    scale_model_pathwise = True
 
     def per_example_objective(self, parts):
         return log_mean_exp(parts.log_weights)
 
     def per_example_surrogate(self, parts):
+        beta = parts.kl_weight
         wbar = normalized_weights(parts.log_weights)
-        guide_weights = (1 - parts.kl_weight) * wbar + parts.kl_weight * wbar**2
-        guide_surrogate = (guide_weights * parts.log_weights_stopped).sum(0)
-        return split_model_and_guide_surrogate(parts, wbar, guide_surrogate, guide_weights)
+        guide_weights = (1 - beta) * wbar + beta * wbar**2
+        parts.model_pathwise_scale.set((1 - beta) + beta * wbar)  # guide_weights / wbar, without dividing
+        log_joint = parts.log_likelihood + beta * parts.log_prior
+        return (wbar * log_joint).sum(0) - beta * (guide_weights * parts.log_guide_stopped).sum(0)

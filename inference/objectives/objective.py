@@ -55,7 +55,9 @@ class ImportanceWeightedObjective(ELBO):
 
     Class attributes say which parts of the log weights an estimator needs (see
     :func:`~inference.importance.per_example_log_weight_parts`): ``require_rsample`` (on by default: pathwise
-    gradients), ``detach_samples``, ``stop_guide_parameters``, ``model_at_detached_z``.
+    gradients), ``detach_samples``, ``stop_guide_parameters``, ``model_at_detached_z``, ``scale_model_pathwise``
+    (one model pass whose path through ``z`` the surrogate weighs apart from the model's parameters: the estimator
+    sets ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`).
 
     :param int num_particles: ``K``, particles per data point.
     :param int max_plate_nesting: the model's plate nesting (guessed by running model and guide once if ``None``);
@@ -71,6 +73,7 @@ class ImportanceWeightedObjective(ELBO):
     detach_samples = False
     stop_guide_parameters = False
     model_at_detached_z = False
+    scale_model_pathwise = False
 
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
@@ -132,6 +135,7 @@ class ImportanceWeightedObjective(ELBO):
             require_rsample=self.require_rsample,
             stop_guide_parameters=self.stop_guide_parameters,
             model_at_detached_z=self.model_at_detached_z,
+            scale_model_pathwise=self.scale_model_pathwise,
             estimator_name=self.name,
         )
 
