@@ -148,7 +148,10 @@ class ImportanceWeightedObjective(ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The loss ``-(N / |B|) sum_n L(x_n)``, with the estimator's gradient."""
         parts = self.log_weight_parts(model, guide, args, kwargs)
-        return self.minibatch_loss(parts, self.per_example_objective(parts), self.per_example_surrogate(parts))
+        objective = self.per_example_objective(parts)
+        if type(self).per_example_surrogate is ImportanceWeightedObjective.per_example_surrogate:
+            return self.minibatch_loss(parts, objective, objective)  # the surrogate is L itself: computed once
+        return self.minibatch_loss(parts, objective, self.per_example_surrogate(parts))
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs):

@@ -149,6 +149,7 @@ class Trainer:
         self.optimizer = None
         self.store_params = {}  # plain pyro.param leaves, by name
         self.loss_fn = None  # differentiable_loss, or its DistributedDataParallel wrapper in a process group
+        self._trained = []  # parameters(), fixed once setup() has built the optimizer over them
 
     # -- parameters and optimizer ------------------------------------------------------------------------------
 
@@ -163,7 +164,7 @@ class Trainer:
         _load_estimator_state(self.loss, estimator_state)  # the trial run must not move a running baseline
         owned = {id(p) for p in self._owned_parameters()}
         self.store_params = {name: leaf for name, leaf in read.items() if id(leaf) not in owned}
-        params = self.parameters()
+        params = self._trained = self.parameters()
         if not params:
             raise ValueError(
                 "model, guide and estimator read no parameters (nn.Module, PyroModule or pyro.param), so there is "
@@ -218,7 +219,8 @@ class Trainer:
         :raises FloatingPointError: before the parameters change, when the loss or a gradient is not finite,
             naming the sample site and term (or the parameter) where it happened.
         """
-        self.setup(*args, **kwargs)
+        if self.optimizer is None:
+            self.setup(*args, **kwargs)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(*args, **kwargs)
         value = self._global_loss(loss, batch_size_of(args))
@@ -232,8 +234,8 @@ class Trainer:
             )
         if loss.requires_grad:
             loss.backward()
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        total_norm = nn.utils.get_total_norm(grads)
+        grads = [p.grad for p in self._trained if p.grad is not None]
+        total_norm = nn.utils.get_total_norm(grads)  # one pass over the gradients: finiteness, and clipping
         if not torch.isfinite(total_norm):
             bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
             raise FloatingPointError(
@@ -242,7 +244,7 @@ class Trainer:
                 "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
             )
         if self.clip_norm is not None:
-            nn.utils.clip_grads_with_norm_(self.parameters(), self.clip_norm, total_norm)
+            nn.utils.clip_grads_with_norm_(self._trained, self.clip_norm, total_norm)
         self.optimizer.step()
         return value
 
