@@ -1,5 +1,6 @@
 """Time per training step through the trainer `pyro-vae train` uses, against a hand-written PyTorch step of the
-same objective, architecture and optimizer, side by side in one run; the ratio is ours / hand-written.
+same objective, architecture and optimizer, side by side in one run (alternating blocks of steps, so that a passing
+load on a shared machine falls on both); the ratio is ours / hand-written, the median of the blocks' ratios.
 
     python benchmarks/train_speed.py                        # batch 128 and 1024, about 3 minutes on 2 cores
     python benchmarks/train_speed.py --quick                # a few steps each: the check the test suite runs
@@ -21,6 +22,7 @@ Hand-written references (plain tensors and autograd, no Pyro):
 import argparse
 import json
 import math
+import statistics
 import time
 
 import torch
@@ -112,13 +114,28 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
     return ours, hand
 
 
-def time_steps(step, steps, warmup=3):
-    for _ in range(warmup):
-        step()
+def time_steps(step, steps):
     start = time.perf_counter()
     for _ in range(steps):
         step()
     return (time.perf_counter() - start) / steps
+
+
+def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3):
+    """Seconds per step of each, timed in ``rounds`` alternating blocks of ``steps / rounds`` steps so that a load
+    that comes and goes on a shared machine falls on both: the medians over blocks, and the median of the blocks'
+    ratios."""
+    for _ in range(warmup):
+        ours_step()
+        hand_step()
+    rounds = max(1, min(rounds, steps))
+    block = max(1, steps // rounds)
+    ours, hand = [], []
+    for _ in range(rounds):
+        ours.append(time_steps(ours_step, block))
+        hand.append(time_steps(hand_step, block))
+    ratio = statistics.median(o / h for o, h in zip(ours, hand))
+    return statistics.median(ours), statistics.median(hand), ratio
 
 
 def benchmark(name, k, batch_size, steps, num_data=60000):
@@ -126,10 +143,13 @@ def benchmark(name, k, batch_size, steps, num_data=60000):
     ours_vae, hand_vae = build(0, num_data), build(0, num_data)
     trainer = our_trainer(name, k, ours_vae)
     optimizer = torch.optim.Adam(hand_vae.parameters(), lr=1e-3)
-    ours = time_steps(lambda: trainer.step(x), steps)
-    hand = time_steps(lambda: hand_step(name, hand_vae, x, torch.randn(k, batch_size, 20), num_data, optimizer), steps)
+    ours, hand, ratio = interleaved_times(
+        lambda: trainer.step(x),
+        lambda: hand_step(name, hand_vae, x, torch.randn(k, batch_size, 20), num_data, optimizer),
+        steps,
+    )
     return {"estimator": name, "K": k, "batch": batch_size, "ours_ms": 1e3 * ours, "hand_ms": 1e3 * hand,
-            "ratio": ours / hand}  # fmt: skip
+            "ratio": ratio}  # fmt: skip
 
 
 def main(argv=None):
@@ -146,7 +166,7 @@ def main(argv=None):
             raise SystemExit(f"{name} K={k}: our loss {ours} differs from the hand-written {hand}")
     batch_sizes, steps = ([16], 2) if args.quick else (args.batch_sizes, args.steps)
     rows = [benchmark(name, k, b, steps) for b in batch_sizes for name, k in ESTIMATORS]
-    print(f"torch {torch.__version__}, {args.threads} threads, {steps} timed steps per case")
+    print(f"torch {torch.__version__}, {args.threads} threads, {steps} timed steps per case in alternating blocks")
     print("| estimator | K | batch | ours (ms/step) | hand-written (ms/step) | ratio |")
     print("|---|---|---|---|---|---|")
     for r in rows:
