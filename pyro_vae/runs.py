@@ -272,6 +272,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
         on_non_finite=config.train.on_non_finite,
         callbacks=callbacks,
         generator=generator,
+        validate_every_step=False,  # the data were checked against the likelihood's support above
     )
     # One trial of the loss before anything is written: combinations the estimator refuses on sight (DReG with a
     # flow guide, a non-reparameterizable guide for IWAE, analytic KL without a closed form) leave no folder.

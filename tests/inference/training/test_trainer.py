@@ -303,3 +303,16 @@ def test_rollback_returns_to_the_epochs_start_with_half_the_learning_rate(digits
     assert all(math.isfinite(m["train_objective"]) for m in metrics) and len(metrics) == 3
     with pytest.raises(FloatingPointError):
         Trainer(vae.model, vae.guide, FlakyLoss(3), module=vae).fit(data, epochs=1, progress=False)
+
+
+def test_steps_without_validation_leave_pyros_checks_out(digits):
+    x, _ = digits
+    vae = build_vae(64, latent_dim=4, hidden_sizes=(32,), num_data=len(x))
+    grey = x[:20]  # grey levels: outside the Bernoulli likelihood's support {0, 1}
+    trainer = Trainer(vae.model, vae.guide, Trace_ELBO(), module=vae, validate_every_step=False)
+    trainer.setup(torch.bernoulli(grey))
+    assert math.isfinite(trainer.step(grey))  # no check after the trial: the caller vouched for its data
+    checked = Trainer(vae.model, vae.guide, Trace_ELBO(), module=vae)
+    checked.setup(torch.bernoulli(grey))
+    with pytest.raises(ValueError, match="support"):
+        checked.step(grey)
