@@ -46,7 +46,7 @@ class BernoulliVector(dist.Independent):
 
     def expand(self, batch_shape, _instance=None):
         logits = self.base_dist.logits.expand(torch.Size(batch_shape) + self.event_shape)
-        return BernoulliVector(logits, validate_args=False)
+        return BernoulliVector(logits, validate_args=self._validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:

@@ -52,8 +52,9 @@ def test_bernoulli_likelihood_equals_pyros_bernoulli_and_sums_to_one_over_binary
     assert total.item() == pytest.approx(1.0, abs=1e-12)
     expanded = likelihood(logits[0]).expand((5, 2))
     assert expanded.batch_shape == (5, 2) and expanded.log_prob(x).shape == (5, 2)
-    with pytest.raises(ValueError, match="support"):
-        likelihood(logits).log_prob(torch.full((2, 4), 0.5))
+    for distribution in (likelihood(logits), expanded):  # an expanded one checks its values too
+        with pytest.raises(ValueError, match="support"):
+            distribution.log_prob(torch.full((2, 4), 0.5))
 
 
 @pytest.mark.parametrize("name", ["gaussian", "laplace"])
