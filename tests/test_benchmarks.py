@@ -51,8 +51,9 @@ def test_data_parallel_benchmark_runs():
 
 
 @pytest.mark.parametrize("name, k", [("iwae", 5), ("iwae-dreg", 5)])
-def test_hand_written_gradients_equal_ours_on_the_same_draws(name, k):
-    """The hand-written step's gradients (for DReG: two backward passes through one decoder pass) are ours."""
+def test_hand_written_gradients_equal_ours_on_the_same_draws(name, k, float64):
+    """The hand-written step's gradients (for DReG: two backward passes through one decoder pass) are ours, in
+    double precision (in single precision the two ways of summing the log-likelihood differ by about 2e-5)."""
     import torch
 
     script = load("train_speed")
@@ -68,4 +69,4 @@ def test_hand_written_gradients_equal_ours_on_the_same_draws(name, k):
     script.hand_step(name, hand_vae, x, eps, num_data, torch.optim.SGD(hand_vae.parameters(), lr=0.0))
     for (param_name, ours), hand in zip(ours_vae.named_parameters(), hand_vae.parameters()):
         scale = hand.grad.abs().max()
-        assert (ours.grad - hand.grad).abs().max() <= 2e-5 * scale, param_name
+        assert (ours.grad - hand.grad).abs().max() <= 1e-9 * scale, param_name
