@@ -14,6 +14,7 @@ Hand-written references (plain tensors and autograd, no Pyro):
 
 * ``elbo``: ``mean_k log w_k``; ``iwae``: ``logsumexp_k log w_k - log K``;
 * ``elbo-analytic-kl``: ``E_q[log p(x | z)] - KL(q || N(0, I))`` with the Gaussian KL in closed form;
+* ``elbo-stl``: the ELBO with ``q``'s parameters detached in ``log q(z)`` (sticking the landing, Roeder et al. 2017);
 * ``iwae-dreg``: the doubly reparameterized gradient (Tucker et al. 2019): one decoder pass, the decoder's gradient
   from ``sum_k wbar_k log w_k`` and the encoder's from ``sum_k wbar_k^2 log w_k`` with ``q``'s parameters stopped,
   by two backward passes through the same graph.
@@ -28,7 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-ESTIMATORS = [("elbo", 1), ("elbo-analytic-kl", 1), ("iwae", 5), ("iwae-dreg", 5), ("iwae", 50)]
+ESTIMATORS = [("elbo", 1), ("elbo-analytic-kl", 1), ("elbo-stl", 1), ("iwae", 5), ("iwae-dreg", 5), ("iwae", 50)]
 
 
 def build(seed=0, num_data=60000):
@@ -59,9 +60,9 @@ def hand_loss(name, vae, x, eps, num_data):
     """The hand-written loss ``-(N / B) sum_b objective_b`` of estimator ``name`` (value; its gradient is the
     estimator's except for ``iwae-dreg``, whose gradient :func:`hand_step` forms)."""
     scale_n = num_data / x.shape[0]
-    log_lik, log_prior, log_q, loc, scale = log_weights(vae, x, eps)
+    log_lik, log_prior, log_q, loc, scale = log_weights(vae, x, eps, stop_q=name == "elbo-stl")
     log_w = log_lik + log_prior - log_q
-    if name == "elbo":
+    if name in ("elbo", "elbo-stl"):
         objective = log_w.mean(0)
     elif name == "elbo-analytic-kl":
         kl = (-scale.log() + 0.5 * (scale.pow(2) + loc.pow(2)) - 0.5).sum(-1)

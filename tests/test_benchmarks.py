@@ -14,7 +14,9 @@ def load(name):
     return load_script(BENCHMARKS, name)
 
 
-@pytest.mark.parametrize("name, k", [("elbo", 1), ("elbo-analytic-kl", 1), ("iwae", 5), ("iwae-dreg", 5)])
+@pytest.mark.parametrize(
+    "name, k", [("elbo", 1), ("elbo-analytic-kl", 1), ("elbo-stl", 1), ("iwae", 5), ("iwae-dreg", 5)]
+)
 def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
     ours, hand = load("train_speed").check_same_objective(name, k, batch_size=8)
     assert ours == pytest.approx(hand, rel=1e-5)
@@ -22,7 +24,7 @@ def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
 
 def test_train_speed_benchmark_runs_in_quick_mode():
     rows = load("train_speed").main(["--quick", "--threads", "1"])
-    assert len(rows) == 5 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
+    assert len(rows) == 6 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
 
 
 def test_hand_written_log_px_equals_ours_on_the_same_draws():
@@ -50,7 +52,7 @@ def test_data_parallel_benchmark_runs():
     assert [r["processes"] for r in rows] == [1, 2] and all(r["seconds_per_epoch"] > 0 for r in rows)
 
 
-@pytest.mark.parametrize("name, k", [("iwae", 5), ("iwae-dreg", 5)])
+@pytest.mark.parametrize("name, k", [("elbo-stl", 1), ("iwae", 5), ("iwae-dreg", 5)])
 def test_hand_written_gradients_equal_ours_on_the_same_draws(name, k, float64):
     """The hand-written step's gradients (for DReG: two backward passes through one decoder pass) are ours, in
     double precision (in single precision the two ways of summing the log-likelihood differ by about 2e-5)."""
