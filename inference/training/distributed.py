@@ -78,8 +78,11 @@ def _local_device(device: torch.device) -> torch.device:
 
 
 def shutdown() -> None:
-    """Leave the process group (the last step of a distributed command)."""
+    """Leave the process group after a command succeeded on this rank: wait for every rank to get here, then
+    destroy the group (a rank that leaves while another still talks to it can abort in gloo's threads). After a
+    failure, do not call it: exit with an error, and the launcher stops the other ranks."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -156,9 +159,9 @@ def _worker(local_rank, fn, num_processes, port, args):
     )
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes))
     code = fn(*args)
-    shutdown()
-    if isinstance(code, int) and code:  # a command line's exit status
+    if isinstance(code, int) and code:  # a command line's exit status: the launcher stops the other ranks
         sys.exit(code)
+    shutdown()
 
 
 def _free_port() -> int:

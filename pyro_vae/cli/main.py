@@ -610,6 +610,10 @@ def main(argv=None):
         return _launch_processes(args, argv, nproc)
     try:
         args.run(args)
+        if "WORLD_SIZE" in os.environ:  # one rank of a process group (torchrun or --nproc): leave it together
+            from inference.training.distributed import shutdown
+
+            shutdown()
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, ImportError) as e:
         if args.debug:
             raise
