@@ -606,14 +606,15 @@ def main(argv=None):
     if nproc is not None and nproc < 1:
         print(f"pyro-vae {args.command}: error: --nproc must be a positive integer, got {nproc}", file=sys.stderr)
         return 2
-    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_processes(args, argv, nproc)
     try:
-        args.run(args)
-        if "WORLD_SIZE" in os.environ:  # one rank of a process group (torchrun or --nproc): leave it together
-            from inference.training.distributed import shutdown
+        if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
+            _launch_processes(argv, nproc)
+        else:
+            args.run(args)
+            if "WORLD_SIZE" in os.environ:  # one rank of a process group (torchrun or --nproc): leave it together
+                from inference.training.distributed import shutdown
 
-            shutdown()
+                shutdown()
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, ImportError) as e:
         if args.debug:
             raise
@@ -625,8 +626,9 @@ def main(argv=None):
     return 0
 
 
-def _launch_processes(args, argv, nproc) -> int:
-    """Run this command line (less ``--nproc``) in ``nproc`` processes that form one process group."""
+def _launch_processes(argv, nproc) -> None:
+    """Run this command line (less ``--nproc``) in ``nproc`` processes that form one process group; a process
+    that fails becomes a RuntimeError naming it (its own message is printed above)."""
     import torch.multiprocessing as mp
 
     from inference.training.distributed import launch_local
@@ -634,12 +636,7 @@ def _launch_processes(args, argv, nproc) -> int:
     try:
         launch_local(main, nproc, _without_nproc(argv))
     except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
-        print(f"pyro-vae {args.command}: error: {str(e).splitlines()[0]} (its message is above)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        raise RuntimeError(f"{str(e).splitlines()[0]} (its message is above)") from None
 
 
 def _without_nproc(argv) -> list:
