@@ -52,6 +52,7 @@ from inference.evaluation.exact import exact_log_marginal
 from inference.importance import forked_rng, guess_max_plate_nesting, per_example_log_weights
 from inference.registry import Registry
 from inference.training import distributed
+from inference.training.trainer import batch_size_of
 
 
 @dataclass
@@ -363,7 +364,8 @@ def log_marginal_likelihood(
     rank, world_size = distributed.rank(), distributed.world_size()
     mine = {i: span for i, span in enumerate(spans) if i % world_size == rank}
     results = {}
-    num_examples = {i: 1 if stop is None else stop - start for i, (start, stop) in mine.items()}
+    whole = batch_size_of(args) if data_plate is not None else 1  # the examples of an unsplit batch
+    num_examples = {i: whole if stop is None else stop - start for i, (start, stop) in mine.items()}
     bar = tqdm(
         total=sum(num_examples.values()) * method.num_draws,
         desc=f"log p(x), {method.name}",

@@ -175,3 +175,19 @@ def test_a_seed_fixes_the_draws_and_leaves_the_global_generator_alone(linear_gau
     assert torch.equal(estimates[0].log_px, estimates[1].log_px)
     other_seed = log_marginal_likelihood(lg.model, guide, x, num_samples=40, data_batch_size=10, seed=8)
     assert not torch.equal(estimates[0].log_px, other_seed.log_px)
+
+
+def test_progress_of_an_unsplit_batch_counts_every_example(linear_gaussian, monkeypatch):
+    import inference.evaluation.log_marginal_likelihood as module
+
+    totals = []
+
+    class RecordingBar(module.tqdm):
+        def __init__(self, *args, **kwargs):
+            totals.append(kwargs["total"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(module, "tqdm", RecordingBar)
+    lg, x = linear_gaussian
+    log_marginal_likelihood(lg.model, lg.shifted_guide(), x, num_samples=20, data_batch_size=None, progress=True)
+    assert totals == [30 * 20]
