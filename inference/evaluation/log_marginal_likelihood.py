@@ -46,6 +46,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from inference.data_rows import num_rows, rows
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
@@ -134,20 +135,6 @@ def summarize_log_weights(log_w: torch.Tensor):
     ess = effective_sample_size(log_w)
     mc_stderr = ((num_samples / ess - 1).clamp(min=0) / num_samples).sqrt()
     return log_px, elbo, mc_stderr, ess
-
-
-def _split_args(args, start, stop):
-    return tuple(a[start:stop] if torch.is_tensor(a) and a.dim() > 0 else a for a in args)
-
-
-def _num_data(args):
-    sizes = {a.shape[0] for a in args if torch.is_tensor(a) and a.dim() > 0}
-    if len(sizes) != 1:
-        raise ValueError(
-            "data_batch_size needs the tensor arguments to share their first (data) dimension; got sizes "
-            f"{sorted(sizes)}. Pass data_batch_size=None to evaluate all arguments in one batch."
-        )
-    return sizes.pop()
 
 
 @torch.no_grad()
@@ -351,10 +338,10 @@ def log_marginal_likelihood(
     if data_plate is None or data_batch_size is None:
         spans = [(0, None)]
     else:
-        n = _num_data(args)
+        n = num_rows(args, "data_batch_size", "Pass data_batch_size=None to evaluate all arguments in one batch.")
         spans = [(start, min(start + data_batch_size, n)) for start in range(0, n, data_batch_size)]
     if max_plate_nesting is None:  # once here, not once per chunk
-        first = args if spans[0][1] is None else _split_args(args, *spans[0])
+        first = args if spans[0][1] is None else rows(args, *spans[0])
         max_plate_nesting = guess_max_plate_nesting(model, method.proposal(model, guide), *first, **kwargs)
     if distributed.is_distributed() and seed is None:
         raise ValueError(
@@ -376,7 +363,7 @@ def log_marginal_likelihood(
     )
     with bar:
         for i, (start, stop) in mine.items():
-            chunk_args = args if stop is None else _split_args(args, start, stop)
+            chunk_args = args if stop is None else rows(args, start, stop)
             done = bar.n
             with chunk_seeded(seed, start):
                 results[i] = method.estimate(

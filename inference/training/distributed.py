@@ -33,6 +33,8 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
+from inference.data_rows import num_rows, rows
+
 
 def is_distributed() -> bool:
     """True inside an initialized process group of more than one process."""
@@ -97,11 +99,7 @@ def shard_bounds(batch_size: int, rank: int, world_size: int) -> tuple:
 def shard(batch: tuple, rank: int, world_size: int) -> tuple:
     """Rank ``rank``'s part of a global batch: every tensor argument with a data dimension sliced by
     :func:`shard_bounds` along its first dimension; other arguments unchanged."""
-    sizes = {a.shape[0] for a in batch if torch.is_tensor(a) and a.dim() > 0}
-    if len(sizes) != 1:
-        raise ValueError(f"a batch to shard needs its tensors to share their first (data) dimension; got {sizes}")
-    start, stop = shard_bounds(sizes.pop(), rank, world_size)
-    return tuple(a[start:stop] if torch.is_tensor(a) and a.dim() > 0 else a for a in batch)
+    return rows(batch, *shard_bounds(num_rows(batch, "a batch to shard"), rank, world_size))
 
 
 def all_reduce_sum(values, device: Optional[torch.device] = None) -> List[float]:
