@@ -3,12 +3,13 @@ machine's own matrix-product throughput, side by side in one run; and how its ti
 number of examples.
 
     python benchmarks/log_px_speed.py              # K = 5000 on 100 examples, then three sizes of K and of N
+    python benchmarks/log_px_speed.py --chunks     # also: time against draws per vectorized pass
     python benchmarks/log_px_speed.py --quick      # a few hundred draws: the check the test suite runs
 
 The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
 weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
-noise in the same order (100 examples x 500 particles per pass), so their estimates agree to float rounding; the
-script stops if they do not (:func:`check_same_estimate`).
+noise in the same order, in the passes that ``particle_batch_size="auto"`` chooses (100 examples x 20 particles on
+CPU), so their estimates agree to float rounding; the script stops if they do not (:func:`check_same_estimate`).
 
 The useful work is the decoder's matrix products, ``2 (50*200 + 200*200 + 200*784)`` FLOPs per particle and
 example; "FLOP/s fraction" is that work per second over the FLOP/s of a large single-precision matrix product
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 LATENT, HIDDEN, DATA = 50, (200, 200), 784
-DATA_CHUNK, PARTICLE_CHUNK = 100, 500
+DATA_CHUNK = 100
 
 
 def build(seed=0):
@@ -53,11 +54,19 @@ def matmul_flops_per_second(size=2048, repeats=5) -> float:
     return 2 * size**3 / best
 
 
+def particle_chunk(num_samples, particle_batch_size="auto"):
+    """Particles per pass as ``log_marginal_likelihood`` chooses them for ``DATA_CHUNK`` examples on CPU."""
+    from inference.evaluation.log_marginal_likelihood import particles_per_pass
+
+    return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(DATA_CHUNK),), "data")
+
+
 @torch.no_grad()
-def hand_written_log_px(vae, x, num_samples) -> torch.Tensor:
+def hand_written_log_px(vae, x, num_samples, particle_batch_size="auto") -> torch.Tensor:
     """``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` per example, by plain tensors, chunked like ours."""
     from pyro_vae.components.guides import positive_scale
 
+    chunk = particle_chunk(num_samples, particle_batch_size)
     log_2pi = math.log(2 * math.pi)
     results = []
     for start in range(0, len(x), DATA_CHUNK):
@@ -65,8 +74,8 @@ def hand_written_log_px(vae, x, num_samples) -> torch.Tensor:
         loc, raw = vae.encoder(xb).split(LATENT, dim=-1)
         scale = positive_scale(raw, vae.guide_family.min_scale)
         pieces = []
-        for p_start in range(0, num_samples, PARTICLE_CHUNK):
-            eps = torch.randn(min(PARTICLE_CHUNK, num_samples - p_start), *loc.shape)
+        for p_start in range(0, num_samples, chunk):
+            eps = torch.randn(min(chunk, num_samples - p_start), *loc.shape)
             z = loc + scale * eps
             logits = vae.decoder(z)
             log_lik = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
@@ -78,7 +87,7 @@ def hand_written_log_px(vae, x, num_samples) -> torch.Tensor:
     return torch.cat(results)
 
 
-def ours_log_px(vae, x, num_samples) -> torch.Tensor:
+def ours_log_px(vae, x, num_samples, particle_batch_size="auto") -> torch.Tensor:
     from inference import log_marginal_likelihood
 
     result = log_marginal_likelihood(
@@ -86,7 +95,7 @@ def ours_log_px(vae, x, num_samples) -> torch.Tensor:
         vae.guide,
         x,
         num_samples=num_samples,
-        particle_batch_size=PARTICLE_CHUNK,
+        particle_batch_size=particle_batch_size,
         data_batch_size=DATA_CHUNK,
         max_plate_nesting=vae.max_plate_nesting,
     )
@@ -110,7 +119,7 @@ def check_same_estimate(vae, x, num_samples):
 
 def compare(vae, num_examples, num_samples, matmul):
     x = torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1))
-    difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 2 * PARTICLE_CHUNK))
+    difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 1000))
     _, ours = timed(ours_log_px, vae, x, num_samples)
     _, hand = timed(hand_written_log_px, vae, x, num_samples)
     work = decoder_flops_per_draw() * num_examples * num_samples
@@ -138,9 +147,23 @@ def scaling(vae, sizes, matmul):
     return rows
 
 
+def chunk_sizes(vae, num_samples, particle_chunks, matmul):
+    """Ours at several particles per pass (``DATA_CHUNK`` examples each): the time against the draws per pass."""
+    x = torch.bernoulli(torch.full((DATA_CHUNK, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+    rows = []
+    for chunk in particle_chunks:
+        _, seconds = timed(ours_log_px, vae, x, num_samples, chunk)
+        work = decoder_flops_per_draw() * DATA_CHUNK * num_samples
+        rows.append(
+            {"draws_per_pass": chunk * DATA_CHUNK, "seconds": seconds, "flops_fraction": work / seconds / matmul}
+        )
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few hundred draws, to check the script runs")
+    parser.add_argument("--chunks", action="store_true", help="also time ours against the draws per pass")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -155,6 +178,8 @@ def main(argv=None):
                 vae, [(100, 1000), (100, 2500), (100, 5000), (50, 2000), (100, 2000), (200, 2000)], matmul
             ),
         }
+    if args.chunks:
+        report["chunks"] = chunk_sizes(vae, 40 if args.quick else 2000, [5, 20, 80, 500], matmul)
     report["matmul_gflops"] = matmul / 1e9
     print(json.dumps(report, indent=2))
     return report

@@ -5,7 +5,13 @@ import pytest
 import torch
 from pyro.infer.importance import vectorized_importance_weights
 
-from inference.evaluation.log_marginal_likelihood import LOG_PX_METHODS, log_marginal_likelihood
+from inference.evaluation.log_marginal_likelihood import (
+    DRAWS_PER_PASS,
+    LOG_PX_METHODS,
+    importance_log_weights,
+    log_marginal_likelihood,
+    particles_per_pass,
+)
 from pyro_vae.data.linear_gaussian import LinearGaussian
 
 
@@ -56,6 +62,35 @@ def test_chunking_does_not_change_the_estimate(linear_gaussian):
     chunked = log_marginal_likelihood(lg.model, guide, x[:8], num_samples=60, data_batch_size=8, particle_batch_size=20)
     assert torch.allclose(whole.log_px, chunked.log_px, atol=1e-10)
     assert torch.allclose(whole.khat, chunked.khat, atol=1e-10)
+
+
+def test_auto_particle_passes_make_the_cpu_draw_budget_and_keep_the_estimate(linear_gaussian):
+    """``"auto"`` passes hold ``DRAWS_PER_PASS["cpu"] // examples`` particles (2048 // 8 = 256 here), at least one,
+    at most K; the estimate is the one-pass estimate on the same draws."""
+    lg, x = linear_gaussian
+    guide = lg.shifted_guide()
+    assert DRAWS_PER_PASS["cpu"] == 2048
+    assert particles_per_pass("auto", 600, (x[:8],), "data") == 256
+    assert particles_per_pass("auto", 600, (x[:8],), None) == 600  # one data point: K at most
+    assert particles_per_pass("auto", 600, (torch.zeros(5000, 5),), "data") == 1
+    assert particles_per_pass(None, 600, (x[:8],), "data") == 600 and particles_per_pass(7, 600, (), "data") == 7
+    passes = []
+    pyro.set_rng_seed(5)
+    auto = importance_log_weights(
+        lg.model,
+        guide,
+        x[:8],
+        num_samples=600,
+        particle_batch_size="auto",
+        max_plate_nesting=1,
+        on_particles=passes.append,
+    )
+    pyro.set_rng_seed(5)
+    whole = importance_log_weights(lg.model, guide, x[:8], num_samples=600, max_plate_nesting=1)
+    assert passes == [256, 256, 88]
+    torch.testing.assert_close(auto, whole, rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match='particle_batch_size must be a positive integer or "auto" or None'):
+        LOG_PX_METHODS.build("is", particle_batch_size="big")
 
 
 def test_data_chunks_give_the_same_numbers_as_separate_calls(linear_gaussian):

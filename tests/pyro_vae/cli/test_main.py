@@ -232,7 +232,7 @@ def test_list_json_gives_every_component_with_options_and_defaults(capsys):
     components = listing["components"]
     assert components["model.prior"]["bernoulli"]["options"] == {"probs": 0.5, "learned": False}
     assert components["train.estimator"]["vimco"]["options"]["num_particles"] == 5
-    assert components["eval.method"]["is"]["options"] == {"num_samples": 5000, "particle_batch_size": 500}
+    assert components["eval.method"]["is"]["options"] == {"num_samples": 5000, "particle_batch_size": "auto"}
     assert "latent_dim" not in components["model.guide"]["diagonal-normal"]["options"]  # the run supplies it
     assert all(entry["doc"] for table in components.values() for entry in table.values())
     assert listing["defaults"]["train"]["optimizer"] == {"name": "adam", "options": {"lr": 0.001}}

@@ -7,10 +7,12 @@ import math
 import pyro
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inference import ESTIMATORS, Trainer, estimator, log_marginal_likelihood, log_px_method
 from pyro_vae import build_vae
 from pyro_vae.components import GUIDES, LIKELIHOODS, PRIORS
+from pyro_vae.components.likelihoods import sum_softplus
 from pyro_vae.data import fixed_binarization, load_dataset
 
 
@@ -55,6 +57,18 @@ def test_bernoulli_likelihood_equals_pyros_bernoulli_and_sums_to_one_over_binary
     for distribution in (likelihood(logits), expanded):  # an expanded one checks its values too
         with pytest.raises(ValueError, match="support"):
             distribution.log_prob(torch.full((2, 4), 0.5))
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
+def test_sum_softplus_equals_torchs_softplus_and_its_gradient_is_the_sigmoid(dtype, atol):
+    """Across the cap (40), at 0 and far below, where ``exp`` underflows; the gradient must be ``sigmoid(l)`` even
+    at 0 and at the cap."""
+    logits = torch.tensor([-1e4, -800.0, -40.0, -3.0, 0.0, 1e-3, 2.5, 39.0, 40.0, 45.0, 1e4], dtype=dtype)
+    logits = torch.stack([logits, logits.flip(0) / 3]).requires_grad_()
+    total = sum_softplus(logits)
+    torch.testing.assert_close(total, F.softplus(logits.double()).sum(-1).to(dtype), rtol=1e-6, atol=atol)
+    total.sum().backward()
+    torch.testing.assert_close(logits.grad, torch.sigmoid(logits.detach()), rtol=1e-6, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["gaussian", "laplace"])
