@@ -277,6 +277,18 @@ def test_bundled_burda_grids_load():
     assert grid.base_config().train.epochs == 3280 and grid.base_config().train.lr_schedule.name == "burda"
 
 
+@pytest.mark.parametrize(
+    "name, epochs, pseudo_inputs",
+    [("vampprior-fashion-mnist.toml", 30, 100), ("vampprior-fashion-mnist-full.toml", 2000, 500)],
+)
+def test_bundled_vampprior_grids_load(name, epochs, pseudo_inputs):
+    grid = load_grid_file(os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", name))
+    grid.check()
+    configs = {cell.label: grid.config(cell, 0) for cell in grid.expand()}
+    assert sorted(configs) == ["VampPrior", "normal prior"] and grid.base_config().train.epochs == epochs
+    assert configs["VampPrior"].model.prior.options["num_pseudo_inputs"] == pseudo_inputs
+
+
 def test_cell_folder_names_are_safe():
     assert Cell("model=a/b, lr=1e-3", ()).folder == "model-a-b_lr-1e-3"
 
