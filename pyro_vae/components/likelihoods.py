@@ -64,10 +64,17 @@ def sum_softplus(logits: torch.Tensor) -> torch.Tensor:
     added back: ``log(1 + exp(min(l, T))) + max(l - T, 0)``, exact up to ``log(1 + exp(-T))`` per entry (4e-18 in
     float32 and float64). Where ``exp(l)`` is under half an ulp of 1 the entry counts as 0 instead of ``exp(l)``,
     an error of at most ``finfo.eps / 2`` per entry. The gradient is ``sigmoid(l)`` everywhere, without the kink
-    at 0 of ``max(l, 0) + log(1 + exp(-|l|))``."""
+    at 0 of ``max(l, 0) + log(1 + exp(-|l|))``. Without a gradient to record (evaluation) the passes reuse one
+    buffer, which keeps a pass of logits in cache."""
     cap = min(40.0, math.log(torch.finfo(logits.dtype).max) - 2)
-    excess = F.relu(logits - cap)  # min(l, T) = l - excess keeps the gradient 1 at l = T, where clamp's is 0
-    return torch.log(torch.exp(logits - excess) + 1).sum(-1) + excess.sum(-1)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        excess = F.relu(logits - cap)  # min(l, T) = l - excess keeps the gradient 1 at l = T, where clamp's is 0
+        return torch.log(torch.exp(logits - excess) + 1).sum(-1) + excess.sum(-1)
+    if logits.numel() and logits.max() > cap:
+        capped = logits.clamp(max=cap)
+        excess = (logits - capped).sum(-1)  # before the in-place passes overwrite capped
+        return capped.exp_().add_(1).log_().sum(-1) + excess
+    return logits.exp().add_(1).log_().sum(-1)  # logits nearly always stay below the cap: no capping passes
 
 
 @LIKELIHOODS.register("bernoulli")

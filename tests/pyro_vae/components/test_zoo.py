@@ -67,6 +67,10 @@ def test_sum_softplus_equals_torchs_softplus_and_its_gradient_is_the_sigmoid(dty
     logits = torch.stack([logits, logits.flip(0) / 3]).requires_grad_()
     total = sum_softplus(logits)
     torch.testing.assert_close(total, F.softplus(logits.double()).sum(-1).to(dtype), rtol=1e-6, atol=atol)
+    with torch.no_grad():  # the in-place passes of evaluation, with logits above the cap and without
+        torch.testing.assert_close(sum_softplus(logits), total.detach(), rtol=0, atol=atol)
+        below = logits.clamp(max=39.0)
+        torch.testing.assert_close(sum_softplus(below), F.softplus(below).sum(-1), rtol=1e-6, atol=atol)
     total.sum().backward()
     torch.testing.assert_close(logits.grad, torch.sigmoid(logits.detach()), rtol=1e-6, atol=1e-12)
 
