@@ -223,7 +223,12 @@ def _train(args):
 #: Flags of `evaluate` that set an option of the log p(x) method.
 METHOD_ALIASES = [
     ("--num-samples", int, "importance samples K per example (is, is-prior, exact; default 5000)"),
-    ("--particle-batch-size", int, "particles per vectorized pass (memory)"),
+    (
+        "--particle-batch-size",
+        int,
+        "particles per vectorized pass, which bounds memory (default: 2048 draws per pass on CPU, 50,000 on "
+        "other devices)",
+    ),
     ("--ais-steps", int, "AIS: intermediate distributions (transitions)", "num_steps"),
     ("--ais-chains", int, "AIS: independent chains per example", "num_chains"),
     ("--ais-leapfrog-steps", int, "AIS: leapfrog steps per HMC transition", "num_leapfrog_steps"),
