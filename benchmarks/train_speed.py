@@ -10,7 +10,8 @@ diagonal-normal guide, Adam, on random binary data (time does not depend on the 
 hand-written objective is checked against ours on the same parameters and the same standard-normal draws
 (:func:`check_same_objective`): equal to 1e-5 relative, or the script stops.
 
-Hand-written references (plain tensors and autograd, no Pyro):
+Hand-written references (plain tensors, autograd and the same weights in plain ``torch.nn`` modules,
+:class:`HandWritten`; no Pyro):
 
 * ``elbo``: ``mean_k log w_k``; ``iwae``: ``logsumexp_k log w_k - log K``;
 * ``elbo-analytic-kl``: ``E_q[log p(x | z)] - KL(q || N(0, I))`` with the Gaussian KL in closed form;
@@ -41,14 +42,29 @@ def build(seed=0, num_data=60000):
     return build_vae(784, latent_dim=20, hidden_sizes=(400,), activation="softplus", num_data=num_data)
 
 
-def log_weights(vae, x, eps, stop_q=False):
+class HandWritten(torch.nn.Module):
+    """A VAE's encoder and decoder as plain ``torch.nn`` modules with the same weights, as a hand-written script
+    holds them (the VAE's own networks are PyroModules, whose every parameter read passes Pyro's handlers)."""
+
+    def __init__(self, vae):
+        from pyro_vae.components.networks import MLP
+
+        super().__init__()
+        self.encoder = MLP(784, 40, hidden_sizes=(400,), activation="softplus")
+        self.decoder = MLP(20, 784, hidden_sizes=(400,), activation="softplus")
+        self.encoder.load_state_dict(vae.encoder.state_dict())
+        self.decoder.load_state_dict(vae.decoder.state_dict())
+        self.min_scale = vae.guide_family.min_scale
+
+
+def log_weights(hand, x, eps, stop_q=False):
     """``(K, B)`` log weights ``log p(x | z) + log p(z) - log q(z | x)`` at ``z = mu + sigma eps``, by hand."""
     from pyro_vae.components.guides import positive_scale
 
-    loc, raw = vae.encoder(x).split(20, dim=-1)
-    scale = positive_scale(raw, vae.guide_family.min_scale)
+    loc, raw = hand.encoder(x).split(20, dim=-1)
+    scale = positive_scale(raw, hand.min_scale)
     z = loc + scale * eps
-    logits = vae.decoder(z)
+    logits = hand.decoder(z)
     log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
     log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
     q_loc, q_scale = (loc.detach(), scale.detach()) if stop_q else (loc, scale)
@@ -56,11 +72,11 @@ def log_weights(vae, x, eps, stop_q=False):
     return log_lik, log_prior, log_q, loc, scale
 
 
-def hand_loss(name, vae, x, eps, num_data):
+def hand_loss(name, hand, x, eps, num_data):
     """The hand-written loss ``-(N / B) sum_b objective_b`` of estimator ``name`` (value; its gradient is the
     estimator's except for ``iwae-dreg``, whose gradient :func:`hand_step` forms)."""
     scale_n = num_data / x.shape[0]
-    log_lik, log_prior, log_q, loc, scale = log_weights(vae, x, eps, stop_q=name == "elbo-stl")
+    log_lik, log_prior, log_q, loc, scale = log_weights(hand, x, eps, stop_q=name == "elbo-stl")
     log_w = log_lik + log_prior - log_q
     if name in ("elbo", "elbo-stl"):
         objective = log_w.mean(0)
@@ -74,17 +90,17 @@ def hand_loss(name, vae, x, eps, num_data):
     return -scale_n * objective.sum()
 
 
-def hand_step(name, vae, x, eps, num_data, optimizer):
+def hand_step(name, hand, x, eps, num_data, optimizer):
     optimizer.zero_grad(set_to_none=True)
     if name != "iwae-dreg":
-        loss = hand_loss(name, vae, x, eps, num_data)
+        loss = hand_loss(name, hand, x, eps, num_data)
         loss.backward()
     else:
         scale_n = num_data / x.shape[0]
-        log_lik, log_prior, log_q, _, _ = log_weights(vae, x, eps, stop_q=True)
+        log_lik, log_prior, log_q, _, _ = log_weights(hand, x, eps, stop_q=True)
         log_w = log_lik + log_prior - log_q
         wbar = torch.softmax(log_w, 0).detach()
-        decoder, encoder = list(vae.decoder.parameters()), list(vae.encoder.parameters())
+        decoder, encoder = list(hand.decoder.parameters()), list(hand.encoder.parameters())
         decoder_grads = torch.autograd.grad(-scale_n * (wbar * log_w).sum(), decoder, retain_graph=True)
         encoder_grads = torch.autograd.grad(-scale_n * (wbar.pow(2) * log_w).sum(), encoder)
         for p, g in zip(decoder + encoder, decoder_grads + encoder_grads):
@@ -112,7 +128,7 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
     torch.manual_seed(seed)
     eps = torch.randn(k, batch_size, 20)  # the draws Pyro's rsample made: the same generator, shape (K, B, D)
     with torch.no_grad():
-        hand = hand_loss(name, vae, x, eps, num_data).item()
+        hand = hand_loss(name, HandWritten(vae), x, eps, num_data).item()
     return ours, hand
 
 
@@ -142,12 +158,13 @@ def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3):
 
 def benchmark(name, k, batch_size, steps, num_data=60000):
     x = torch.bernoulli(torch.full((batch_size, 784), 0.3))
-    ours_vae, hand_vae = build(0, num_data), build(0, num_data)
+    ours_vae = build(0, num_data)
+    hand_written = HandWritten(build(0, num_data))
     trainer = our_trainer(name, k, ours_vae)
-    optimizer = torch.optim.Adam(hand_vae.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(hand_written.parameters(), lr=1e-3)
     ours, hand, ratio = interleaved_times(
         lambda: trainer.step(x),
-        lambda: hand_step(name, hand_vae, x, torch.randn(k, batch_size, 20), num_data, optimizer),
+        lambda: hand_step(name, hand_written, x, torch.randn(k, batch_size, 20), num_data, optimizer),
         steps,
     )
     return {"estimator": name, "K": k, "batch": batch_size, "ours_ms": 1e3 * ours, "hand_ms": 1e3 * hand,
