@@ -61,23 +61,37 @@ def particle_chunk(num_samples, particle_batch_size="auto"):
     return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(DATA_CHUNK),), "data")
 
 
+def plain_copies(vae):
+    """The VAE's encoder and decoder as plain ``torch.nn`` modules with the same weights, as a hand-written script
+    holds them (the VAE's own are PyroModules, whose parameter reads pass Pyro's handlers)."""
+    from pyro_vae.components.networks import MLP
+
+    with torch.random.fork_rng():  # their initialisation must not move the generator the draws come from
+        encoder = MLP(DATA, 2 * LATENT, hidden_sizes=HIDDEN, activation="tanh")
+        decoder = MLP(LATENT, DATA, hidden_sizes=HIDDEN[::-1], activation="tanh")
+    encoder.load_state_dict(vae.encoder.state_dict())
+    decoder.load_state_dict(vae.decoder.state_dict())
+    return encoder, decoder
+
+
 @torch.no_grad()
 def hand_written_log_px(vae, x, num_samples, particle_batch_size="auto") -> torch.Tensor:
     """``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` per example, by plain tensors, chunked like ours."""
     from pyro_vae.components.guides import positive_scale
 
     chunk = particle_chunk(num_samples, particle_batch_size)
+    encoder, decoder = plain_copies(vae)
     log_2pi = math.log(2 * math.pi)
     results = []
     for start in range(0, len(x), DATA_CHUNK):
         xb = x[start : start + DATA_CHUNK]
-        loc, raw = vae.encoder(xb).split(LATENT, dim=-1)
+        loc, raw = encoder(xb).split(LATENT, dim=-1)
         scale = positive_scale(raw, vae.guide_family.min_scale)
         pieces = []
         for p_start in range(0, num_samples, chunk):
             eps = torch.randn(min(chunk, num_samples - p_start), *loc.shape)
             z = loc + scale * eps
-            logits = vae.decoder(z)
+            logits = decoder(z)
             log_lik = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
             log_prior = -0.5 * (z.pow(2).sum(-1) + LATENT * log_2pi)
             log_q = -0.5 * (eps.pow(2).sum(-1) + LATENT * log_2pi) - scale.log().sum(-1)

@@ -50,8 +50,9 @@ class HandWritten(torch.nn.Module):
         from pyro_vae.components.networks import MLP
 
         super().__init__()
-        self.encoder = MLP(784, 40, hidden_sizes=(400,), activation="softplus")
-        self.decoder = MLP(20, 784, hidden_sizes=(400,), activation="softplus")
+        with torch.random.fork_rng():  # their initialisation must not move the generator the draws come from
+            self.encoder = MLP(784, 40, hidden_sizes=(400,), activation="softplus")
+            self.decoder = MLP(20, 784, hidden_sizes=(400,), activation="softplus")
         self.encoder.load_state_dict(vae.encoder.state_dict())
         self.decoder.load_state_dict(vae.decoder.state_dict())
         self.min_scale = vae.guide_family.min_scale
