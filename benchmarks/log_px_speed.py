@@ -5,6 +5,7 @@ number of examples.
     python benchmarks/log_px_speed.py              # K = 5000 on 100 examples, then three sizes of K and of N
     python benchmarks/log_px_speed.py --chunks     # also: time against draws per vectorized pass
     python benchmarks/log_px_speed.py --quick      # a few hundred draws: the check the test suite runs
+    python benchmarks/log_px_speed.py --device cuda   # on a GPU (the default when one is present)
 
 The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
 weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
@@ -28,13 +29,23 @@ LATENT, HIDDEN, DATA = 50, (200, 200), 784
 DATA_CHUNK = 100
 
 
-def build(seed=0):
+def build(seed=0, device="cpu"):
     import pyro
 
     from pyro_vae import build_vae
 
     pyro.set_rng_seed(seed)
-    return build_vae(DATA, latent_dim=LATENT, hidden_sizes=HIDDEN, activation="tanh", num_data=60000)
+    return build_vae(DATA, latent_dim=LATENT, hidden_sizes=HIDDEN, activation="tanh", num_data=60000).to(device)
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a clock reads its time (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def binary_data(num_examples, device):
+    return torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1)).to(device)
 
 
 def decoder_flops_per_draw() -> int:
@@ -42,23 +53,25 @@ def decoder_flops_per_draw() -> int:
     return 2 * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
-def matmul_flops_per_second(size=2048, repeats=5) -> float:
-    """FLOP/s of the best of ``repeats`` ``size x size`` single-precision matrix products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops_per_second(size=2048, repeats=5, device="cpu") -> float:
+    """FLOP/s of the best of ``repeats`` ``size x size`` single-precision matrix products on ``device``."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     a @ b
+    synchronize(device)
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
-def particle_chunk(num_samples, particle_batch_size="auto"):
-    """Particles per pass as ``log_marginal_likelihood`` chooses them for ``DATA_CHUNK`` examples on CPU."""
+def particle_chunk(num_samples, particle_batch_size="auto", device="cpu"):
+    """Particles per pass as ``log_marginal_likelihood`` chooses them for ``DATA_CHUNK`` examples on ``device``."""
     from inference.evaluation.log_marginal_likelihood import particles_per_pass
 
-    return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(DATA_CHUNK),), "data")
+    return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(DATA_CHUNK, device=device),), "data")
 
 
 def plain_copies(vae):
@@ -71,7 +84,8 @@ def plain_copies(vae):
         decoder = MLP(LATENT, DATA, hidden_sizes=HIDDEN[::-1], activation="tanh")
     encoder.load_state_dict(vae.encoder.state_dict())
     decoder.load_state_dict(vae.decoder.state_dict())
-    return encoder, decoder
+    device = next(vae.encoder.parameters()).device
+    return encoder.to(device), decoder.to(device)
 
 
 @torch.no_grad()
@@ -79,7 +93,7 @@ def hand_written_log_px(vae, x, num_samples, particle_batch_size="auto") -> torc
     """``log (1/K) sum_k p(x, z_k) / q(z_k | x)`` per example, by plain tensors, chunked like ours."""
     from pyro_vae.components.guides import positive_scale
 
-    chunk = particle_chunk(num_samples, particle_batch_size)
+    chunk = particle_chunk(num_samples, particle_batch_size, x.device)
     encoder, decoder = plain_copies(vae)
     log_2pi = math.log(2 * math.pi)
     results = []
@@ -89,7 +103,7 @@ def hand_written_log_px(vae, x, num_samples, particle_batch_size="auto") -> torc
         scale = positive_scale(raw, vae.guide_family.min_scale)
         pieces = []
         for p_start in range(0, num_samples, chunk):
-            eps = torch.randn(min(chunk, num_samples - p_start), *loc.shape)
+            eps = torch.randn(min(chunk, num_samples - p_start), *loc.shape, device=loc.device)
             z = loc + scale * eps
             logits = decoder(z)
             log_lik = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
@@ -116,10 +130,12 @@ def ours_log_px(vae, x, num_samples, particle_batch_size="auto") -> torch.Tensor
     return result.log_px
 
 
-def timed(fn, *args, seed=0):
+def timed(fn, vae, x, *args, seed=0):
     torch.manual_seed(seed)
+    synchronize(x.device)
     start = time.perf_counter()
-    value = fn(*args)
+    value = fn(vae, x, *args)
+    synchronize(x.device)
     return value, time.perf_counter() - start
 
 
@@ -131,8 +147,8 @@ def check_same_estimate(vae, x, num_samples):
     return (ours - hand).abs().max().item()
 
 
-def compare(vae, num_examples, num_samples, matmul):
-    x = torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+def compare(vae, num_examples, num_samples, matmul, device="cpu"):
+    x = binary_data(num_examples, device)
     difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 1000))
     _, ours = timed(ours_log_px, vae, x, num_samples)
     _, hand = timed(hand_written_log_px, vae, x, num_samples)
@@ -149,10 +165,10 @@ def compare(vae, num_examples, num_samples, matmul):
     }
 
 
-def scaling(vae, sizes, matmul):
+def scaling(vae, sizes, device="cpu"):
     rows = []
     for num_examples, num_samples in sizes:
-        x = torch.bernoulli(torch.full((num_examples, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+        x = binary_data(num_examples, device)
         _, seconds = timed(ours_log_px, vae, x, num_samples)
         rows.append({"examples": num_examples, "K": num_samples, "seconds": seconds})
     base = rows[0]["seconds"] / (rows[0]["examples"] * rows[0]["K"])
@@ -161,9 +177,9 @@ def scaling(vae, sizes, matmul):
     return rows
 
 
-def chunk_sizes(vae, num_samples, particle_chunks, matmul):
+def chunk_sizes(vae, num_samples, particle_chunks, matmul, device="cpu"):
     """Ours at several particles per pass (``DATA_CHUNK`` examples each): the time against the draws per pass."""
-    x = torch.bernoulli(torch.full((DATA_CHUNK, DATA), 0.3), generator=torch.Generator().manual_seed(1))
+    x = binary_data(DATA_CHUNK, device)
     rows = []
     for chunk in particle_chunks:
         _, seconds = timed(ours_log_px, vae, x, num_samples, chunk)
@@ -179,21 +195,23 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few hundred draws, to check the script runs")
     parser.add_argument("--chunks", action="store_true", help="also time ours against the draws per pass")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    vae = build()
-    matmul = matmul_flops_per_second(512 if args.quick else 2048)
+    device = args.device
+    vae = build(device=device)
+    matmul = matmul_flops_per_second(512 if args.quick else (2048 if device == "cpu" else 8192), device=device)
     if args.quick:
-        report = {"compare": compare(vae, 20, 40, matmul), "scaling": scaling(vae, [(10, 20), (10, 40)], matmul)}
-    else:
         report = {
-            "compare": compare(vae, 100, 5000, matmul),
-            "scaling": scaling(
-                vae, [(100, 1000), (100, 2500), (100, 5000), (50, 2000), (100, 2000), (200, 2000)], matmul
-            ),
+            "compare": compare(vae, 20, 40, matmul, device),
+            "scaling": scaling(vae, [(10, 20), (10, 40)], device),
         }
+    else:
+        sizes = [(100, 1000), (100, 2500), (100, 5000), (50, 2000), (100, 2000), (200, 2000)]
+        report = {"compare": compare(vae, 100, 5000, matmul, device), "scaling": scaling(vae, sizes, device)}
     if args.chunks:
-        report["chunks"] = chunk_sizes(vae, 40 if args.quick else 2000, [5, 20, 80, 500], matmul)
+        report["chunks"] = chunk_sizes(vae, 40 if args.quick else 2000, [5, 20, 80, 500], matmul, device)
+    report["device"] = str(device)
     report["matmul_gflops"] = matmul / 1e9
     print(json.dumps(report, indent=2))
     return report

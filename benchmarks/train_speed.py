@@ -4,6 +4,7 @@ load on a shared machine falls on both); the ratio is ours / hand-written, the m
 
     python benchmarks/train_speed.py                        # batch 128 and 1024, about 3 minutes on 2 cores
     python benchmarks/train_speed.py --quick                # a few steps each: the check the test suite runs
+    python benchmarks/train_speed.py --device cuda          # on a GPU (the default when one is present)
 
 The model is the issue's MLP VAE: 784-400-20 softplus encoder and 20-400-784 decoder, Bernoulli likelihood,
 diagonal-normal guide, Adam, on random binary data (time does not depend on the values). Before timing, each
@@ -33,13 +34,19 @@ import torch.nn.functional as F
 ESTIMATORS = [("elbo", 1), ("elbo-analytic-kl", 1), ("elbo-stl", 1), ("iwae", 5), ("iwae-dreg", 5), ("iwae", 50)]
 
 
-def build(seed=0, num_data=60000):
+def build(seed=0, num_data=60000, device="cpu"):
     import pyro
 
     from pyro_vae import build_vae
 
     pyro.set_rng_seed(seed)
-    return build_vae(784, latent_dim=20, hidden_sizes=(400,), activation="softplus", num_data=num_data)
+    return build_vae(784, latent_dim=20, hidden_sizes=(400,), activation="softplus", num_data=num_data).to(device)
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a clock reads its time (a no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class HandWritten(torch.nn.Module):
@@ -56,6 +63,7 @@ class HandWritten(torch.nn.Module):
         self.encoder.load_state_dict(vae.encoder.state_dict())
         self.decoder.load_state_dict(vae.decoder.state_dict())
         self.min_scale = vae.guide_family.min_scale
+        self.to(next(vae.encoder.parameters()).device)
 
 
 def log_weights(hand, x, eps, stop_q=False):
@@ -133,14 +141,16 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
     return ours, hand
 
 
-def time_steps(step, steps):
+def time_steps(step, steps, device="cpu"):
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
-def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3):
+def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3, device="cpu"):
     """Seconds per step of each, timed in ``rounds`` alternating blocks of ``steps / rounds`` steps so that a load
     that comes and goes on a shared machine falls on both: the medians over blocks, and the median of the blocks'
     ratios."""
@@ -151,22 +161,23 @@ def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3):
     block = max(1, steps // rounds)
     ours, hand = [], []
     for _ in range(rounds):
-        ours.append(time_steps(ours_step, block))
-        hand.append(time_steps(hand_step, block))
+        ours.append(time_steps(ours_step, block, device))
+        hand.append(time_steps(hand_step, block, device))
     ratio = statistics.median(o / h for o, h in zip(ours, hand))
     return statistics.median(ours), statistics.median(hand), ratio
 
 
-def benchmark(name, k, batch_size, steps, num_data=60000):
-    x = torch.bernoulli(torch.full((batch_size, 784), 0.3))
-    ours_vae = build(0, num_data)
-    hand_written = HandWritten(build(0, num_data))
+def benchmark(name, k, batch_size, steps, num_data=60000, device="cpu"):
+    x = torch.bernoulli(torch.full((batch_size, 784), 0.3)).to(device)
+    ours_vae = build(0, num_data, device)
+    hand_written = HandWritten(build(0, num_data, device))
     trainer = our_trainer(name, k, ours_vae)
     optimizer = torch.optim.Adam(hand_written.parameters(), lr=1e-3)
     ours, hand, ratio = interleaved_times(
         lambda: trainer.step(x),
-        lambda: hand_step(name, hand_written, x, torch.randn(k, batch_size, 20), num_data, optimizer),
+        lambda: hand_step(name, hand_written, x, torch.randn(k, batch_size, 20, device=device), num_data, optimizer),
         steps,
+        device=device,
     )
     return {"estimator": name, "K": k, "batch": batch_size, "ours_ms": 1e3 * ours, "hand_ms": 1e3 * hand,
             "ratio": ratio}  # fmt: skip
@@ -178,6 +189,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 steps per case, batch 16: a check, not a timing")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for name, k in ESTIMATORS:
@@ -185,8 +197,11 @@ def main(argv=None):
         if abs(ours - hand) > 1e-5 * abs(hand):
             raise SystemExit(f"{name} K={k}: our loss {ours} differs from the hand-written {hand}")
     batch_sizes, steps = ([16], 2) if args.quick else (args.batch_sizes, args.steps)
-    rows = [benchmark(name, k, b, steps) for b in batch_sizes for name, k in ESTIMATORS]
-    print(f"torch {torch.__version__}, {args.threads} threads, {steps} timed steps per case in alternating blocks")
+    rows = [benchmark(name, k, b, steps, device=args.device) for b in batch_sizes for name, k in ESTIMATORS]
+    print(
+        f"torch {torch.__version__} on {args.device}, {args.threads} threads, {steps} timed steps per case in "
+        "alternating blocks"
+    )
     print("| estimator | K | batch | ours (ms/step) | hand-written (ms/step) | ratio |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -23,7 +23,7 @@ def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
 
 
 def test_train_speed_benchmark_runs_in_quick_mode():
-    rows = load("train_speed").main(["--quick", "--threads", "1"])
+    rows = load("train_speed").main(["--quick", "--threads", "1", "--device", "cpu"])
     assert len(rows) == 6 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
 
 
@@ -43,13 +43,13 @@ def test_hand_written_log_px_equals_ours_on_the_same_draws():
 
 
 def test_log_px_speed_benchmark_runs_in_quick_mode():
-    report = load("log_px_speed").main(["--quick", "--chunks", "--threads", "1"])
+    report = load("log_px_speed").main(["--quick", "--chunks", "--threads", "1", "--device", "cpu"])
     assert report["compare"]["max_abs_difference"] < 1e-3 and len(report["scaling"]) == 2
     assert [row["draws_per_pass"] for row in report["chunks"]] == [500, 2000, 8000, 50000]
 
 
 def test_data_parallel_benchmark_runs():
-    rows = load("data_parallel").main(["--epochs", "1", "--batch-size", "200"])
+    rows = load("data_parallel").main(["--epochs", "1", "--batch-size", "200", "--device", "cpu"])
     assert [r["processes"] for r in rows] == [1, 2] and all(r["seconds_per_epoch"] > 0 for r in rows)
 
 
