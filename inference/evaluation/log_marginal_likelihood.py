@@ -177,8 +177,9 @@ def importance_log_weights(
 
 DRAWS_PER_PASS = {"cpu": 2048}
 """Draws (data points x particles) per vectorized pass under ``particle_batch_size="auto"``, by device type. On
-CPU, 2048 draws keep a Burda-sized decoder's ``draws x 784`` logits (6 MB) in cache: 2.3 times as fast as 50,000
-draws per pass (``benchmarks/log_px_speed.py --chunks``). Other devices take :data:`DRAWS_PER_PASS_OTHERWISE`."""
+CPU, 2048 draws keep a Burda-sized decoder's ``draws x 784`` logits (6 MB) in cache: 1.5 times as fast as 50,000
+draws per pass, and faster than 500 or 8000 (``benchmarks/log_px_speed.py --chunks``). Other devices take
+:data:`DRAWS_PER_PASS_OTHERWISE`."""
 DRAWS_PER_PASS_OTHERWISE = 50_000
 
 
