@@ -1,6 +1,7 @@
 """Whether ``torch.compile`` speeds up the networks a training step runs: the train_speed benchmark's encoder and
 decoder (784-400-40 and 20-400-784, softplus), forward and backward, eager against compiled, side by side in one
-run (alternating blocks, median of the blocks' ratios), at batch 128 and 1024.
+run (alternating blocks and the median of the blocks' ratios, train_speed's ``interleaved_times``), at batch 128
+and 1024.
 
     python benchmarks/compile_speed.py             # about a minute on 2 cores, most of it compiling
 
@@ -15,10 +16,10 @@ not compiled: its handlers run Python on every call, which TorchDynamo would spl
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
+from train_speed import interleaved_times  # the same alternating blocks and median ratio (benchmarks/ is on the path)
 
 
 def networks(seed=0):
@@ -34,20 +35,6 @@ def forward_backward(encoder, decoder, x):
     """The networks' share of an ELBO step: encode, decode the means, a scalar, its gradient."""
     loc = encoder(x)[:, :20]
     decoder(loc).logsumexp(-1).sum().backward()
-
-
-def blocks(fns, steps, rounds=6):
-    """Median seconds per call of each function, timed in alternating blocks, and the median blocks' ratio."""
-    times = {name: [] for name in fns}
-    block = max(1, steps // rounds)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(block):
-                fn()
-            times[name].append((time.perf_counter() - start) / block)
-    ratio = statistics.median(c / e for c, e in zip(times["compiled"], times["eager"]))
-    return {name: statistics.median(t) for name, t in times.items()}, ratio
 
 
 def main(argv=None):
@@ -72,11 +59,10 @@ def main(argv=None):
             same = torch.allclose(compiled[1](compiled[0](x)[:, :20]), eager[1](eager[0](x)[:, :20]), atol=1e-4)
         if not same:
             raise SystemExit("the compiled networks' outputs differ from the eager ones")
-        seconds, ratio = blocks(
-            {"eager": lambda x=x: forward_backward(*eager, x), "compiled": lambda x=x: forward_backward(*compiled, x)},
-            steps,
+        compiled_s, eager_s, ratio = interleaved_times(
+            lambda x=x: forward_backward(*compiled, x), lambda x=x: forward_backward(*eager, x), steps
         )
-        rows.append({"batch": batch_size, "eager_ms": 1e3 * seconds["eager"], "compiled_ms": 1e3 * seconds["compiled"],
+        rows.append({"batch": batch_size, "eager_ms": 1e3 * eager_s, "compiled_ms": 1e3 * compiled_s,
                      "compiled_over_eager": ratio, "first_call_s": compile_seconds})  # fmt: skip
     print(f"torch {torch.__version__}, {args.threads} threads")
     print("| batch | eager (ms) | compiled (ms) | compiled / eager | first compiled call (s) |")
