@@ -24,7 +24,9 @@ def train(out, args, nproc):
     command += ["--batch-size", str(args.batch_size), "--out", out, "--no-progress", "--device", args.device]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
-    subprocess.run(command, check=True, capture_output=True)
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode:
+        raise SystemExit(f"{' '.join(command[1:])} failed:\n{finished.stderr}")
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     return {

@@ -6,6 +6,7 @@ number of examples.
     python benchmarks/log_px_speed.py --chunks     # also: time against draws per vectorized pass
     python benchmarks/log_px_speed.py --quick      # a few hundred draws: the check the test suite runs
     python benchmarks/log_px_speed.py --device cuda   # on a GPU (the default when one is present)
+    python benchmarks/log_px_speed.py --draws-per-pass 200000   # another "auto" pass size on this device
 
 The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
 weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
@@ -67,11 +68,11 @@ def matmul_flops_per_second(size=2048, repeats=5, device="cpu") -> float:
     return 2 * size**3 / best
 
 
-def particle_chunk(num_samples, particle_batch_size="auto", device="cpu"):
-    """Particles per pass as ``log_marginal_likelihood`` chooses them for ``DATA_CHUNK`` examples on ``device``."""
+def particle_chunk(num_samples, particle_batch_size="auto", device="cpu", examples=DATA_CHUNK):
+    """Particles per pass as ``log_marginal_likelihood`` chooses them for ``examples`` on ``device``."""
     from inference.evaluation.log_marginal_likelihood import particles_per_pass
 
-    return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(DATA_CHUNK, device=device),), "data")
+    return particles_per_pass(particle_batch_size, num_samples, (torch.zeros(examples, device=device),), "data")
 
 
 def plain_copies(vae):
@@ -133,10 +134,19 @@ def ours_log_px(vae, x, num_samples, particle_batch_size="auto") -> torch.Tensor
 def timed(fn, vae, x, *args, seed=0):
     torch.manual_seed(seed)
     synchronize(x.device)
+    if x.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(x.device)
     start = time.perf_counter()
     value = fn(vae, x, *args)
     synchronize(x.device)
     return value, time.perf_counter() - start
+
+
+def peak_device_mib(device):
+    """The device memory allocated at the peak of the last :func:`timed` call, in MiB (``None`` on CPU, where
+    ``benchmarks/log_px_memory.py`` measures it)."""
+    device = torch.device(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def check_same_estimate(vae, x, num_samples):
@@ -151,11 +161,15 @@ def compare(vae, num_examples, num_samples, matmul, device="cpu"):
     x = binary_data(num_examples, device)
     difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 1000))
     _, ours = timed(ours_log_px, vae, x, num_samples)
+    peak = peak_device_mib(device)
     _, hand = timed(hand_written_log_px, vae, x, num_samples)
     work = decoder_flops_per_draw() * num_examples * num_samples
     return {
         "examples": num_examples,
         "K": num_samples,
+        "draws_per_pass": particle_chunk(num_samples, device=device, examples=min(num_examples, DATA_CHUNK))
+        * min(num_examples, DATA_CHUNK),
+        "ours_peak_device_mib": peak,
         "ours_s": ours,
         "hand_s": hand,
         "ratio": ours / hand,
@@ -185,7 +199,12 @@ def chunk_sizes(vae, num_samples, particle_chunks, matmul, device="cpu"):
         _, seconds = timed(ours_log_px, vae, x, num_samples, chunk)
         work = decoder_flops_per_draw() * DATA_CHUNK * num_samples
         rows.append(
-            {"draws_per_pass": chunk * DATA_CHUNK, "seconds": seconds, "flops_fraction": work / seconds / matmul}
+            {
+                "draws_per_pass": min(chunk, num_samples) * DATA_CHUNK,
+                "seconds": seconds,
+                "flops_fraction": work / seconds / matmul,
+                "peak_device_mib": peak_device_mib(device),
+            }
         )
     return rows
 
@@ -196,9 +215,16 @@ def main(argv=None):
     parser.add_argument("--chunks", action="store_true", help="also time ours against the draws per pass")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--draws-per-pass", type=int, help='the "auto" pass size on the device (default: the library\'s)'
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = args.device
+    if args.draws_per_pass:
+        from inference.evaluation import log_marginal_likelihood as module
+
+        module.DRAWS_PER_PASS = {**module.DRAWS_PER_PASS, torch.device(device).type: args.draws_per_pass}
     vae = build(device=device)
     matmul = matmul_flops_per_second(512 if args.quick else (2048 if device == "cpu" else 8192), device=device)
     if args.quick:
@@ -210,7 +236,12 @@ def main(argv=None):
         sizes = [(100, 1000), (100, 2500), (100, 5000), (50, 2000), (100, 2000), (200, 2000)]
         report = {"compare": compare(vae, 100, 5000, matmul, device), "scaling": scaling(vae, sizes, device)}
     if args.chunks:
-        report["chunks"] = chunk_sizes(vae, 40 if args.quick else 2000, [5, 20, 80, 500], matmul, device)
+        if args.quick:
+            report["chunks"] = chunk_sizes(vae, 40, [5, 20], matmul, device)
+        elif device == "cpu":
+            report["chunks"] = chunk_sizes(vae, 2000, [5, 20, 80, 500], matmul, device)
+        else:  # passes of 500 to 500,000 draws
+            report["chunks"] = chunk_sizes(vae, 5000, [5, 80, 500, 2000, 5000], matmul, device)
     report["device"] = str(device)
     report["matmul_gflops"] = matmul / 1e9
     print(json.dumps(report, indent=2))

@@ -45,7 +45,7 @@ def test_hand_written_log_px_equals_ours_on_the_same_draws():
 def test_log_px_speed_benchmark_runs_in_quick_mode():
     report = load("log_px_speed").main(["--quick", "--chunks", "--threads", "1", "--device", "cpu"])
     assert report["compare"]["max_abs_difference"] < 1e-3 and len(report["scaling"]) == 2
-    assert [row["draws_per_pass"] for row in report["chunks"]] == [500, 2000, 8000, 50000]
+    assert [row["draws_per_pass"] for row in report["chunks"]] == [500, 2000]
 
 
 def test_data_parallel_benchmark_runs():

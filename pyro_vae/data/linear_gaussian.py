@@ -30,6 +30,10 @@ class LinearGaussian:
         bias = torch.randn(data_dim, generator=gen, dtype=dtype)
         return cls(weight, bias, sigma)
 
+    def to(self, device) -> "LinearGaussian":
+        """The same model with its parameters on ``device``."""
+        return LinearGaussian(self.weight.to(device), self.bias.to(device), self.sigma)
+
     @property
     def data_dim(self) -> int:
         return self.weight.shape[0]
@@ -40,8 +44,8 @@ class LinearGaussian:
 
     def sample(self, num_data, seed=0) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=self.weight.dtype)
-        noise = torch.randn(num_data, self.data_dim, generator=gen, dtype=self.weight.dtype)
+        z = torch.randn(num_data, self.latent_dim, generator=gen, dtype=self.weight.dtype).to(self.weight.device)
+        noise = torch.randn(num_data, self.data_dim, generator=gen, dtype=self.weight.dtype).to(self.weight.device)
         return z @ self.weight.T + self.bias + self.sigma * noise
 
     def model(self, x):
@@ -52,14 +56,16 @@ class LinearGaussian:
 
     def posterior(self, x) -> dist.MultivariateNormal:
         """The exact p(z | x), batched over the rows of ``x``."""
-        precision = torch.eye(self.latent_dim, dtype=x.dtype) + self.weight.T @ self.weight / self.sigma**2
+        identity = torch.eye(self.latent_dim, dtype=x.dtype, device=x.device)
+        precision = identity + self.weight.T @ self.weight / self.sigma**2
         cov = torch.linalg.inv(precision)
         loc = (x - self.bias) @ self.weight @ cov.T / self.sigma**2
         return dist.MultivariateNormal(loc, covariance_matrix=cov)
 
     def marginal(self) -> dist.MultivariateNormal:
         """The exact p(x)."""
-        cov = self.weight @ self.weight.T + self.sigma**2 * torch.eye(self.data_dim, dtype=self.weight.dtype)
+        identity = torch.eye(self.data_dim, dtype=self.weight.dtype, device=self.weight.device)
+        cov = self.weight @ self.weight.T + self.sigma**2 * identity
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov)
 
     def log_marginal(self, x) -> torch.Tensor:
