@@ -412,18 +412,29 @@ def check_device(device: str) -> None:
 
 
 def resolve_device(device: str):
-    """``"auto"``: the first GPU when there is one, else the CPU. A GPU asked for but absent is an error."""
+    """``"auto"``: the first GPU when there is one (one GPU per process of this machine when several run together:
+    NCCL cannot share a GPU between ranks), else the CPU. A GPU asked for but absent, or too few GPUs for the
+    processes, is an error."""
+    import os
+
     import torch
 
     check_device(device)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun and by --nproc
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if gpus >= max(processes, 1) else "cpu")
     parsed = torch.device(device)
     if parsed.type == "cuda":
-        if not torch.cuda.is_available():
+        if not gpus:
             raise ConfigError(f"device '{device}' was asked for, but torch sees no GPU here: use --device cpu or auto")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ConfigError(f"device '{device}' does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+        if parsed.index is not None and parsed.index >= gpus:
+            raise ConfigError(f"device '{device}' does not exist: this machine has {gpus} GPU(s)")
+        if processes > gpus:
+            raise ConfigError(
+                f"{processes} processes on this machine need a GPU each (NCCL cannot share one) and it has {gpus}: "
+                "use --device cpu, or at most as many processes as GPUs"
+            )
     return parsed
 
 

@@ -72,7 +72,7 @@ def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
         # arviz warns once per data point when k-hat is large; the value itself is the report
         warnings.simplefilter("ignore")
         _, khat = _psislw(array)
-    khat = torch.as_tensor(np.asarray(khat), dtype=log_weights.dtype)
+    khat = torch.as_tensor(np.asarray(khat), dtype=log_weights.dtype, device=log_weights.device)
     # equal weights (an exact-posterior guide) have a bounded tail, where the Pareto fit is degenerate
     spread = log_weights.max(0).values - log_weights.min(0).values
     tolerance = math.sqrt(torch.finfo(log_weights.dtype).eps) * (1 + log_weights.abs().max(0).values)

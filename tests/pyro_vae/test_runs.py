@@ -67,7 +67,7 @@ def test_config_json_rebuilds_the_model_exactly(tmp_path):
     trained = train_run(config, str(tmp_path / "run"), progress=False)
     with open(tmp_path / "run" / "config.json") as f:
         assert RunConfig.from_dict(json.load(f)) == config
-    rebuilt_config, splits, rebuilt = load_run(str(tmp_path / "run"))
+    rebuilt_config, splits, rebuilt = load_run(str(tmp_path / "run"), device="cpu")  # where it was trained
     x = eval_split(rebuilt_config, splits, "test")
     estimates = []
     for vae in (trained, rebuilt):
