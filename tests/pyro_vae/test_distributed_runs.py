@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pyro_vae.cli.main import main
+from pyro_vae.config import ConfigError, resolve_device
 
 SMALL = ["--dataset", "digits", "--hidden-sizes", "64", "--latent-dim", "4", "--no-progress"]
 EVALUATE = ["--num-samples", "100", "--data-batch-size", "40", "--no-progress", "--posterior-examples"]
@@ -77,3 +78,20 @@ def test_two_process_evaluation_equals_one_process(runs, tmp_path):
 def test_nproc_must_be_positive(capsys):
     assert main(["train", *SMALL, "--out", "unused", "--nproc", "0"]) == 2
     assert "--nproc must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gpus, processes, expected", [(0, 1, "cpu"), (1, 1, "cuda"), (1, 2, "cpu"), (2, 2, "cuda")])
+def test_auto_device_takes_the_gpus_only_when_each_process_gets_one(monkeypatch, gpus, processes, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert resolve_device("auto").type == expected
+
+
+def test_more_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
+    # NCCL cannot put two ranks on one GPU ("Duplicate GPU detected"): say so before any process group forms
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="2 processes on this machine need a GPU each .* it has 1: use --device cpu"):
+        resolve_device("cuda")

@@ -29,7 +29,10 @@ def test_ais_matches_exact_log_px_on_average(linear_gaussian, proposal):
         lg.model, lg.shifted_guide(), x, num_steps=200, num_chains=16, num_leapfrog_steps=5, proposal=proposal
     )
     error = result.log_px - lg.log_marginal(x)
-    assert abs(error.mean().item()) < 0.05
+    # unbiased up to Jensen's gap (small with 16 chains): the mean error within 4 standard errors of zero, the
+    # standard error from the 20 examples' own errors (about 0.02 nats from the guide and 0.07 from the prior,
+    # measured over 8 seeds, so a fixed tolerance would pass or fail with the random stream)
+    assert abs(error.mean().item()) < 4 * error.std().item() / math.sqrt(len(error))
     assert result.log_weights.shape == (16, 20)
     # the step size adapts towards the target acceptance probability of 0.65
     assert (result.acceptance_rate - 0.65).abs().max() < 0.1
