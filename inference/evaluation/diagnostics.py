@@ -3,8 +3,9 @@
 Per data point, from the log importance weights ``log w_nk`` (``k = 1..K``):
 
 * **Pareto k-hat** (Vehtari et al. 2024): the shape of a generalized Pareto distribution fitted to the largest
-  weights (PSIS, via :func:`arviz.psislw`). Below 0.5 the weights have finite variance and the estimate converges
-  quickly; between 0.5 and 0.7 it converges slowly; above 0.7 the estimate is unreliable however many particles.
+  weights (PSIS; :mod:`inference.evaluation.pareto` fits every data point at once, as :func:`arviz.psislw` does
+  one at a time). Below 0.5 the weights have finite variance and the estimate converges quickly; between 0.5 and
+  0.7 it converges slowly; above 0.7 the estimate is unreliable however many particles.
 * **Effective sample size** ``ESS_n = (sum_k w_nk)^2 / sum_k w_nk^2`` (Kong 1992).
 
 Per model, from the guide ``q(z | x) = prod_u q(z_u | x)`` and the prior ``p(z)`` of one latent site:
@@ -35,48 +36,11 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, kl_divergence
 
 from inference.atomic import atomic_write
+from inference.evaluation.pareto import MIN_SAMPLES_FOR_KHAT, pareto_khat  # noqa: F401 (part of this module's API)
 from inference.importance import guide_and_model_traces, per_example_log_prob, vectorized_traces
 
 KHAT_GOOD = 0.5
 KHAT_BAD = 0.7
-MIN_SAMPLES_FOR_KHAT = 5
-
-
-def _psislw(log_weights: np.ndarray):
-    """arviz's PSIS on the last axis, returning ``(smoothed_log_weights, khat)``, for arviz 0.x and 1.x."""
-    import arviz
-
-    if hasattr(arviz, "psislw"):
-        return arviz.psislw(log_weights)
-    # arviz >= 1 moved PSIS to arviz-stats, whose array function takes log-likelihoods (it negates them)
-    from arviz_stats.base import array_stats
-
-    return array_stats.psislw(-log_weights, r_eff=1.0, axis=-1)
-
-
-def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
-    """Pareto k-hat of the importance weights of each data point.
-
-    :param log_weights: shape ``(num_samples, batch_size)``, as from
-        :func:`~inference.importance.per_example_log_weights`.
-    :returns: shape ``(batch_size,)``; ``inf`` (as arviz reports it) when there are too few samples to fit a
-        tail (fewer than :data:`MIN_SAMPLES_FOR_KHAT`); ``-inf`` when all weights are equal up to rounding
-        (the guide is the exact posterior and the estimate has no Monte Carlo error).
-    """
-    if log_weights.dim() != 2:
-        raise ValueError(f"log_weights must have shape (num_samples, batch_size), got {tuple(log_weights.shape)}")
-    if log_weights.shape[0] < MIN_SAMPLES_FOR_KHAT:
-        return torch.full(log_weights.shape[1:], math.inf, dtype=log_weights.dtype, device=log_weights.device)
-    array = log_weights.detach().double().T.cpu().numpy()
-    with warnings.catch_warnings():
-        # arviz warns once per data point when k-hat is large; the value itself is the report
-        warnings.simplefilter("ignore")
-        _, khat = _psislw(array)
-    khat = torch.as_tensor(np.asarray(khat), dtype=log_weights.dtype, device=log_weights.device)
-    # equal weights (an exact-posterior guide) have a bounded tail, where the Pareto fit is degenerate
-    spread = log_weights.max(0).values - log_weights.min(0).values
-    tolerance = math.sqrt(torch.finfo(log_weights.dtype).eps) * (1 + log_weights.abs().max(0).values)
-    return torch.where(spread <= tolerance, torch.full_like(khat, -math.inf), khat)
 
 
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
