@@ -8,6 +8,7 @@ from pyro.infer.importance import vectorized_importance_weights
 from inference.evaluation.log_marginal_likelihood import (
     DRAWS_PER_PASS,
     LOG_PX_METHODS,
+    draws_within_memory,
     importance_log_weights,
     log_marginal_likelihood,
     particles_per_pass,
@@ -226,3 +227,10 @@ def test_progress_of_an_unsplit_batch_counts_every_example(linear_gaussian, monk
     lg, x = linear_gaussian
     log_marginal_likelihood(lg.model, lg.shifted_guide(), x, num_samples=20, data_batch_size=None, progress=True)
     assert totals == [30 * 20]
+
+
+def test_gpu_passes_shrink_to_fit_a_small_cards_free_memory():
+    # 784 values per example: an 8 GiB card with 6 GiB free takes 128,397 draws a pass (a quarter of it at 16 bytes
+    # per draw and value), below the 200,000 that a large card gets
+    assert draws_within_memory(6 * 2**30, 784) == 6 * 2**30 // 4 // (16 * 784) == 128_397
+    assert draws_within_memory(130 * 2**30, 784) > DRAWS_PER_PASS["cuda"]
