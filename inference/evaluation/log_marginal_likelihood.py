@@ -183,7 +183,7 @@ an H200, 200,000 draws (1.3 GB at the peak) took 57 ms against 72 ms for 50,000,
 take :data:`DRAWS_PER_PASS_OTHERWISE`."""
 DRAWS_PER_PASS_OTHERWISE = 50_000
 #: On CUDA a pass also keeps within a quarter of the free device memory, counting this many bytes per draw and
-#: data value (the decoder's outputs and the likelihood's terms: the H200 run peaked at 8 bytes).
+#: data value (the decoder's outputs and the likelihood's terms: the H200 run peaked at about 8.5).
 BYTES_PER_DRAW_AND_VALUE = 16
 
 
