@@ -7,6 +7,7 @@ number of examples.
     python benchmarks/log_px_speed.py --quick      # a few hundred draws: the check the test suite runs
     python benchmarks/log_px_speed.py --device cuda   # on a GPU (the default when one is present)
     python benchmarks/log_px_speed.py --draws-per-pass 200000   # another "auto" pass size on this device
+    python benchmarks/log_px_speed.py --keep-freed-memory   # with glibc's malloc set as pyro-vae sets it
 
 The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
 weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
@@ -21,6 +22,7 @@ measured in the same run.
 import argparse
 import json
 import math
+import resource
 import time
 
 import torch
@@ -142,6 +144,11 @@ def timed(fn, vae, x, *args, seed=0):
     return value, time.perf_counter() - start
 
 
+def minor_page_faults() -> int:
+    """This process's minor page faults so far: pages the kernel mapped (and zeroed) when first touched."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def peak_device_mib(device):
     """The device memory allocated at the peak of the last :func:`timed` call, in MiB (``None`` on CPU, where
     ``benchmarks/log_px_memory.py`` measures it)."""
@@ -160,9 +167,12 @@ def check_same_estimate(vae, x, num_samples):
 def compare(vae, num_examples, num_samples, matmul, device="cpu"):
     x = binary_data(num_examples, device)
     difference = check_same_estimate(vae, x[: min(num_examples, 2 * DATA_CHUNK)], min(num_samples, 1000))
+    faults = minor_page_faults()
     _, ours = timed(ours_log_px, vae, x, num_samples)
     peak = peak_device_mib(device)
+    ours_faults = minor_page_faults() - faults
     _, hand = timed(hand_written_log_px, vae, x, num_samples)
+    hand_faults = minor_page_faults() - faults - ours_faults
     work = decoder_flops_per_draw() * num_examples * num_samples
     return {
         "examples": num_examples,
@@ -176,6 +186,8 @@ def compare(vae, num_examples, num_samples, matmul, device="cpu"):
         "ours_flops_fraction": work / ours / matmul,
         "hand_flops_fraction": work / hand / matmul,
         "max_abs_difference": difference,
+        "ours_page_faults": ours_faults,
+        "hand_page_faults": hand_faults,
     }
 
 
@@ -218,7 +230,15 @@ def main(argv=None):
     parser.add_argument(
         "--draws-per-pass", type=int, help='the "auto" pass size on the device (default: the library\'s)'
     )
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="apply pyro_vae.allocator.keep_freed_memory() first"
+    )
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        from pyro_vae.allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise SystemExit("--keep-freed-memory: not applied (not glibc, or MALLOC_* set in the environment)")
     torch.set_num_threads(args.threads)
     device = args.device
     if args.draws_per_pass:
@@ -243,6 +263,7 @@ def main(argv=None):
         else:  # passes of 500 to 500,000 draws
             report["chunks"] = chunk_sizes(vae, 5000, [5, 80, 500, 2000, 5000], matmul, device)
     report["device"] = str(device)
+    report["keep_freed_memory"] = args.keep_freed_memory
     report["matmul_gflops"] = matmul / 1e9
     print(json.dumps(report, indent=2))
     return report

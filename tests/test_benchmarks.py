@@ -74,3 +74,9 @@ def test_hand_written_gradients_equal_ours_on_the_same_draws(name, k, float64):
     for (param_name, ours), hand in zip(ours_vae.named_parameters(), hand_vae.parameters()):
         scale = hand.grad.abs().max()
         assert (ours.grad - hand.grad).abs().max() <= 1e-9 * scale, param_name
+
+
+def test_allocator_benchmark_runs_in_quick_mode_and_the_settings_do_not_change_the_estimate():
+    report = load("allocator").main(["--quick"])
+    assert report["default"]["log_px"] == report["kept"]["log_px"]
+    assert report["default"]["median_seconds"] > 0 and report["kept"]["median_seconds"] > 0

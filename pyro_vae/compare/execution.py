@@ -25,6 +25,7 @@ import traceback
 
 from tqdm.auto import tqdm
 
+from pyro_vae.allocator import keep_freed_memory
 from pyro_vae.folder import evaluation_paths, read_status
 
 
@@ -76,11 +77,13 @@ def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
 
 def run_local(tasks, jobs: int, threads: int) -> list:
     """Run ``tasks`` (``(run_dir, config_tree)`` pairs): in this process for ``jobs == 1``, else in a pool of
-    ``jobs`` fresh processes (spawned, so no state leaks from this one)."""
+    ``jobs`` fresh processes (spawned, so no state leaks from this one; their ``malloc`` keeps freed memory, as
+    ``pyro-vae`` sets it, :mod:`pyro_vae.allocator`)."""
     if jobs == 1:
         return [run_one(run_dir, tree, threads) for run_dir, tree in tasks]
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=keep_freed_memory)
+    with pool:
         futures = [pool.submit(run_one, run_dir, tree, threads) for run_dir, tree in tasks]
         return [future.result() for future in futures]
 
