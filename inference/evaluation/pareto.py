@@ -13,9 +13,9 @@ Stephens (2009): over a grid of ``m = 30 + floor(sqrt(M))`` values
 
 :func:`arviz.psislw` computes this one data point at a time in Python: 33 ms for 100 data points at ``S = 5000`` on
 2 CPU cores, twice the 15 ms an H200 takes for their whole importance-sampling pass. :func:`pareto_khat` does the same
-arithmetic for every data point in a few tensor operations. Where ties at the cutoff (discrete weights) or weights
-below the smallest double shorten a tail, arviz handles that data point; the results equal arviz's to rounding
-(``tests/inference/evaluation/test_pareto.py``).
+arithmetic for every data point in a few tensor operations, the data points whose tails have the same length together
+(ties at the cutoff, frequent among float32 weights, or weights below the smallest double shorten a tail, as in
+arviz). The results equal arviz's to rounding (``tests/inference/evaluation/test_pareto.py``).
 
 References:
     A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto smoothed importance sampling. JMLR 25(72), 2024.
@@ -24,7 +24,6 @@ References:
 """
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -59,34 +58,19 @@ def generalized_pareto_shape(y: torch.Tensor) -> torch.Tensor:
 
 
 def _khat_of_rows(x: torch.Tensor) -> torch.Tensor:
-    """k-hat of each row of ``x`` (float64, ``(rows, S)``), by :func:`generalized_pareto_shape` where the tail has
-    its full length, by arviz where it is shorter."""
+    """k-hat of each row of ``x`` (float64, ``(rows, S)``): the rows whose tails have the same length are fitted
+    together (all of them but for ties at the cutoff or weights under :data:`LOG_TINY`)."""
     x = x - x.max(-1, keepdim=True).values
     m = tail_length(x.shape[-1])
-    if m <= 4:
-        return x.new_full(x.shape[:1], math.inf)
-    largest = x.topk(m + 1, dim=-1).values.flip(-1)  # ascending: the cutoff, then the tail
+    largest = x.topk(min(m + 1, x.shape[-1]), dim=-1).values.flip(-1)  # ascending: the cutoff, then the tail
     cutoff = largest[:, :1].clamp_min(LOG_TINY)
-    khat = generalized_pareto_shape(torch.exp(largest[:, 1:]) - torch.exp(cutoff))
-    shortened = ((x > cutoff).sum(-1) != m).nonzero().flatten()  # ties at the cutoff, or weights under LOG_TINY
-    if len(shortened):
-        khat[shortened] = torch.as_tensor(_arviz_khat(x[shortened].cpu().numpy()), dtype=khat.dtype).to(khat.device)
+    lengths = (x > cutoff).sum(-1)  # m, or fewer where values tie with the cutoff or lie under LOG_TINY
+    khat = x.new_full(x.shape[:1], math.inf)  # arviz's answer for a tail of at most 4 points
+    for n in lengths.unique().tolist():
+        if n > 4:
+            rows = lengths == n
+            khat[rows] = generalized_pareto_shape(torch.exp(largest[rows, -n:]) - torch.exp(cutoff[rows]))
     return khat
-
-
-def _arviz_khat(rows: np.ndarray) -> np.ndarray:
-    """arviz's k-hat of each row (PSIS on the last axis), for arviz 0.x and 1.x."""
-    import arviz
-
-    with warnings.catch_warnings():
-        # arviz warns once per data point when k-hat is large; the value itself is the report
-        warnings.simplefilter("ignore")
-        if hasattr(arviz, "psislw"):
-            return np.asarray(arviz.psislw(rows)[1])
-        # arviz >= 1 moved PSIS to arviz-stats, whose array function takes log-likelihoods (it negates them)
-        from arviz_stats.base import array_stats
-
-        return np.asarray(array_stats.psislw(-rows, r_eff=1.0, axis=-1)[1])
 
 
 def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:

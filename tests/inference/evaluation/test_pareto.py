@@ -50,9 +50,12 @@ def test_tails_shortened_by_ties_or_tiny_weights_are_arvizs_too():
     log_weights[:, 0] = torch.randint(0, 3, (500,), generator=torch.Generator().manual_seed(0)).double()  # ties
     log_weights[:490, 1] = -1000.0  # under the cutoff's floor (log of the smallest double): a tail of 10, not 100
     log_weights[:498, 2] = -1000.0  # a tail of 2: too short to fit
+    log_weights[:, 3] = (log_weights[:, 3] * 8).round() / 8  # coarse values: the cutoff ties with some of the tail
     ours = pareto_khat(log_weights)
     np.testing.assert_allclose(ours.numpy(), arviz_khat(log_weights), rtol=1e-9, atol=1e-12)
-    assert math.isfinite(ours[1]) and ours[2] == math.inf
+    assert math.isfinite(ours[1]) and ours[2] == math.inf and math.isfinite(ours[3])
+    top = log_weights[:, 3].sort().values
+    assert top[-tail_length(500) - 1] == top[-tail_length(500)]  # the tie that shortens column 3's tail
 
 
 def test_data_points_are_fitted_in_blocks_that_do_not_change_the_answer(monkeypatch):
