@@ -5,6 +5,7 @@ load on a shared machine falls on both); the ratio is ours / hand-written, the m
     python benchmarks/train_speed.py                        # batch 128 and 1024, about 3 minutes on 2 cores
     python benchmarks/train_speed.py --quick                # a few steps each: the check the test suite runs
     python benchmarks/train_speed.py --device cuda          # on a GPU (the default when one is present)
+    python benchmarks/train_speed.py --keep-freed-memory    # with malloc set as `pyro-vae train` sets it
 
 The model is the issue's MLP VAE: 784-400-20 softplus encoder and 20-400-784 decoder, Bernoulli likelihood,
 diagonal-normal guide, Adam, on random binary data (time does not depend on the values). Before timing, each
@@ -190,7 +191,15 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 steps per case, batch 16: a check, not a timing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true", help="set malloc as `pyro-vae train` does (pyro_vae/allocator.py)"
+    )
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        from pyro_vae.allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise SystemExit("--keep-freed-memory: not applied (not glibc, or MALLOC_* set in the environment)")
     torch.set_num_threads(args.threads)
     for name, k in ESTIMATORS:
         ours, hand = check_same_objective(name, k)
@@ -200,7 +209,7 @@ def main(argv=None):
     rows = [benchmark(name, k, b, steps, device=args.device) for b in batch_sizes for name, k in ESTIMATORS]
     print(
         f"torch {torch.__version__} on {args.device}, {args.threads} threads, {steps} timed steps per case in "
-        "alternating blocks"
+        f"alternating blocks{', malloc keeping freed memory' if args.keep_freed_memory else ''}"
     )
     print("| estimator | K | batch | ours (ms/step) | hand-written (ms/step) | ratio |")
     print("|---|---|---|---|---|---|")

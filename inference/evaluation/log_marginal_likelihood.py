@@ -175,12 +175,16 @@ def importance_log_weights(
     return torch.cat(pieces, 0)
 
 
-DRAWS_PER_PASS = {"cpu": 2048, "cuda": 200_000}
+DRAWS_PER_PASS = {"cpu": 8192, "cuda": 200_000}
 """Draws (data points x particles) per vectorized pass under ``particle_batch_size="auto"``, by device type
-(``benchmarks/log_px_speed.py --chunks``, a Burda-sized decoder, K = 5000). On CPU, 2048 draws keep the
-``draws x 784`` logits (6 MB) in cache: 1.5 times as fast as 50,000 draws per pass, and faster than 500 or 8000. On
-an H200, 200,000 draws (1.3 GB at the peak) took 57 ms against 72 ms for 50,000, and 500,000 no less. Other devices
-take :data:`DRAWS_PER_PASS_OTHERWISE`."""
+(``benchmarks/log_px_speed.py --chunks``, a Burda-sized decoder, K = 5000). On CPU, 8192 draws make ``draws x 784``
+logits of 26 MB, the largest pass whose buffers stay under the 32 MB above which glibc maps every allocation afresh
+(and page-faults it in). 100 examples at K = 5000, each in a fresh process, took 2.5 and 2.7 s against 2.9 and
+3.3 s in passes of 2048 draws with ``malloc`` keeping freed memory (:mod:`pyro_vae.allocator`, as ``pyro-vae``
+sets it), and 3.7 and 4.1 s against 4.1 and 4.3 s under glibc's defaults; in one process, passes of 16,384, 32,768
+and 65,536 draws took medians of 3.2, 3.6 and 3.8 s against 2.5 s for 8192. On an H200, 200,000 draws
+(1.3 GB at the peak) took 57 ms against 72 ms for 50,000, and 500,000 no less. Other devices take
+:data:`DRAWS_PER_PASS_OTHERWISE`."""
 DRAWS_PER_PASS_OTHERWISE = 50_000
 #: On CUDA a pass also keeps within a quarter of the free device memory, counting this many bytes per draw and
 #: data value (the decoder's outputs and the likelihood's terms: the H200 run peaked at about 8.5).

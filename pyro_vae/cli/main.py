@@ -228,7 +228,7 @@ METHOD_ALIASES = [
     (
         "--particle-batch-size",
         int,
-        "particles per vectorized pass, which bounds memory (default: 2048 draws per pass on CPU; on a GPU "
+        "particles per vectorized pass, which bounds memory (default: 8192 draws per pass on CPU; on a GPU "
         "200,000, or fewer where a quarter of its free memory holds fewer)",
     ),
     ("--ais-steps", int, "AIS: intermediate distributions (transitions)", "num_steps"),

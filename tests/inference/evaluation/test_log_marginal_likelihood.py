@@ -66,29 +66,29 @@ def test_chunking_does_not_change_the_estimate(linear_gaussian):
 
 
 def test_auto_particle_passes_make_the_cpu_draw_budget_and_keep_the_estimate(linear_gaussian):
-    """``"auto"`` passes hold ``DRAWS_PER_PASS["cpu"] // examples`` particles (2048 // 8 = 256 here), at least one,
+    """``"auto"`` passes hold ``DRAWS_PER_PASS["cpu"] // examples`` particles (8192 // 16 = 512 here), at least one,
     at most K; the estimate is the one-pass estimate on the same draws."""
     lg, x = linear_gaussian
     guide = lg.shifted_guide()
-    assert DRAWS_PER_PASS["cpu"] == 2048
-    assert particles_per_pass("auto", 600, (x[:8],), "data") == 256
-    assert particles_per_pass("auto", 600, (x[:8],), None) == 600  # one data point: K at most
-    assert particles_per_pass("auto", 600, (torch.zeros(5000, 5),), "data") == 1
-    assert particles_per_pass(None, 600, (x[:8],), "data") == 600 and particles_per_pass(7, 600, (), "data") == 7
+    assert DRAWS_PER_PASS["cpu"] == 8192
+    assert particles_per_pass("auto", 1200, (x[:16],), "data") == 512
+    assert particles_per_pass("auto", 1200, (x[:16],), None) == 1200  # one data point: K at most
+    assert particles_per_pass("auto", 1200, (torch.zeros(10000, 5),), "data") == 1
+    assert particles_per_pass(None, 1200, (x[:16],), "data") == 1200 and particles_per_pass(7, 1200, (), "data") == 7
     passes = []
     pyro.set_rng_seed(5)
     auto = importance_log_weights(
         lg.model,
         guide,
-        x[:8],
-        num_samples=600,
+        x[:16],
+        num_samples=1200,
         particle_batch_size="auto",
         max_plate_nesting=1,
         on_particles=passes.append,
     )
     pyro.set_rng_seed(5)
-    whole = importance_log_weights(lg.model, guide, x[:8], num_samples=600, max_plate_nesting=1)
-    assert passes == [256, 256, 88]
+    whole = importance_log_weights(lg.model, guide, x[:16], num_samples=1200, max_plate_nesting=1)
+    assert passes == [512, 512, 176]
     torch.testing.assert_close(auto, whole, rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match='particle_batch_size must be a positive integer or "auto" or None'):
         LOG_PX_METHODS.build("is", particle_batch_size="big")
