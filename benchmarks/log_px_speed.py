@@ -231,11 +231,11 @@ def main(argv=None):
         "--draws-per-pass", type=int, help='the "auto" pass size on the device (default: the library\'s)'
     )
     parser.add_argument(
-        "--keep-freed-memory", action="store_true", help="apply pyro_vae.allocator.keep_freed_memory() first"
+        "--keep-freed-memory", action="store_true", help="apply inference.allocator.keep_freed_memory() first"
     )
     args = parser.parse_args(argv)
     if args.keep_freed_memory:
-        from pyro_vae.allocator import keep_freed_memory
+        from inference.allocator import keep_freed_memory
 
         if not keep_freed_memory():
             raise SystemExit("--keep-freed-memory: not applied (not glibc, or MALLOC_* set in the environment)")

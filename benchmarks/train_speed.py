@@ -192,11 +192,11 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 steps per case, batch 16: a check, not a timing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--keep-freed-memory", action="store_true", help="set malloc as `pyro-vae train` does (pyro_vae/allocator.py)"
+        "--keep-freed-memory", action="store_true", help="set malloc as `pyro-vae train` does (inference/allocator.py)"
     )
     args = parser.parse_args(argv)
     if args.keep_freed_memory:
-        from pyro_vae.allocator import keep_freed_memory
+        from inference.allocator import keep_freed_memory
 
         if not keep_freed_memory():
             raise SystemExit("--keep-freed-memory: not applied (not glibc, or MALLOC_* set in the environment)")

@@ -24,7 +24,6 @@ _EXPORTS = {
     "VAE": "pyro_vae.vae",
     "build_model": "pyro_vae.vae",
     "build_vae": "pyro_vae.vae",
-    "keep_freed_memory": "pyro_vae.allocator",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -46,6 +46,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from inference.allocator import keeps_freed_memory
 from inference.data_rows import num_rows, rows
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
@@ -175,16 +176,18 @@ def importance_log_weights(
     return torch.cat(pieces, 0)
 
 
-DRAWS_PER_PASS = {"cpu": 8192, "cuda": 200_000}
+DRAWS_PER_PASS = {"cpu": 2048, "cuda": 200_000}
 """Draws (data points x particles) per vectorized pass under ``particle_batch_size="auto"``, by device type
-(``benchmarks/log_px_speed.py --chunks``, a Burda-sized decoder, K = 5000). On CPU, 8192 draws make ``draws x 784``
-logits of 26 MB, the largest pass whose buffers stay under the 32 MB above which glibc maps every allocation afresh
-(and page-faults it in). 100 examples at K = 5000, each in a fresh process, took 2.5 and 2.7 s against 2.9 and
-3.3 s in passes of 2048 draws with ``malloc`` keeping freed memory (:mod:`pyro_vae.allocator`, as ``pyro-vae``
-sets it), and 3.7 and 4.1 s against 4.1 and 4.3 s under glibc's defaults; in one process, passes of 16,384, 32,768
-and 65,536 draws took medians of 3.2, 3.6 and 3.8 s against 2.5 s for 8192. On an H200, 200,000 draws
-(1.3 GB at the peak) took 57 ms against 72 ms for 50,000, and 500,000 no less. Other devices take
-:data:`DRAWS_PER_PASS_OTHERWISE`."""
+(``benchmarks/log_px_speed.py``, a Burda-sized decoder, K = 5000 on 100 examples). On CPU under glibc's default
+``malloc``, passes of 2048 draws (6 MB of ``draws x 784`` logits) took 2.9 and 3.0 s against 3.6 s for 8192,
+whose buffers the C library handed back and page-faulted in again, 800,000 times; where :mod:`inference.allocator`
+keeps freed memory (``pyro-vae`` does) the CPU takes :data:`CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY` instead. On an
+H200, 200,000 draws (1.3 GB at the peak) took 57 ms against 72 ms for 50,000, and 500,000 no less. Other devices
+take :data:`DRAWS_PER_PASS_OTHERWISE`."""
+#: CPU passes where ``malloc`` keeps freed memory: 26 MB of logits, the largest pass whose buffers stay under the
+#: 32 MB above which glibc maps every allocation afresh. 100 examples at K = 5000 took 2.5 to 2.7 s against 2.9 to
+#: 3.3 s in passes of 2048 draws, and medians of 3.2, 3.6 and 3.8 s in passes of 16,384, 32,768 and 65,536 draws.
+CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY = 8192
 DRAWS_PER_PASS_OTHERWISE = 50_000
 #: On CUDA a pass also keeps within a quarter of the free device memory, counting this many bytes per draw and
 #: data value (the decoder's outputs and the likelihood's terms: the H200 run peaked at about 8.5).
@@ -194,13 +197,15 @@ BYTES_PER_DRAW_AND_VALUE = 16
 def particles_per_pass(particle_batch_size, num_samples: int, args, data_plate) -> int:
     """Particles per vectorized pass: ``particle_batch_size`` itself, all ``num_samples`` for ``None``, or for
     ``"auto"`` as many as make :data:`DRAWS_PER_PASS` draws with the data points of ``args`` on their device
-    (on CUDA, no more than fit in a quarter of the free memory)."""
+    (on CPU more where ``malloc`` keeps freed memory; on CUDA no more than fit in a quarter of the free memory)."""
     if particle_batch_size != "auto":
         return particle_batch_size or num_samples
     tensors = [a for a in args if torch.is_tensor(a)]
     device = tensors[0].device if tensors else torch.device("cpu")
     examples = batch_size_of(args) if data_plate is not None and tensors else 1
     draws = DRAWS_PER_PASS.get(device.type, DRAWS_PER_PASS_OTHERWISE)
+    if device.type == "cpu" and keeps_freed_memory():
+        draws = CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY
     if device.type == "cuda":
         values = sum(t.numel() for t in tensors) // max(examples, 1)  # data values per data point
         draws = min(draws, draws_within_memory(torch.cuda.mem_get_info(device)[0], values))

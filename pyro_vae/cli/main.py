@@ -19,8 +19,6 @@ import json
 import os
 import sys
 
-from pyro_vae.allocator import keep_freed_memory
-
 
 def _json_object(text):
     try:
@@ -613,8 +611,12 @@ def main(argv=None):
     if nproc is not None and nproc < 1:
         print(f"pyro-vae {args.command}: error: --nproc must be a positive integer, got {nproc}", file=sys.stderr)
         return 2
-    keep_freed_memory()  # before the first tensor: see pyro_vae/allocator.py
     try:
+        if args.command != "list":  # which loads no torch, and allocates no tensor
+            from inference.allocator import keep_freed_memory
+
+            keep_freed_memory()  # before the first tensor
+
         if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _launch_processes(argv, nproc)
         else:

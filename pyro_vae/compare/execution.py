@@ -25,7 +25,6 @@ import traceback
 
 from tqdm.auto import tqdm
 
-from pyro_vae.allocator import keep_freed_memory
 from pyro_vae.folder import evaluation_paths, read_status
 
 
@@ -78,9 +77,11 @@ def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
 def run_local(tasks, jobs: int, threads: int) -> list:
     """Run ``tasks`` (``(run_dir, config_tree)`` pairs): in this process for ``jobs == 1``, else in a pool of
     ``jobs`` fresh processes (spawned, so no state leaks from this one; their ``malloc`` keeps freed memory, as
-    ``pyro-vae`` sets it, :mod:`pyro_vae.allocator`)."""
+    ``pyro-vae`` sets it, :mod:`inference.allocator`)."""
     if jobs == 1:
         return [run_one(run_dir, tree, threads) for run_dir, tree in tasks]
+    from inference.allocator import keep_freed_memory
+
     context = multiprocessing.get_context("spawn")
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=keep_freed_memory)
     with pool:

@@ -5,7 +5,7 @@ import platform
 import subprocess
 import sys
 
-APPLY = "from pyro_vae.allocator import keep_freed_memory; print(keep_freed_memory())"
+APPLY = "from inference.allocator import keep_freed_memory; print(keep_freed_memory())"
 
 
 def applied(**environment) -> str:

@@ -14,9 +14,10 @@ memory; these two ``mallopt`` settings get that effect from glibc itself:
 * ``M_TRIM_THRESHOLD`` = 256 MB: up to that much free space stays mapped at the top of the heap.
 
 The cost is that a process keeps up to 256 MB of freed memory mapped. ``pyro-vae`` applies them at the start of
-each command; a Python program can call :func:`keep_freed_memory` (``pyro_vae.keep_freed_memory``) first.
-Settings given in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) are
-left alone, and so is any C library other than glibc.
+each command; a Python program can call :func:`keep_freed_memory` first. Settings given in the environment
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) are left alone, and so is any C library
+other than glibc. Importance sampling's passes on CPU are sized by whether they were applied
+(:func:`keeps_freed_memory`, :data:`~inference.evaluation.log_marginal_likelihood.DRAWS_PER_PASS`).
 """
 
 import ctypes
@@ -28,10 +29,17 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest accepted value on 64-bit systems
 TRIM_THRESHOLD = 256 * 2**20
 ENVIRONMENT_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+_applied = False  # this process's malloc settings are process-wide state, and so is this record of them
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` has set this process's ``malloc``."""
+    return _applied
 
 
 def keep_freed_memory() -> bool:
     """Apply the settings above to this process's ``malloc``; returns whether they were applied."""
+    global _applied
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     if any(name in os.environ for name in ENVIRONMENT_SETTINGS):
@@ -40,4 +48,7 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    _applied = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+    return _applied
