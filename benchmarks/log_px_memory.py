@@ -16,7 +16,7 @@ import sys
 import time
 
 CONFIGS = {
-    "default (100 examples x 82 particles, auto)": {"data_batch_size": 100, "particle_batch_size": "auto"},
+    "default (100 examples x 20 particles, auto)": {"data_batch_size": 100, "particle_batch_size": "auto"},
     "chunked (100 examples x 500 particles)": {"data_batch_size": 100, "particle_batch_size": 500},
     "chunked (20 examples x 100 particles)": {"data_batch_size": 20, "particle_batch_size": 100},
     "one pass per 100 examples, all K at once": {"data_batch_size": 100, "particle_batch_size": None},
