@@ -4,9 +4,9 @@ PyTorch allocates CPU tensors with the C library's ``malloc``. Under glibc's def
 the top of the heap is returned to the system (trimmed) or was mapped on its own (``mmap``), so the next pass
 that needs the same space page-faults it back in, one 4 KB page at a time, and the kernel zeroes every page.
 Evaluation allocates and frees a few 6 MB buffers per particle pass (the decoder's logits and the likelihood's
-terms). In a fresh process, a K = 5000 estimate on 100 examples took 0.84 to 1.03 million page faults and 3.8 to
-4.1 s under glibc's defaults, against 7,000 to 27,000 faults and 2.7 to 2.9 s with the settings below
-(``python benchmarks/allocator.py``).
+terms). In a fresh process, a K = 5000 estimate on 100 examples took 0.81 to 1.02 million page faults and 4.1 to
+4.4 s under glibc's defaults, against at most 3,600 faults and 2.7 to 2.8 s with the settings below and the larger
+passes they allow (``python benchmarks/allocator.py``).
 PyTorch's Performance Tuning Guide (its CPU section) suggests swapping in jemalloc or TCMalloc, which reuse freed
 memory; these two ``mallopt`` settings get that effect from glibc itself:
 

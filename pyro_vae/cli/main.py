@@ -226,8 +226,9 @@ METHOD_ALIASES = [
     (
         "--particle-batch-size",
         int,
-        "particles per vectorized pass, which bounds memory (default: 8192 draws per pass on CPU; on a GPU "
-        "200,000, or fewer where a quarter of its free memory holds fewer)",
+        "particles per vectorized pass, which bounds memory (default: 8192 draws per pass on CPU, 2048 where "
+        "MALLOC_* or GLIBC_TUNABLES is set; on a GPU 200,000, or fewer where a quarter of its free memory holds "
+        "fewer)",
     ),
     ("--ais-steps", int, "AIS: intermediate distributions (transitions)", "num_steps"),
     ("--ais-chains", int, "AIS: independent chains per example", "num_chains"),
