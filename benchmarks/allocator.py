@@ -25,21 +25,19 @@ import time
 
 
 def run_one(kept, num_examples, num_samples):
+    """One case, in a process of its own (``__file__`` run as a script, so ``log_px_speed`` imports from here)."""
     if kept:
         from inference.allocator import keep_freed_memory
 
         if not keep_freed_memory():
             raise SystemExit("keep_freed_memory() was not applied (not glibc, or MALLOC_* set in the environment)")
-    import pyro
     import torch
+    from log_px_speed import binary_data, build, decoder_flops_per_draw, matmul_flops_per_second
 
     from inference import log_marginal_likelihood
-    from pyro_vae import build_vae
 
     torch.set_num_threads(2)
-    pyro.set_rng_seed(0)
-    vae = build_vae(784, latent_dim=50, hidden_sizes=(200, 200), activation="tanh", num_data=60000)
-    x = torch.bernoulli(torch.full((num_examples, 784), 0.3), generator=torch.Generator().manual_seed(1))
+    vae, x = build(), binary_data(num_examples, "cpu")
     estimate = lambda k: log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k, max_plate_nesting=1)
     estimate(max(num_samples // 10, 2))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -47,23 +45,9 @@ def run_one(kept, num_examples, num_samples):
     log_px = estimate(num_samples).mean
     seconds = time.perf_counter() - start
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    matmul = matmul_flops_per_second()
-    work = 2 * (50 * 200 + 200 * 200 + 200 * 784) * num_examples * num_samples  # the decoder's, as log_px_speed
-    return {"seconds": seconds, "page_faults": faults, "flops_fraction": work / seconds / matmul, "log_px": log_px}
-
-
-def matmul_flops_per_second(size=2048, repeats=5):
-    """FLOP/s of the best of ``repeats`` single-precision ``size x size`` products (as ``log_px_speed.py``)."""
-    import torch
-
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    work = decoder_flops_per_draw() * num_examples * num_samples
+    fraction = work / seconds / matmul_flops_per_second()
+    return {"seconds": seconds, "page_faults": faults, "flops_fraction": fraction, "log_px": log_px}
 
 
 def child(kept, num_examples, num_samples):

@@ -11,8 +11,9 @@ number of examples.
 
 The model is a Burda-sized VAE (784-200-200-50 tanh, Bernoulli likelihood, diagonal-normal guide) with random
 weights on random binary data (time does not depend on the values). Both estimators draw the same standard-normal
-noise in the same order, in the passes that ``particle_batch_size="auto"`` chooses (100 examples x 20 particles on
-CPU), so their estimates agree to float rounding; the script stops if they do not (:func:`check_same_estimate`).
+noise in the same order, in the passes that ``particle_batch_size="auto"`` chooses (on CPU 100 examples x 20
+particles, or x 81 with ``--keep-freed-memory``), so their estimates agree to float rounding; the script stops if
+they do not (:func:`check_same_estimate`).
 
 The useful work is the decoder's matrix products, ``2 (50*200 + 200*200 + 200*784)`` FLOPs per particle and
 example; "FLOP/s fraction" is that work per second over the FLOP/s of a large single-precision matrix product
