@@ -62,8 +62,8 @@ def sum_softplus(logits: torch.Tensor) -> torch.Tensor:
     logits are capped at ``T = min(40, log(finfo.max) - 2)``, so that ``exp`` cannot overflow, and the excess is
     added back: ``log(1 + exp(min(l, T))) + max(l - T, 0)``, exact up to ``log(1 + exp(-T))`` per entry (4e-18 in
     float32 and float64). Where ``exp(l)`` is under half an ulp of 1 the entry counts as 0 instead of ``exp(l)``,
-    an error of at most ``finfo.eps / 2`` per entry. The passes reuse one buffer, which keeps a pass of logits in
-    cache, and the gradient is ``sigmoid(l)`` (:class:`_SumSoftplus`: one pass back instead of one per step)."""
+    an error of at most ``finfo.eps / 2`` per entry. The passes reuse one buffer, and the gradient is
+    ``sigmoid(l)`` (:class:`_SumSoftplus`: one pass back instead of one per step)."""
     if torch.is_grad_enabled() and logits.requires_grad:
         return _SumSoftplus.apply(logits)
     return _sum_softplus_values(logits)
