@@ -1,8 +1,14 @@
 """Time per training step through the trainer `pyro-vae train` uses, against a hand-written PyTorch step of the
 same objective, architecture and optimizer, side by side in one run (alternating blocks of steps, so that a passing
-load on a shared machine falls on both); the ratio is ours / hand-written, the median of the blocks' ratios.
+load on a shared machine falls on all); the ratio is ours / hand-written, the median of the blocks' ratios.
 
-    python benchmarks/train_speed.py                        # batch 128 and 1024, about 3 minutes on 2 cores
+The trainer runs Adam's fused kernel (:mod:`inference.training.optimizers`). The hand-written step runs twice: with
+``torch.optim.Adam(params, lr)`` as a script writes it (on a CPU, torch's loop over parameters in Python), and with
+``fused=True`` (the trainer's kernel; the difference between the two ratios is the optimizer's alone). For ``elbo``
+and ``elbo-analytic-kl`` a third reference is the same VAE as a minimal Pyro program under Pyro's own ELBO
+(:class:`PyroMinimal`): its time over the fused hand-written step is the cost of running any Pyro model/guide.
+
+    python benchmarks/train_speed.py                        # batch 128 and 1024, about 5 minutes on 2 cores
     python benchmarks/train_speed.py --quick                # a few steps each: the check the test suite runs
     python benchmarks/train_speed.py --device cuda          # on a GPU (the default when one is present)
     python benchmarks/train_speed.py --keep-freed-memory    # with malloc set as `pyro-vae train` sets it
@@ -120,6 +126,61 @@ def hand_step(name, hand, x, eps, num_data, optimizer):
     return loss.item()
 
 
+#: Pyro's own implementations of two of the estimators, for :class:`PyroMinimal`.
+PYRO_ELBOS = {"elbo": "Trace_ELBO", "elbo-analytic-kl": "TraceMeanField_ELBO"}
+
+
+class PyroMinimal:
+    """The VAE as a minimal Pyro program, as Pyro's examples write one: the hand-written step's plain ``torch.nn``
+    networks, ``torch.distributions`` in ``pyro.sample`` statements, Pyro's own ELBO (:data:`PYRO_ELBOS`) and the
+    fused Adam, with Pyro's checks off as in our steps. What it costs over the hand-written step is what a Pyro
+    model/guide pays per step before any library adds to it."""
+
+    def __init__(self, name, vae, num_data):
+        import pyro.infer
+
+        self.hand = HandWritten(vae)
+        self.num_data = num_data
+        self.elbo = getattr(pyro.infer, PYRO_ELBOS[name])(max_plate_nesting=1)
+        self.optimizer = torch.optim.Adam(self.hand.parameters(), lr=1e-3, fused=True)
+
+    def plate(self, x):
+        import pyro
+
+        return pyro.plate("data", self.num_data, subsample=torch.arange(x.shape[0], device=x.device))
+
+    def model(self, x):
+        import pyro
+        import pyro.distributions as dist
+
+        with self.plate(x):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(20), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.hand.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x):
+        import pyro
+        import pyro.distributions as dist
+
+        from pyro_vae.components.guides import positive_scale
+
+        with self.plate(x):
+            loc, raw = self.hand.encoder(x).split(20, dim=-1)
+            pyro.sample("z", dist.Normal(loc, positive_scale(raw, self.hand.min_scale)).to_event(1))
+
+    def loss(self, x):
+        import pyro
+
+        with pyro.validation_enabled(False):
+            return self.elbo.differentiable_loss(self.model, self.guide, x)
+
+    def step(self, x):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(x)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
 def our_trainer(name, k, vae):
     from inference import Trainer, estimator
 
@@ -142,6 +203,18 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
     return ours, hand
 
 
+def check_pyro_minimal_objective(name, batch_size=16, seed=0, num_data=60000):
+    """Our estimator's loss and :class:`PyroMinimal`'s on the same parameters and draws: ``(ours, pyro)``."""
+    vae = build(seed, num_data)
+    x = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=torch.Generator().manual_seed(seed))
+    trainer = our_trainer(name, 1, vae)
+    trainer.setup(x)
+    torch.manual_seed(seed)
+    ours = trainer.loss.differentiable_loss(vae.model, vae.guide, x).item()
+    torch.manual_seed(seed)
+    return ours, PyroMinimal(name, vae, num_data).loss(x).item()
+
+
 def time_steps(step, steps, device="cpu"):
     synchronize(device)
     start = time.perf_counter()
@@ -151,37 +224,53 @@ def time_steps(step, steps, device="cpu"):
     return (time.perf_counter() - start) / steps
 
 
-def interleaved_times(ours_step, hand_step, steps, rounds=6, warmup=3, device="cpu"):
-    """Seconds per step of each, timed in ``rounds`` alternating blocks of ``steps / rounds`` steps so that a load
-    that comes and goes on a shared machine falls on both: the medians over blocks, and the median of the blocks'
-    ratios."""
+def interleaved_times(steps_by_name, steps, rounds=6, warmup=3, device="cpu"):
+    """Seconds per step of each of ``steps_by_name`` (``{name: step}``), timed in ``rounds`` alternating blocks of
+    ``steps / rounds`` steps so that a load that comes and goes on a shared machine falls on all of them:
+    ``{name: [seconds per step in each block]}``."""
     for _ in range(warmup):
-        ours_step()
-        hand_step()
+        for step in steps_by_name.values():
+            step()
     rounds = max(1, min(rounds, steps))
     block = max(1, steps // rounds)
-    ours, hand = [], []
+    times = {name: [] for name in steps_by_name}
     for _ in range(rounds):
-        ours.append(time_steps(ours_step, block, device))
-        hand.append(time_steps(hand_step, block, device))
-    ratio = statistics.median(o / h for o, h in zip(ours, hand))
-    return statistics.median(ours), statistics.median(hand), ratio
+        for name, step in steps_by_name.items():
+            times[name].append(time_steps(step, block, device))
+    return times
+
+
+def median_ratio(times, numerator, denominator) -> float:
+    """The median over blocks of ``numerator``'s time over ``denominator``'s in the same block."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator]))
 
 
 def benchmark(name, k, batch_size, steps, num_data=60000, device="cpu"):
+    """Ours against the hand-written step with torch's default Adam (``hand``: the Python loop over parameters on
+    a CPU) and with Adam's fused kernel (``hand_fused``: the kernel the trainer picks, :mod:`inference.training.
+    optimizers`); ``ratio`` and ``ratio_fused`` are ours over each."""
     x = torch.bernoulli(torch.full((batch_size, 784), 0.3)).to(device)
-    ours_vae = build(0, num_data, device)
-    hand_written = HandWritten(build(0, num_data, device))
-    trainer = our_trainer(name, k, ours_vae)
-    optimizer = torch.optim.Adam(hand_written.parameters(), lr=1e-3)
-    ours, hand, ratio = interleaved_times(
-        lambda: trainer.step(x),
-        lambda: hand_step(name, hand_written, x, torch.randn(k, batch_size, 20, device=device), num_data, optimizer),
-        steps,
-        device=device,
-    )
-    return {"estimator": name, "K": k, "batch": batch_size, "ours_ms": 1e3 * ours, "hand_ms": 1e3 * hand,
-            "ratio": ratio}  # fmt: skip
+    trainer = our_trainer(name, k, build(0, num_data, device))
+    hands = {}
+    for label, options in (("hand", {}), ("hand_fused", {"fused": True})):
+        hand_written = HandWritten(build(0, num_data, device))
+        optimizer = torch.optim.Adam(hand_written.parameters(), lr=1e-3, **options)
+        hands[label] = lambda h=hand_written, o=optimizer: hand_step(
+            name, h, x, torch.randn(k, batch_size, 20, device=device), num_data, o
+        )
+    if name in PYRO_ELBOS and k == 1:
+        pyro_minimal = PyroMinimal(name, build(0, num_data, device), num_data)
+        hands["pyro"] = lambda: pyro_minimal.step(x)
+    times = interleaved_times({"ours": lambda: trainer.step(x), **hands}, steps, device=device)
+    row = {"estimator": name, "K": k, "batch": batch_size, "pyro_ms": None, "ratio_pyro": None}
+    row.update({f"{label}_ms": 1e3 * statistics.median(blocks) for label, blocks in times.items()})
+    row.update(ratio=median_ratio(times, "ours", "hand"), ratio_fused=median_ratio(times, "ours", "hand_fused"))
+    if "pyro" in times:
+        row.update(
+            ratio_pyro=median_ratio(times, "ours", "pyro"),
+            pyro_over_hand_fused=median_ratio(times, "pyro", "hand_fused"),
+        )
+    return row
 
 
 def main(argv=None):
@@ -205,17 +294,30 @@ def main(argv=None):
         ours, hand = check_same_objective(name, k)
         if abs(ours - hand) > 1e-5 * abs(hand):
             raise SystemExit(f"{name} K={k}: our loss {ours} differs from the hand-written {hand}")
+    for name in PYRO_ELBOS:
+        ours, pyro_minimal = check_pyro_minimal_objective(name)
+        if abs(ours - pyro_minimal) > 1e-5 * abs(pyro_minimal):
+            raise SystemExit(f"{name}: our loss {ours} differs from the minimal Pyro program's {pyro_minimal}")
     batch_sizes, steps = ([16], 2) if args.quick else (args.batch_sizes, args.steps)
     rows = [benchmark(name, k, b, steps, device=args.device) for b in batch_sizes for name, k in ESTIMATORS]
     print(
         f"torch {torch.__version__} on {args.device}, {args.threads} threads, {steps} timed steps per case in "
         f"alternating blocks{', malloc keeping freed memory' if args.keep_freed_memory else ''}"
     )
-    print("| estimator | K | batch | ours (ms/step) | hand-written (ms/step) | ratio |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| estimator | K | batch | ours (ms/step) | hand-written, default Adam (ms/step) | ratio | "
+        "hand-written, fused Adam (ms/step) | ratio | minimal Pyro program (ms/step) | ratio | "
+        "minimal Pyro / hand-written, fused |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        pyro_columns = (
+            f"{r['pyro_ms']:.2f} | {r['ratio_pyro']:.2f} | {r['pyro_over_hand_fused']:.2f}"
+            if r["pyro_ms"] is not None
+            else "- | - | -"
+        )
         print(f"| `{r['estimator']}` | {r['K']} | {r['batch']} | {r['ours_ms']:.2f} | {r['hand_ms']:.2f} | "
-              f"{r['ratio']:.2f} |")  # fmt: skip
+              f"{r['ratio']:.2f} | {r['hand_fused_ms']:.2f} | {r['ratio_fused']:.2f} | {pyro_columns} |")  # fmt: skip
     print(json.dumps(rows))
     return rows
 

@@ -22,9 +22,16 @@ def test_hand_written_objectives_equal_ours_on_the_same_draws(name, k):
     assert ours == pytest.approx(hand, rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["elbo", "elbo-analytic-kl"])
+def test_the_minimal_pyro_program_computes_our_objective_on_the_same_draws(name):
+    ours, pyro_minimal = load("train_speed").check_pyro_minimal_objective(name, batch_size=8)
+    assert ours == pytest.approx(pyro_minimal, rel=1e-5)
+
+
 def test_train_speed_benchmark_runs_in_quick_mode():
     rows = load("train_speed").main(["--quick", "--threads", "1", "--device", "cpu"])
-    assert len(rows) == 6 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 for r in rows)
+    assert len(rows) == 6 and all(r["ours_ms"] > 0 and r["hand_ms"] > 0 and r["hand_fused_ms"] > 0 for r in rows)
+    assert [r["estimator"] for r in rows if r["pyro_ms"] is not None] == ["elbo", "elbo-analytic-kl"]
 
 
 def test_hand_written_log_px_equals_ours_on_the_same_draws():

@@ -45,15 +45,9 @@ from tqdm.auto import tqdm
 
 from inference.importance import guess_max_plate_nesting
 from inference.parameters import params_read_by
-from inference.registry import Registry
 from inference.training import distributed
 from inference.training.checkpoint import get_rng_state, set_rng_state
-
-OPTIMIZERS = Registry("optimizer")
-OPTIMIZERS.register("adam")(torch.optim.Adam)
-OPTIMIZERS.register("adamw")(torch.optim.AdamW)
-OPTIMIZERS.register("sgd")(torch.optim.SGD)
-OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
+from inference.training.optimizers import OPTIMIZERS, build_optimizer
 
 
 @torch.no_grad()
@@ -95,7 +89,8 @@ class Trainer:
         ``state_dict``, buffers included). Parameters read through plain ``pyro.param`` are found and
         checkpointed by name.
     :param str optimizer: a name from :data:`OPTIMIZERS` (``torch.optim`` classes).
-    :param dict optimizer_options: keyword options of the optimizer, e.g. ``{"lr": 1e-3}``.
+    :param dict optimizer_options: keyword options of the optimizer, e.g. ``{"lr": 1e-3}``. The fused kernel is
+        used where the optimizer has one (:mod:`inference.training.optimizers`); ``{"fused": False}`` turns it off.
     :param float clip_norm: clip the global gradient norm to this value before every step.
     :param callbacks: :class:`~inference.training.callbacks.Callback` objects, called in order.
     :param torch.Generator generator: the generator driving the training batches (shuffling, binarization);
@@ -178,7 +173,7 @@ class Trainer:
                 "model, guide and estimator read no parameters (nn.Module, PyroModule or pyro.param), so there is "
                 "nothing to train"
             )
-        self.optimizer = OPTIMIZERS.build(self.optimizer_name, params=params, **self.optimizer_options)
+        self.optimizer = build_optimizer(self.optimizer_name, params, self.optimizer_options)
         self.loss_fn = self._data_parallel(args, kwargs) if distributed.is_distributed() else self._loss
         if distributed.rank() > 0:  # every rank draws its own latent noise; rank 0 keeps the one-process stream
             torch.manual_seed((torch.initial_seed() + 7919 * distributed.rank()) % 2**63)

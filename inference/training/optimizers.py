@@ -1,0 +1,52 @@
+"""The optimizers a run can name, and the implementation of their update that the trainer picks.
+
+``torch.optim`` has three implementations of most updates: a loop over parameters in Python (``foreach=False``),
+one ``torch._foreach_*`` call per arithmetic step over all parameters (``foreach=True``), and one fused kernel per
+device (``fused=True``). They compute the same update up to the order of floating-point operations. On a CPU torch
+uses the Python loop unless told otherwise; with the fused kernel Adam's step on the 784-400-20 VAE of
+``benchmarks/train_speed.py`` takes about a quarter of the time (``benchmarks/train_speed.py`` times the whole step both ways; BENCHMARKS.md). The trainer therefore
+asks for the fused kernel wherever the optimizer has one and every parameter can use it, unless the options choose
+an implementation themselves (``fused = false`` or ``foreach = ...`` in a run's optimizer options).
+"""
+
+import inspect
+
+import torch
+
+from inference.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
+OPTIMIZERS.register("sgd")(torch.optim.SGD)
+OPTIMIZERS.register("rmsprop")(torch.optim.RMSprop)
+
+#: Device types whose fused ``torch.optim`` kernels this package has run (Adam, AdamW, SGD on both).
+FUSED_DEVICE_TYPES = ("cpu", "cuda")
+
+
+def can_fuse(optimizer_class, params) -> bool:
+    """Whether ``optimizer_class`` has a fused kernel that every tensor of ``params`` can use: floating point, on a
+    device of :data:`FUSED_DEVICE_TYPES`, all of one device type."""
+    if "fused" not in inspect.signature(optimizer_class).parameters:
+        return False
+    device_types = {p.device.type for p in params}
+    return (
+        len(device_types) == 1
+        and device_types <= set(FUSED_DEVICE_TYPES)
+        and all(torch.is_floating_point(p) for p in params)
+    )
+
+
+def implementation_options(optimizer_class, params, options: dict) -> dict:
+    """``options`` with ``fused=True`` added where :func:`can_fuse` allows and the options choose no
+    implementation (``fused`` or ``foreach``) themselves."""
+    if "fused" in options or "foreach" in options or not can_fuse(optimizer_class, params):
+        return dict(options)
+    return {**options, "fused": True}
+
+
+def build_optimizer(name: str, params, options=None) -> torch.optim.Optimizer:
+    """The optimizer registered as ``name`` over ``params``, with the fastest implementation its options allow."""
+    params = list(params)
+    return OPTIMIZERS.build(name, params=params, **implementation_options(OPTIMIZERS.get(name), params, options or {}))
