@@ -7,20 +7,25 @@ For a data point ``x_n`` and KL weight ``beta`` (1 by default; smaller values an
 estimated with ``K`` particles, and scaled by ``N / |B|`` over a minibatch ``B``. ``elbo`` and
 ``elbo-analytic-kl`` are Pyro's :class:`~pyro.infer.Trace_ELBO` and :class:`~pyro.infer.TraceMeanField_ELBO`,
 whose per-site subsample scales already give the right minibatch scaling because the ELBO is a sum over data
-points; they only gain the KL weight, applied as a scale on every latent site's log density.
+points; they only gain the KL weight, applied as a scale on every latent site's log density. ``elbo-stl`` is
+``Trace_ELBO`` too, with the guide's parameters stopped in the surrogate's ``log q``: Pyro's traces cost less per
+step than the per-data-point contract of :mod:`~inference.objectives.objective`, which a sum over data points does
+not need.
 """
 
 import pyro.distributions as dist
 import pyro.infer
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
 from inference.importance import check_reparameterized, forked_rng, guide_and_model_traces
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import ImportanceWeightedObjective, check_kl_weight, check_num_particles
+from inference.objectives.objective import check_kl_weight, check_num_particles
+from inference.stop_gradient import detach_distribution_parameters, stopped_guide_trace
 
 
 class ScaleLatents(Messenger):
@@ -157,8 +162,17 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
         return super().loss_and_grads(model, guide, *args, **kwargs)
 
 
+def check_stoppable(guide, args, kwargs, estimator_name):
+    """Raise a clear error unless every latent guide site is reparameterized and its distribution's parameters can
+    be detached (what a sticking-the-landing gradient needs); the guide runs once, its draws undone."""
+    with poutine.block(), forked_rng():
+        guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
+    check_reparameterized(guide_trace, estimator_name)
+    stopped_guide_trace(guide_trace)  # raises where a distribution keeps parameters outside its tensors
+
+
 @ESTIMATORS.register("elbo-stl")
-class StickingTheLandingELBO(ImportanceWeightedObjective):
+class StickingTheLandingELBO(_KLWeighted, pyro.infer.Trace_ELBO):
     r"""The ELBO with the sticking-the-landing gradient (Roeder et al. 2017).
 
     Value: ``(1/K) sum_k log w_k`` per data point. Gradient: the reparameterized gradient with the guide's
@@ -170,9 +184,13 @@ class StickingTheLandingELBO(ImportanceWeightedObjective):
     The dropped term ``-beta E_q[grad_phi log q_phi(z)]`` is a score function with mean zero, so the estimator is
     unbiased for the ELBO gradient for any ``beta``; when ``q`` is the exact posterior (``beta = 1``) the remaining
     integrand ``d/dz (log p(x, z) - log q(z)) = d/dz log p(x) = 0``, so the guide gradient has zero variance.
-    Needs reparameterizable guide sites whose distributions hold their parameters as tensors. Options as in
-    :class:`~inference.objectives.objective.ImportanceWeightedObjective`; the subsample scale multiplies each data
-    point's term.
+
+    It is Pyro's :class:`~pyro.infer.Trace_ELBO` with one change: the term each guide site contributes to the
+    surrogate (its ``score_parts.entropy_term``) is ``log q_sg(phi)(z)``, the site's log density under a copy of its
+    distribution with the parameters detached (:func:`~inference.stop_gradient.detach_distribution_parameters`),
+    scaled and masked as the site is. The value is unchanged. Needs reparameterizable guide sites whose
+    distributions hold their parameters as tensors (checked on the first call, :func:`check_stoppable`). Options
+    as in :class:`TraceELBO`.
 
     References:
         [1] G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
@@ -180,10 +198,23 @@ class StickingTheLandingELBO(ImportanceWeightedObjective):
     """
 
     name = "elbo-stl"
-    stop_guide_parameters = True
+    require_rsample = True
+    stop_guide_parameters = True  # as the per-data-point estimators say it (what the guide must allow)
+    _checked = False
 
-    def per_example_objective(self, parts):
-        return parts.log_weights.mean(0)
+    def _get_trace(self, model, guide, args, kwargs):
+        if not self._checked:
+            check_stoppable(guide, args, kwargs, self.name)
+            self._checked = True
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample" and not site["is_observed"]:
+                site["score_parts"] = site["score_parts"]._replace(entropy_term=stopped_log_prob(site))
+        return model_trace, guide_trace
 
-    def per_example_surrogate(self, parts):
-        return parts.log_weights_stopped.mean(0)
+
+def stopped_log_prob(site) -> torch.Tensor:
+    """``log q_sg(phi)(z)`` of a traced site, with the site's scale and mask: its gradient flows through ``z``
+    only."""
+    log_q = detach_distribution_parameters(site["fn"]).log_prob(site["value"])
+    return scale_and_mask(log_q, site["scale"], site["mask"])
