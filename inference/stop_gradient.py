@@ -108,12 +108,15 @@ def pathwise_scaled_values(trace: poutine.Trace, scale: PathwiseGradientScale, f
     return scaled
 
 
-def detach_distribution_parameters(fn: Distribution) -> Distribution:
+def detach_distribution_parameters(fn: Distribution, _copies=None) -> Distribution:
     """A copy of ``fn`` whose parameters are detached, so ``log_prob(z)`` has a gradient only through ``z``.
 
-    Recurses through wrappers (``Independent``, masked, expanded, transformed distributions and their transforms);
-    caches that would carry the old parameters (a transform's cached inverse) are dropped.
+    Recurses through wrappers (``Independent``, masked, expanded, transformed distributions and their transforms),
+    copying each object once, so references between them (a transform and the inverse it holds, which holds it
+    back) are copied as references between the copies; caches that would carry the old parameters (a transform's
+    cached pre-image, an inverse held by weak reference) are dropped.
     """
+    copies = {} if _copies is None else _copies
     if isinstance(fn, torch.nn.Module):
         raise ValueError(
             f"cannot detach the parameters of {type(fn).__name__}: it is an nn.Module (e.g. a normalizing flow), "
@@ -125,14 +128,16 @@ def detach_distribution_parameters(fn: Distribution) -> Distribution:
     if isinstance(fn, weakref.ref):
         return None  # a transform's cached inverse, rebuilt on demand from the detached copy
     if isinstance(fn, (list, tuple)):
-        return type(fn)(detach_distribution_parameters(part) for part in fn)
+        return type(fn)(detach_distribution_parameters(part, copies) for part in fn)
     if isinstance(fn, (Distribution, Transform)):
-        detached = copy.copy(fn)
+        if id(fn) in copies:
+            return copies[id(fn)]
+        detached = copies[id(fn)] = copy.copy(fn)
         for key, value in vars(fn).items():
             if key == "_cached_x_y":
                 value = (None, None)  # the cached pre-image would carry the old parameters' graph
             else:
-                value = detach_distribution_parameters(value)
+                value = detach_distribution_parameters(value, copies)
             object.__setattr__(detached, key, value)
         return detached
     return fn
