@@ -164,11 +164,13 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
 
 def check_stoppable(guide, args, kwargs, estimator_name):
     """Raise a clear error unless every latent guide site is reparameterized and its distribution's parameters can
-    be detached (what a sticking-the-landing gradient needs); the guide runs once, its draws undone."""
-    with poutine.block(), forked_rng():
+    be detached (what a sticking-the-landing gradient needs); the guide runs once, its draws undone. Gradients
+    are on while it runs, even where the caller turned them off (the trainer's first call, which finds the
+    parameters), since the check asks whether a log density still depends on them."""
+    with torch.enable_grad(), poutine.block(), forked_rng():
         guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
-    check_reparameterized(guide_trace, estimator_name)
-    stopped_guide_trace(guide_trace)  # raises where a distribution keeps parameters outside its tensors
+        check_reparameterized(guide_trace, estimator_name)
+        stopped_guide_trace(guide_trace)  # raises where a distribution keeps parameters outside its tensors
 
 
 @ESTIMATORS.register("elbo-stl")

@@ -114,3 +114,46 @@ def test_negative_kl_weight_is_refused():
     for name in ELBOS:
         with pytest.raises(ValueError, match="kl_weight"):
             estimator(name, kl_weight=-1.0)
+
+
+class _ShiftHeldInADict(torch.distributions.transforms.Transform):
+    """``z -> z + shift`` with ``shift`` kept where detaching a distribution's tensors cannot reach it."""
+
+    domain = codomain = torch.distributions.constraints.real
+    bijective = True
+
+    def __init__(self, shift):
+        super().__init__()
+        self.held = {"shift": shift}
+
+    def _call(self, x):
+        return x + self.held["shift"]
+
+    def _inverse(self, y):
+        return y - self.held["shift"]
+
+    def log_abs_det_jacobian(self, x, y):
+        return torch.zeros_like(x)
+
+
+def test_sticking_the_landing_refuses_a_guide_it_cannot_stop_even_when_first_called_without_gradients():
+    """The trainer's first call of the loss (finding the parameters) runs without gradients; the check that the
+    guide's parameters can be stopped must still see them."""
+    from inference import Trainer
+
+    shift = torch.nn.Parameter(torch.tensor(0.5))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        pyro.module("shift", torch.nn.ParameterDict({"shift": shift}))
+        with pyro.plate("data", x.shape[0]):
+            base = dist.Normal(torch.zeros(x.shape[0]), 1.0)
+            pyro.sample("z", dist.TransformedDistribution(base, [_ShiftHeldInADict(shift)]))
+
+    trainer = Trainer(model, guide, estimator("elbo-stl"))
+    with pytest.raises(ValueError, match="still depends on parameters after detaching"):
+        trainer.step(torch.tensor([0.1, -0.3]))
