@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU figures of BENCHMARKS.md in one call of a lent GPU machine (about 6 minutes on an H200, start included).
+# The GPU figures of BENCHMARKS.md in one call of a lent GPU machine (about 7 minutes on an H200, start included).
 #
 # That machine has torch but not Pyro, and no network. Prepare here, in the repository root, once:
 #
@@ -35,7 +35,7 @@ step() { # step NAME LIMIT_SECONDS COMMAND...
 
 rm -rf /tmp/fm /tmp/digits
 step logpx 90 python3 benchmarks/log_px_speed.py --device cuda --chunks
-step train 90 python3 benchmarks/train_speed.py --device cuda --steps 120
+step train 150 python3 benchmarks/train_speed.py --device cuda --steps 60
 step fmnist 60 python3 benchmarks/data_parallel.py --dataset fashion-mnist --epochs 2 --nproc 1 --device cuda
 step fmnist 40 python3 -m pyro_vae.cli train --dataset fashion-mnist --epochs 1 --out /tmp/fm --device cuda --no-progress
 step fmnist 90 python3 -m pyro_vae.cli evaluate /tmp/fm --device cuda --no-progress
