@@ -44,7 +44,10 @@ class ScaleLatents(Messenger):
 
 
 class _KLWeighted:
-    """Runs a Pyro ELBO on model and guide with their latent sites' log densities scaled by ``kl_weight``."""
+    """Runs a Pyro ELBO on model and guide with their latent sites' log densities scaled by ``kl_weight``, after
+    :meth:`check` has passed on the first trace drawn."""
+
+    _checked = False
 
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
@@ -72,6 +75,15 @@ class _KLWeighted:
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         return super().differentiable_loss(*self._weighted(model, guide), *args, **kwargs)
+
+    def check(self, model, guide, args, kwargs):
+        """Raise a clear error where this estimator cannot serve the model/guide pair (none by default)."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        if not self._checked:
+            self.check(model, guide, args, kwargs)
+            self._checked = True
+        return super()._get_trace(model, guide, args, kwargs)
 
 
 @ESTIMATORS.register("elbo")
@@ -142,24 +154,9 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
     """
 
     require_rsample = True
-    _checked = False
 
-    def _check_once(self, model, guide, args, kwargs):
-        if not self._checked:
-            check_analytic_kl(model, guide, args, kwargs)
-            self._checked = True
-
-    def loss(self, model, guide, *args, **kwargs):
-        self._check_once(model, guide, args, kwargs)
-        return super().loss(model, guide, *args, **kwargs)
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self._check_once(model, guide, args, kwargs)
-        return super().differentiable_loss(model, guide, *args, **kwargs)
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        self._check_once(model, guide, args, kwargs)
-        return super().loss_and_grads(model, guide, *args, **kwargs)
+    def check(self, model, guide, args, kwargs):
+        check_analytic_kl(model, guide, args, kwargs)
 
 
 def check_stoppable(guide, args, kwargs, estimator_name):
@@ -202,12 +199,11 @@ class StickingTheLandingELBO(_KLWeighted, pyro.infer.Trace_ELBO):
     name = "elbo-stl"
     require_rsample = True
     stop_guide_parameters = True  # as the per-data-point estimators say it (what the guide must allow)
-    _checked = False
+
+    def check(self, model, guide, args, kwargs):
+        check_stoppable(guide, args, kwargs, self.name)
 
     def _get_trace(self, model, guide, args, kwargs):
-        if not self._checked:
-            check_stoppable(guide, args, kwargs, self.name)
-            self._checked = True
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
         for site in guide_trace.nodes.values():
             if site["type"] == "sample" and not site["is_observed"]:
