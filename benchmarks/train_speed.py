@@ -192,8 +192,9 @@ def our_trainer(name, k, vae):
     return Trainer(vae.model, vae.guide, loss, module=vae, validate_every_step=False)  # as pyro-vae train runs it
 
 
-def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
-    """Our estimator's loss and the hand-written one on the same parameters and draws: ``(ours, hand)``."""
+def our_seeded_loss(name, k, batch_size, seed, num_data):
+    """``(vae, x, loss)``: our estimator's loss on a fresh VAE and batch, its draws made after ``manual_seed(seed)``;
+    the generator is seeded again on return, so that a reference computed next makes the same draws."""
     vae = build(seed, num_data)
     x = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=torch.Generator().manual_seed(seed))
     trainer = our_trainer(name, k, vae)
@@ -201,6 +202,12 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
     torch.manual_seed(seed)
     ours = trainer.loss.differentiable_loss(vae.model, vae.guide, x).item()
     torch.manual_seed(seed)
+    return vae, x, ours
+
+
+def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
+    """Our estimator's loss and the hand-written one on the same parameters and draws: ``(ours, hand)``."""
+    vae, x, ours = our_seeded_loss(name, k, batch_size, seed, num_data)
     eps = torch.randn(k, batch_size, 20)  # the draws Pyro's rsample made: the same generator, shape (K, B, D)
     with torch.no_grad():
         hand = hand_loss(name, HandWritten(vae), x, eps, num_data).item()
@@ -209,13 +216,7 @@ def check_same_objective(name, k, batch_size=16, seed=0, num_data=60000):
 
 def check_pyro_minimal_objective(name, batch_size=16, seed=0, num_data=60000):
     """Our estimator's loss and :class:`PyroMinimal`'s on the same parameters and draws: ``(ours, pyro)``."""
-    vae = build(seed, num_data)
-    x = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=torch.Generator().manual_seed(seed))
-    trainer = our_trainer(name, 1, vae)
-    trainer.setup(x)
-    torch.manual_seed(seed)
-    ours = trainer.loss.differentiable_loss(vae.model, vae.guide, x).item()
-    torch.manual_seed(seed)
+    vae, x, ours = our_seeded_loss(name, 1, batch_size, seed, num_data)
     return ours, PyroMinimal(name, vae, num_data).loss(x).item()
 
 
