@@ -11,20 +11,28 @@ points; they only gain the KL weight, applied as a scale on every latent site's 
 ``Trace_ELBO`` too, with the guide's parameters stopped in the surrogate's ``log q``: Pyro's traces cost less per
 step than the per-data-point contract of :mod:`~inference.objectives.objective`, which a sum over data points does
 not need.
+
+Their ``differentiable_loss`` forms each particle's ELBO and surrogate from Pyro's traces as Pyro's estimators do
+(:func:`elbo_particle_loss`, :func:`mean_field_particle_loss`), but as tensors throughout: Pyro's own reads every
+site's log density back as a Python number and tests the loss for NaN, each a wait for the device's queued work on
+a GPU, several per step. The trainer tests the loss for finiteness itself, without waiting
+(:mod:`inference.training.trainer`).
 """
 
 import pyro.distributions as dist
 import pyro.infer
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import scale_and_mask
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer.trace_elbo import _compute_log_r
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
+from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from inference.importance import check_reparameterized, forked_rng, guide_and_model_traces
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import check_kl_weight, check_num_particles
+from inference.objectives.objective import check_kl_weight, check_num_particles, value_with_gradient_of
 from inference.stop_gradient import detach_distribution_parameters, stopped_guide_trace
 
 
@@ -67,14 +75,33 @@ class _KLWeighted:
             return model, guide
         return ScaleLatents(self.kl_weight)(model), ScaleLatents(self.kl_weight)(guide)
 
-    def loss(self, model, guide, *args, **kwargs):
-        return super().loss(*self._weighted(model, guide), *args, **kwargs)
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        return super().loss_and_grads(*self._weighted(model, guide), *args, **kwargs)
-
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        return super().differentiable_loss(*self._weighted(model, guide), *args, **kwargs)
+        """``-ELBO_beta`` averaged over the particles, as a tensor whose gradient is the estimator's; nothing is read
+        back from the device."""
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(*self._weighted(model, guide), args, kwargs):
+            loss = loss + self.particle_loss(model_trace, guide_trace)
+        return loss / self.num_particles if self.num_particles > 1 else loss
+
+    def particle_loss(self, model_trace, guide_trace) -> torch.Tensor:
+        """One particle's ``-ELBO_beta`` with its surrogate's gradient."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """The loss as a float, without gradients."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs).item()
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """The loss as a float; accumulates the estimator's gradient into the parameters' ``.grad``."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        loss = loss.item()
+        warn_if_nan(loss, "loss")
+        return loss
 
     def check(self, model, guide, args, kwargs):
         """Raise a clear error where this estimator cannot serve the model/guide pair (none by default)."""
@@ -103,6 +130,68 @@ class TraceELBO(_KLWeighted, pyro.infer.Trace_ELBO):
         [1] D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
         [2] R. Ranganath, S. Gerrish, D. M. Blei. Black Box Variational Inference. AISTATS 2014.
     """
+
+    def particle_loss(self, model_trace, guide_trace):
+        return elbo_particle_loss(model_trace, guide_trace)
+
+
+def sample_sites(trace):
+    return [site for site in trace.nodes.values() if site["type"] == "sample"]
+
+
+def total(terms) -> torch.Tensor:
+    """The sum of a non-empty list of tensors, without the ``0 +`` that Python's ``sum`` starts from."""
+    result = terms[0]
+    for term in terms[1:]:
+        result = result + term
+    return result
+
+
+def elbo_particle_loss(model_trace, guide_trace) -> torch.Tensor:
+    """``-(log p(x, z) - log q(z | x))`` of one particle, with the gradient of :class:`~pyro.infer.Trace_ELBO`'s
+    surrogate::
+
+        log p(x, z) - sum_sites entropy_term + sum_sites (log r, summed to the site's plates) * score_function_term
+
+    where each guide site's score parts are those of its distribution (``entropy_term = log q`` and no score
+    function for a reparameterized site; the other way round otherwise) and ``log r`` is the detached log weight
+    (Pyro's ``_compute_log_r``: the plate-wise Rao-Blackwellization). Where no guide site has a score function,
+    every entropy term is its site's ``log q`` in value, so the surrogate is the loss itself."""
+    log_p = total([site["log_prob_sum"] for site in sample_sites(model_trace)])
+    surrogate, log_r, has_score_function = log_p, None, False
+    for site in sample_sites(guide_trace):
+        _, score_function_term, entropy_term = site["score_parts"]
+        if is_identically_zero(entropy_term) or not is_identically_zero(score_function_term):
+            has_score_function = True
+        if not is_identically_zero(entropy_term):
+            surrogate = surrogate - entropy_term.sum()
+        if not is_identically_zero(score_function_term):
+            if log_r is None:
+                log_r = _compute_log_r(model_trace, guide_trace)
+            surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function_term).sum()
+    if not has_score_function:
+        return -surrogate
+    elbo = log_p - total([site["log_prob_sum"] for site in sample_sites(guide_trace)])
+    return value_with_gradient_of(-elbo, -surrogate)
+
+
+def mean_field_particle_loss(model_trace, guide_trace) -> torch.Tensor:
+    """``-(log p(x | z) - KL(q(z | x) || p(z)))`` of one particle, as :class:`~pyro.infer.TraceMeanField_ELBO`
+    forms it: each latent site's KL in closed form (:func:`torch.distributions.kl_divergence`), with the guide
+    site's scale and mask; a guide-only (auxiliary) site adds its entropy term. Every term is reparameterized, so
+    the loss is its own surrogate."""
+    elbo = []
+    for model_site in sample_sites(model_trace):
+        if model_site["is_observed"]:
+            elbo.append(model_site["log_prob_sum"])
+            continue
+        guide_site = guide_trace.nodes[model_site["name"]]
+        kl = scale_and_mask(kl_divergence(guide_site["fn"], model_site["fn"]), guide_site["scale"], guide_site["mask"])
+        elbo.append(-kl.sum() if torch.is_tensor(kl) else -kl * guide_site["fn"].batch_shape.numel())
+    for guide_site in sample_sites(guide_trace):
+        if guide_site["name"] not in model_trace.nodes:
+            elbo.append(-guide_site["score_parts"].entropy_term.sum())
+    return -total(elbo)
 
 
 def check_analytic_kl(model, guide, args, kwargs):
@@ -158,6 +247,9 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
     def check(self, model, guide, args, kwargs):
         check_analytic_kl(model, guide, args, kwargs)
 
+    def particle_loss(self, model_trace, guide_trace):
+        return mean_field_particle_loss(model_trace, guide_trace)
+
 
 def check_stoppable(guide, args, kwargs, estimator_name):
     """Raise a clear error unless every latent guide site is reparameterized and its distribution's parameters can
@@ -202,6 +294,9 @@ class StickingTheLandingELBO(_KLWeighted, pyro.infer.Trace_ELBO):
 
     def check(self, model, guide, args, kwargs):
         check_stoppable(guide, args, kwargs, self.name)
+
+    def particle_loss(self, model_trace, guide_trace):
+        return elbo_particle_loss(model_trace, guide_trace)
 
     def _get_trace(self, model, guide, args, kwargs):
         model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)

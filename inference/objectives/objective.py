@@ -141,12 +141,12 @@ class ImportanceWeightedObjective(ELBO):
 
     def minibatch_loss(self, parts, objective, surrogate, extra_loss=0.0) -> torch.Tensor:
         """Value ``-(N / |B|) sum_n objective_n``; gradient that of ``-(N / |B|) sum_n surrogate_n + extra_loss``."""
-        loss = value_with_gradient_of(-parts.scale * objective.sum(), -parts.scale * surrogate.sum() + extra_loss)
-        warn_if_nan(loss, "loss")
-        return loss
+        return value_with_gradient_of(-parts.scale * objective.sum(), -parts.scale * surrogate.sum() + extra_loss)
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        """The loss ``-(N / |B|) sum_n L(x_n)``, with the estimator's gradient."""
+        """The loss ``-(N / |B|) sum_n L(x_n)``, with the estimator's gradient. It reads nothing back from the
+        device (no NaN test: the trainer tests the loss itself without waiting for it, and :meth:`loss` and
+        :meth:`loss_and_grads`, which return numbers, warn)."""
         parts = self.log_weight_parts(model, guide, args, kwargs)
         objective = self.per_example_objective(parts)
         if type(self).per_example_surrogate is ImportanceWeightedObjective.per_example_surrogate:
@@ -166,4 +166,6 @@ class ImportanceWeightedObjective(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+        loss = loss.item()
+        warn_if_nan(loss, "loss")
+        return loss

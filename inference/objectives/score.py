@@ -152,7 +152,7 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
             baseline = leave_one_out_mean(signal.detach())
         elif self.baseline == "average":
             baseline = 0.0 if self.average_learning_signal is None else self.average_learning_signal
-            mean_signal = signal.detach().mean().item()
+            mean_signal = signal.detach().mean()  # kept on the device: no wait for it
             if self.average_learning_signal is None:
                 self.average_learning_signal = mean_signal
             else:
