@@ -8,6 +8,10 @@ takes about 0.75 ms less per step (a hand-written step at batch 128: 5.94 ms wit
 figures are in BENCHMARKS.md). The trainer therefore asks for the fused kernel wherever the optimizer has one and
 every parameter can use it, unless the options choose an implementation themselves (``fused = false`` or
 ``foreach = ...`` in a run's optimizer options).
+
+A fused kernel also takes a flag on the device, ``found_inf``, and leaves the parameters and its own state alone
+where it is set; ``torch.amp.GradScaler`` skips steps with it. The trainer uses it to skip a step whose loss or
+gradient is not finite without reading either back from the device (:func:`skips_on_device`).
 """
 
 import inspect
@@ -52,3 +56,9 @@ def build_optimizer(name: str, params, options=None) -> torch.optim.Optimizer:
     """The optimizer registered as ``name`` over ``params``, with the fastest implementation its options allow."""
     params = list(params)
     return OPTIMIZERS.build(name, params=params, **implementation_options(OPTIMIZERS.get(name), params, options or {}))
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` reads ``optimizer.found_inf`` (a float tensor on the device) and skips the update
+    where it is nonzero: torch's fused kernels do, and say so by the attribute ``GradScaler`` reads."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))

@@ -47,7 +47,7 @@ from inference.importance import guess_max_plate_nesting
 from inference.parameters import params_read_by
 from inference.training import distributed
 from inference.training.checkpoint import get_rng_state, set_rng_state
-from inference.training.optimizers import OPTIMIZERS, build_optimizer
+from inference.training.optimizers import OPTIMIZERS, build_optimizer, skips_on_device
 
 
 @torch.no_grad()
@@ -65,10 +65,10 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
             model, guide, *batch, num_samples=num_samples, data_plate=data_plate, max_plate_nesting=max_plate_nesting
         )
         log_px, elbo, _, _ = summarize_log_weights(log_w)
-        elbo_sum += elbo.sum().item()
-        log_px_sum += log_px.sum().item()
+        elbo_sum = elbo_sum + elbo.sum(dtype=torch.float64)  # on the device: one read at the end
+        log_px_sum = log_px_sum + log_px.sum(dtype=torch.float64)
         count += elbo.numel()
-    elbo_sum, log_px_sum, count = distributed.all_reduce_sum([elbo_sum, log_px_sum, count])
+    elbo_sum, log_px_sum, count = distributed.all_reduce_sum([float(elbo_sum), float(log_px_sum), count])
     return {"elbo": elbo_sum / count, "log_px": log_px_sum / count}
 
 
@@ -104,6 +104,9 @@ class Trainer:
         (the default). ``False`` leaves them out of the steps, for data the caller has checked against the
         model's supports (:func:`pyro_vae.runs.train_run` does, before training): they cost about a tenth of a
         small step, and a non-finite loss or gradient still stops training and names its site.
+    :param int check_every: in :meth:`train_epoch` with a fused optimizer, the steps between reads of the losses
+        back from the device (each read waits for the queued work; a non-finite step is caught either way, before
+        it changes the parameters).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class Trainer:
         on_non_finite: str = "stop",
         max_rollbacks: int = 3,
         validate_every_step: bool = True,
+        check_every: int = 32,
     ):
         if on_non_finite not in ("stop", "rollback"):
             raise ValueError(f"on_non_finite must be 'stop' or 'rollback', got {on_non_finite!r}")
@@ -146,6 +150,9 @@ class Trainer:
         self.on_non_finite = on_non_finite
         self.max_rollbacks = max_rollbacks
         self.validate_every_step = validate_every_step
+        if not (isinstance(check_every, int) and check_every >= 1):
+            raise ValueError(f"check_every must be a positive number of steps, got {check_every!r}")
+        self.check_every = check_every
         self.rollbacks = 0
         self.metrics = []
         self.should_stop = False
@@ -219,46 +226,91 @@ class Trainer:
     def step(self, *args, **kwargs) -> float:
         """One gradient step on a batch; returns the loss (the negative full-data objective estimate).
 
+        It reads the loss back to test it, so each call waits for the device; :meth:`train_epoch` steps without.
+
         :raises FloatingPointError: before the parameters change, when the loss or a gradient is not finite,
             naming the sample site and term (or the parameter) where it happened.
         """
         if self.optimizer is None:
             self.setup(*args, **kwargs)
         self.optimizer.zero_grad(set_to_none=True)
-        with contextlib.nullcontext() if self.validate_every_step else pyro.validation_enabled(False):
-            loss = self.loss_fn(*args, **kwargs)
-        value = self._global_loss(loss, batch_size_of(args))
+        loss = self._run_loss(args, kwargs)
+        value = self._global_loss(loss, batch_size_of(args)).item()
         if not math.isfinite(value):
             if distributed.is_distributed() and loss.requires_grad:
                 loss.backward()  # the other ranks wait in the gradient all-reduce: finish it, then stop together
-            where = non_finite_terms(self.model, self.guide, args, kwargs, self.named_parameters())
-            raise FloatingPointError(
-                f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: {where}. Lower the learning rate, "
-                "set clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
-            )
-        if loss.requires_grad:
-            loss.backward()
-        grads = [p.grad for p in self._trained if p.grad is not None]
-        total_norm = nn.utils.get_total_norm(grads)  # one pass over the gradients: finiteness, and clipping
+            raise self._non_finite_loss(value, args, kwargs)
+        total_norm = self._gradients(loss)
         if not torch.isfinite(total_norm):
-            bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
-            raise FloatingPointError(
-                f"non-finite gradient at epoch {len(self.metrics) + 1} in {', '.join(bad[:5])}"
-                f"{' and more' if len(bad) > 5 else ''} (the loss was {value:.6g}): lower the learning rate or set "
-                "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
-            )
-        if self.clip_norm is not None:
-            nn.utils.clip_grads_with_norm_(self._trained, self.clip_norm, total_norm)
+            raise self._non_finite_gradient(value)
         self.optimizer.step()
         return value
 
+    def _run_loss(self, args, kwargs) -> torch.Tensor:
+        with contextlib.nullcontext() if self.validate_every_step else pyro.validation_enabled(False):
+            return self.loss_fn(*args, **kwargs)
+
+    def _gradients(self, loss) -> torch.Tensor:
+        """Backpropagate ``loss`` and clip; returns the gradients' global norm (one pass over them: their
+        finiteness, and the clipping)."""
+        if loss.requires_grad:
+            loss.backward()
+        grads = [p.grad for p in self._trained if p.grad is not None]
+        total_norm = nn.utils.get_total_norm(grads)
+        if self.clip_norm is not None:
+            nn.utils.clip_grads_with_norm_(self._trained, self.clip_norm, total_norm)
+        return total_norm
+
+    def _queued_step(self, args, skip: torch.Tensor) -> tuple:
+        """One step that reads nothing back from the device: ``(global loss, finite)`` as tensors.
+
+        ``skip`` (a float tensor on the device, 0 or 1) is the fused optimizer's ``found_inf``: the kernel leaves the
+        parameters and its state alone where it is 1. A step whose loss or gradient is not finite sets it, so that
+        the parameters stay as they were before that step until :meth:`_check_queued` reads the flags."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._run_loss(args, {})
+        global_loss = self._global_loss(loss, batch_size_of(args))
+        finite = torch.isfinite(global_loss) & torch.isfinite(self._gradients(loss))
+        skip.masked_fill_(~finite, 1.0)
+        self.optimizer.step()
+        return global_loss, finite
+
+    def _check_queued(self, queued, skip) -> None:
+        """Raise, as :meth:`step` would have, for the first of ``queued`` (``(args, loss, finite)`` of the steps
+        since the last check) whose loss or gradient was not finite; the parameters are those it started from."""
+        if not queued or not skip.item():
+            return
+        first = torch.stack([finite for _, _, finite in queued]).logical_not().nonzero()[0, 0].item()
+        args, loss, _ = queued[first]
+        value = loss.item()
+        if not math.isfinite(value):
+            raise self._non_finite_loss(value, args, {})
+        raise self._non_finite_gradient(value)
+
+    def _non_finite_loss(self, value, args, kwargs) -> FloatingPointError:
+        where = non_finite_terms(self.model, self.guide, args, kwargs, self.named_parameters())
+        return FloatingPointError(
+            f"non-finite loss ({value}) at epoch {len(self.metrics) + 1}: {where}. Lower the learning rate, "
+            "set clip_norm, or check the data against the likelihood; the last checkpoint is unchanged"
+        )
+
+    def _non_finite_gradient(self, value) -> FloatingPointError:
+        bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        return FloatingPointError(
+            f"non-finite gradient at epoch {len(self.metrics) + 1} in {', '.join(bad[:5])}"
+            f"{' and more' if len(bad) > 5 else ''} (the loss was {value:.6g}): lower the learning rate or set "
+            "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
+        )
+
     @staticmethod
-    def _global_loss(loss, batch_size) -> float:
-        """The loss as a float; in a process group, of the global batch: ``sum_r b_r loss_r / sum_r b_r``."""
+    def _global_loss(loss, batch_size) -> torch.Tensor:
+        """The loss, detached; in a process group, of the global batch: ``sum_r b_r loss_r / sum_r b_r``."""
+        loss = loss.detach()
         if not distributed.is_distributed():
-            return loss.item()
-        weighted, total = distributed.all_reduce_sum([loss.item() * batch_size, batch_size], loss.device)
-        return weighted / total
+            return loss
+        weighted = torch.stack([loss.double() * batch_size, torch.full_like(loss, batch_size, dtype=torch.float64)])
+        torch.distributed.all_reduce(weighted)
+        return (weighted[0] / weighted[1]).to(loss.dtype)
 
     def named_parameters(self):
         """``(name, tensor)`` for every trained tensor (module names, ``estimator.*``, Pyro param names)."""
@@ -269,6 +321,11 @@ class Trainer:
     def train_epoch(self, batches, num_data: Optional[int] = None, bar=None) -> float:
         """One pass over ``batches``; returns the mean per-example objective (``-loss / N`` averaged).
 
+        With a fused optimizer (:mod:`inference.training.optimizers`) the steps read nothing back from the device:
+        the losses add up on it, and every ``check_every`` steps one read tests them all. A step whose loss or
+        gradient is not finite changes nothing (the kernel skips it, and every later one until the check), and the
+        check raises :class:`FloatingPointError` for it as :meth:`step` does. Other optimizers check every step.
+
         In a process group every rank passes the same global ``batches`` and steps on its shard of each
         (:func:`~inference.training.distributed.shard`); a global batch too small to give every rank a row (the
         last one of an epoch, at most ``world_size - 1`` rows) is skipped by all ranks."""
@@ -276,15 +333,33 @@ class Trainer:
         if not num_data:
             raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
         rank, world_size = distributed.rank(), distributed.world_size()
-        weighted_loss = 0.0
-        for batch in batches:
-            if batch_size_of(batch) < world_size:
-                continue
-            weighted_loss += self.step(*distributed.shard(batch, rank, world_size)) * batch_size_of(batch) / num_data
-            self._call("on_step_end")
-            if bar is not None:
-                bar.update()
-        return -weighted_loss / num_data
+        weighted_loss, queued, skip = 0.0, [], None
+        try:
+            for batch in batches:
+                if batch_size_of(batch) < world_size:
+                    continue
+                args = distributed.shard(batch, rank, world_size)
+                if self.optimizer is None:
+                    self.setup(*args)
+                if not skips_on_device(self.optimizer):
+                    weighted_loss += self.step(*args) * batch_size_of(batch) / num_data
+                else:
+                    if skip is None:
+                        skip = self.optimizer.found_inf = torch.zeros((), device=self._trained[0].device)
+                    loss, finite = self._queued_step(args, skip)
+                    weighted_loss = weighted_loss + loss.double() * (batch_size_of(batch) / num_data)
+                    queued.append((args, loss, finite))
+                    if len(queued) == self.check_every:
+                        self._check_queued(queued, skip)
+                        queued.clear()
+                self._call("on_step_end")
+                if bar is not None:
+                    bar.update()
+            self._check_queued(queued, skip)
+        finally:
+            if skip is not None:
+                del self.optimizer.found_inf  # step() and later epochs start without it
+        return -float(weighted_loss) / num_data
 
     def validate(self, batches, num_samples: int = 10) -> dict:
         """``val_elbo`` and ``val_log_px`` (``num_samples``-sample bound), per example, on ``batches``."""

@@ -59,3 +59,21 @@ def test_the_fused_kernel_trains_as_the_python_loop_does():
         moved = max(moved, (a - s).abs().max().item())
     assert moved > 1e-2  # the comparison is between parameters that trained, not between two copies of the start
     assert fused_losses == pytest.approx(loop_losses, rel=1e-5)
+
+
+def test_only_a_fused_kernel_skips_a_step_on_the_device():
+    """The fused kernel reads ``found_inf`` and leaves parameter and step count alone; the loop has no such flag."""
+    from inference.training.optimizers import skips_on_device
+
+    assert skips_on_device(build_optimizer("adam", _params(), {"lr": 1.0}))
+    assert not skips_on_device(build_optimizer("adam", _params(), {"lr": 1.0, "fused": False}))
+    assert not skips_on_device(build_optimizer("rmsprop", _params(), {"lr": 1.0}))
+    params = _params()
+    optimizer = build_optimizer("adam", params, {"lr": 1.0})
+    before = [p.detach().clone() for p in params]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.found_inf = torch.ones(())
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    assert all(state["step"].item() == 0 for state in optimizer.state.values())
