@@ -27,6 +27,7 @@ from train_speed import (  # the same alternating blocks and median ratio (bench
     build,
     interleaved_times,
     median_ratio,
+    repeat,
 )
 
 
@@ -68,7 +69,10 @@ def main(argv=None):
         if not same:
             raise SystemExit("the compiled networks' outputs differ from the eager ones")
         times = interleaved_times(
-            {"compiled": lambda x=x: forward_backward(*compiled, x), "eager": lambda x=x: forward_backward(*eager, x)},
+            {
+                "compiled": repeat(lambda x=x: forward_backward(*compiled, x)),
+                "eager": repeat(lambda x=x: forward_backward(*eager, x)),
+            },
             steps,
         )
         rows.append(row("networks", batch_size, times, compile_seconds))
@@ -115,7 +119,7 @@ def whole_loss_rows(batch_sizes, steps) -> list:
         compiled(x)
         compile_seconds = time.perf_counter() - start
         times = interleaved_times(
-            {"compiled": lambda x=x: compiled(x), "eager": lambda x=x: loss_and_gradient(x)}, steps
+            {"compiled": repeat(lambda x=x: compiled(x)), "eager": repeat(lambda x=x: loss_and_gradient(x))}, steps
         )
         rows.append(row("the whole loss, through Pyro", batch_size, times, compile_seconds))
     return rows

@@ -127,7 +127,7 @@ def hand_step(name, hand, x, eps, num_data, optimizer):
             p.grad = g
         loss = -scale_n * (torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])).sum()
     optimizer.step()
-    return loss.item()
+    return loss.detach()
 
 
 #: Pyro's own implementations of two of the estimators, for :class:`PyroMinimal`.
@@ -182,7 +182,7 @@ class PyroMinimal:
         loss = self.loss(x)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return loss.detach()
 
 
 def our_trainer(name, k, vae):
@@ -220,28 +220,50 @@ def check_pyro_minimal_objective(name, batch_size=16, seed=0, num_data=60000):
     return ours, PyroMinimal(name, vae, num_data).loss(x).item()
 
 
-def time_steps(step, steps, device="cpu"):
+def loop(step):
+    """``run(n)``: ``n`` calls of ``step``, whose losses add up on the device and are read once, at the end, as a
+    training loop that reports its loss per epoch reads it (a read every step would make a GPU wait every step)."""
+
+    def run(n):
+        total = 0.0
+        for _ in range(n):
+            total = total + step()
+        return float(total)
+
+    return run
+
+
+def repeat(step):
+    """``run(n)``: ``n`` calls of ``step``, for steps that return nothing."""
+
+    def run(n):
+        for _ in range(n):
+            step()
+
+    return run
+
+
+def time_steps(run, steps, device="cpu"):
+    """Seconds per step of ``run(steps)``, which takes ``steps`` steps."""
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run(steps)
     synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
-def interleaved_times(steps_by_name, steps, rounds=6, warmup=3, device="cpu"):
-    """Seconds per step of each of ``steps_by_name`` (``{name: step}``), timed in ``rounds`` alternating blocks of
-    ``steps / rounds`` steps so that a load that comes and goes on a shared machine falls on all of them:
-    ``{name: [seconds per step in each block]}``."""
-    for _ in range(warmup):
-        for step in steps_by_name.values():
-            step()
+def interleaved_times(runs_by_name, steps, rounds=6, warmup=3, device="cpu"):
+    """Seconds per step of each of ``runs_by_name`` (``{name: run}``, ``run(n)`` taking ``n`` steps, e.g.
+    :func:`loop`), timed in ``rounds`` alternating blocks of ``steps / rounds`` steps so that a load that comes and
+    goes on a shared machine falls on all of them: ``{name: [seconds per step in each block]}``."""
+    for run in runs_by_name.values():
+        run(warmup)
     rounds = max(1, min(rounds, steps))
     block = max(1, steps // rounds)
-    times = {name: [] for name in steps_by_name}
+    times = {name: [] for name in runs_by_name}
     for _ in range(rounds):
-        for name, step in steps_by_name.items():
-            times[name].append(time_steps(step, block, device))
+        for name, run in runs_by_name.items():
+            times[name].append(time_steps(run, block, device))
     return times
 
 
@@ -260,13 +282,16 @@ def benchmark(name, k, batch_size, steps, num_data=60000, device="cpu"):
     for label, options in (("hand", {}), ("hand_fused", {"fused": True})):
         hand_written = HandWritten(build(0, num_data, device))
         optimizer = torch.optim.Adam(hand_written.parameters(), lr=1e-3, **options)
-        hands[label] = lambda h=hand_written, o=optimizer: hand_step(
-            name, h, x, torch.randn(k, batch_size, 20, device=device), num_data, o
+        hands[label] = loop(
+            lambda h=hand_written, o=optimizer: hand_step(
+                name, h, x, torch.randn(k, batch_size, 20, device=device), num_data, o
+            )
         )
     if name in PYRO_ELBOS and k == 1:
         pyro_minimal = PyroMinimal(name, build(0, num_data, device), num_data)
-        hands["pyro"] = lambda: pyro_minimal.step(x)
-    times = interleaved_times({"ours": lambda: trainer.step(x), **hands}, steps, device=device)
+        hands["pyro"] = loop(lambda: pyro_minimal.step(x))
+    ours = lambda n: trainer.train_epoch([(x,)] * n, num_data=num_data)  # noqa: E731 (as `pyro-vae train` steps)
+    times = interleaved_times({"ours": ours, **hands}, steps, device=device)
     row = {"estimator": name, "K": k, "batch": batch_size, "pyro_ms": None, "ratio_pyro": None}
     row.update({f"{label}_ms": 1e3 * statistics.median(blocks) for label, blocks in times.items()})
     row.update(ratio=median_ratio(times, "ours", "hand"), ratio_fused=median_ratio(times, "ours", "hand_fused"))
