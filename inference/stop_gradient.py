@@ -7,6 +7,9 @@
   ``log p(x, z)`` then has a gradient to ``theta`` only (DReG and PIWAE keep model and guide gradients apart so).
 * :func:`stopped_guide_trace` detaches the guide's distribution parameters instead, so ``log q_sg(phi)(z)`` has a
   gradient through ``z`` only (sticking-the-landing and DReG).
+* :class:`StopParametersAfterDrawing` does that while the guide runs: each latent site draws ``z`` from its
+  distribution and then keeps a copy with detached parameters, so the trace scores ``log q_sg(phi)(z)`` once
+  (sticking-the-landing through Pyro's ``Trace_ELBO``).
 * :class:`PathwiseGradientScale` keeps every path but rescales the one through ``z`` into the model, per particle
   and data point, by a factor known only once the log weights are: it gives the model's parameters and the path
   ``z -> log p(x, z)`` different weights from one model pass (DReG), where :func:`detached_values` needs two.
@@ -32,6 +35,27 @@ class DetachSamples(Messenger):
     def _pyro_post_sample(self, msg):
         if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample) and torch.is_tensor(msg["value"]):
             msg["value"] = msg["value"].detach()
+
+
+class StopParametersAfterDrawing(Messenger):
+    """Draw each latent site's value from its distribution (``rsample``: the path ``z = g_phi(eps)`` keeps its
+    gradient), then leave the site a copy of the distribution with its parameters detached
+    (:func:`detach_distribution_parameters`), which the trace records and scores: ``log q_sg(phi)(z)``.
+
+    It draws where it handles the site, so it must wrap the program outside every handler that changes a site's
+    distribution (plates broadcasting it, Pyro's plate of vectorized particles); inner handlers process a site
+    first. A site whose value is already given (observed, or set by another handler) is left alone."""
+
+    def _process_message(self, msg):
+        if (
+            msg["type"] == "sample"
+            and not msg["is_observed"]
+            and msg["value"] is None
+            and not msg["done"]
+            and not isinstance(msg["fn"], _Subsample)
+        ):
+            msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
+            msg["fn"] = detach_distribution_parameters(msg["fn"])
 
 
 def detached_values(trace: poutine.Trace) -> poutine.Trace:

@@ -33,7 +33,7 @@ from torch.distributions import kl_divergence
 from inference.importance import check_reparameterized, forked_rng, guide_and_model_traces
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import check_kl_weight, check_num_particles, value_with_gradient_of
-from inference.stop_gradient import detach_distribution_parameters, stopped_guide_trace
+from inference.stop_gradient import StopParametersAfterDrawing, stopped_guide_trace
 
 
 class ScaleLatents(Messenger):
@@ -106,11 +106,15 @@ class _KLWeighted:
     def check(self, model, guide, args, kwargs):
         """Raise a clear error where this estimator cannot serve the model/guide pair (none by default)."""
 
+    def guide_to_trace(self, guide):
+        """The guide as the traces run it (itself by default)."""
+        return guide
+
     def _get_trace(self, model, guide, args, kwargs):
         if not self._checked:
             self.check(model, guide, args, kwargs)
             self._checked = True
-        return super()._get_trace(model, guide, args, kwargs)
+        return super()._get_trace(model, self.guide_to_trace(guide), args, kwargs)
 
 
 @ESTIMATORS.register("elbo")
@@ -276,12 +280,12 @@ class StickingTheLandingELBO(_KLWeighted, pyro.infer.Trace_ELBO):
     unbiased for the ELBO gradient for any ``beta``; when ``q`` is the exact posterior (``beta = 1``) the remaining
     integrand ``d/dz (log p(x, z) - log q(z)) = d/dz log p(x) = 0``, so the guide gradient has zero variance.
 
-    It is Pyro's :class:`~pyro.infer.Trace_ELBO` with one change: the term each guide site contributes to the
-    surrogate (its ``score_parts.entropy_term``) is ``log q_sg(phi)(z)``, the site's log density under a copy of its
-    distribution with the parameters detached (:func:`~inference.stop_gradient.detach_distribution_parameters`),
-    scaled and masked as the site is. The value is unchanged. Needs reparameterizable guide sites whose
-    distributions hold their parameters as tensors (checked on the first call, :func:`check_stoppable`). Options
-    as in :class:`TraceELBO`.
+    It is Pyro's :class:`~pyro.infer.Trace_ELBO` on a guide whose every latent site, once its value is drawn, keeps
+    a copy of its distribution with the parameters detached
+    (:class:`~inference.stop_gradient.StopParametersAfterDrawing`): the trace then scores ``log q_sg(phi)(z)``, once,
+    for both the value (unchanged) and the surrogate. Needs reparameterizable guide sites whose distributions hold
+    their parameters as tensors (checked on the first call, :func:`check_stoppable`). Options as in
+    :class:`TraceELBO`.
 
     References:
         [1] G. Roeder, Y. Wu, D. Duvenaud. Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
@@ -298,16 +302,5 @@ class StickingTheLandingELBO(_KLWeighted, pyro.infer.Trace_ELBO):
     def particle_loss(self, model_trace, guide_trace):
         return elbo_particle_loss(model_trace, guide_trace)
 
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        for site in guide_trace.nodes.values():
-            if site["type"] == "sample" and not site["is_observed"]:
-                site["score_parts"] = site["score_parts"]._replace(entropy_term=stopped_log_prob(site))
-        return model_trace, guide_trace
-
-
-def stopped_log_prob(site) -> torch.Tensor:
-    """``log q_sg(phi)(z)`` of a traced site, with the site's scale and mask: its gradient flows through ``z``
-    only."""
-    log_q = detach_distribution_parameters(site["fn"]).log_prob(site["value"])
-    return scale_and_mask(log_q, site["scale"], site["mask"])
+    def guide_to_trace(self, guide):
+        return StopParametersAfterDrawing()(guide)

@@ -276,12 +276,13 @@ class Trainer:
         return global_loss, finite
 
     def _check_queued(self, queued, skip) -> None:
-        """Raise, as :meth:`step` would have, for the first of ``queued`` (``(args, loss, finite)`` of the steps
-        since the last check) whose loss or gradient was not finite; the parameters are those it started from."""
+        """Raise, as :meth:`step` would have, for the first of ``queued`` (``(args, loss, finite, weight)`` of the
+        steps since the last check) whose loss or gradient was not finite; the parameters are those it started
+        from."""
         if not queued or not skip.item():
             return
-        first = torch.stack([finite for _, _, finite in queued]).logical_not().nonzero()[0, 0].item()
-        args, loss, _ = queued[first]
+        first = torch.stack([finite for _, _, finite, _ in queued]).logical_not().nonzero()[0, 0].item()
+        args, loss, _, _ = queued[first]
         value = loss.item()
         if not math.isfinite(value):
             raise self._non_finite_loss(value, args, {})
@@ -346,16 +347,16 @@ class Trainer:
                 else:
                     if skip is None:
                         skip = self.optimizer.found_inf = torch.zeros((), device=self._trained[0].device)
-                    loss, finite = self._queued_step(args, skip)
-                    weighted_loss = weighted_loss + loss.double() * (batch_size_of(batch) / num_data)
-                    queued.append((args, loss, finite))
+                    queued.append((args, *self._queued_step(args, skip), batch_size_of(batch) / num_data))
                     if len(queued) == self.check_every:
                         self._check_queued(queued, skip)
+                        weighted_loss = weighted_loss + _weighted_sum(queued)
                         queued.clear()
                 self._call("on_step_end")
                 if bar is not None:
                     bar.update()
             self._check_queued(queued, skip)
+            weighted_loss = weighted_loss + _weighted_sum(queued)
         finally:
             if skip is not None:
                 del self.optimizer.found_inf  # step() and later epochs start without it
@@ -484,6 +485,14 @@ class Trainer:
             self.generator.set_state(state["generator"])
         self.metrics = list(state["metrics"])
         self.rollbacks = state.get("rollbacks", 0)
+
+
+def _weighted_sum(queued) -> torch.Tensor:
+    """``sum_i weight_i loss_i`` of queued steps, in double precision, on the losses' device (0 for none)."""
+    if not queued:
+        return 0.0
+    losses = torch.stack([loss for _, loss, _, _ in queued]).double()
+    return torch.dot(losses, losses.new_tensor([weight for _, _, _, weight in queued]))
 
 
 class _LossModule(nn.Module):

@@ -233,3 +233,24 @@ def test_the_elbos_read_nothing_back_from_the_device(problem, name):
         with HostReads() as reads:
             pyro.infer.Trace_ELBO(max_plate_nesting=1).differentiable_loss(problem.model, _diagonal_guide, problem.x)
     assert sum(reads.calls.values()) >= 3, reads.report()
+
+
+def test_stop_parameters_after_drawing_keeps_the_path_through_z_and_stops_log_q():
+    """Wrapped outside Pyro's particle plate: the draw has the particles' shape and its gradient to ``loc`` (one
+    per draw), and the recorded distribution has the same parameters, detached."""
+    import pyro.poutine as poutine
+
+    from inference.stop_gradient import StopParametersAfterDrawing
+
+    loc = torch.tensor([0.5, -1.0], requires_grad=True)
+
+    def guide():
+        with pyro.plate("data", 2):
+            pyro.sample("z", dist.Normal(loc, 2.0))
+
+    particles = pyro.plate("particles", 3, dim=-2)(guide)
+    site = poutine.trace(StopParametersAfterDrawing()(particles)).get_trace().nodes["z"]
+    assert site["value"].shape == (3, 2) and site["fn"].batch_shape == (3, 2)
+    assert torch.equal(torch.autograd.grad(site["value"].sum(), loc)[0], torch.full((2,), 3.0))
+    assert torch.equal(site["fn"].loc, loc.detach().expand(3, 2)) and not site["fn"].loc.requires_grad
+    assert not site["fn"].log_prob(site["value"].detach()).requires_grad
