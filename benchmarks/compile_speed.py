@@ -14,10 +14,13 @@ The networks are the VAE's own (:class:`pyro_vae.components.networks.MLP`), comp
 
 The second table compiles the whole loss instead: ``elbo``'s ``differentiable_loss`` on train_speed's VAE, Pyro's
 handlers and traces included (where our per-step overhead is), forward and backward. TorchDynamo splits it into
-many graphs at Pyro's Python; the table says whether what remains is faster.
+many graphs at Pyro's Python; the table says whether what remains is faster, and ``--explain`` lists the splits:
+
+    python benchmarks/compile_speed.py --explain   # the whole loss's graphs, graph breaks and their reasons
 """
 
 import argparse
+import collections
 import json
 import statistics
 import time
@@ -51,8 +54,11 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--explain", action="store_true", help="list the whole loss's graph breaks, then stop")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.explain:
+        return explain_whole_loss(args.batch_sizes[0])
     batch_sizes, steps = args.batch_sizes, args.steps
     eager, compiled = networks(), networks()
     for module in compiled:
@@ -98,8 +104,8 @@ def row(what, batch_size, times, compile_seconds) -> dict:
     }
 
 
-def whole_loss_rows(batch_sizes, steps) -> list:
-    """``elbo``'s loss and its gradient through Pyro, eager against ``torch.compile``d, at each batch size."""
+def elbo_loss_and_gradient():
+    """``loss_and_gradient(x)``: ``elbo``'s loss on train_speed's VAE, through Pyro, and its backward pass."""
     import pyro
 
     from inference import estimator
@@ -110,6 +116,30 @@ def whole_loss_rows(batch_sizes, steps) -> list:
     def loss_and_gradient(x):
         with pyro.validation_enabled(False):
             loss.differentiable_loss(vae.model, vae.guide, x).backward()
+
+    return loss_and_gradient
+
+
+def explain_whole_loss(batch_size) -> dict:
+    """TorchDynamo's account of the whole loss: how many graphs, and where and why it splits them."""
+    loss_and_gradient = elbo_loss_and_gradient()
+    x = torch.bernoulli(torch.full((batch_size, 784), 0.3))
+    loss_and_gradient(x)  # the first call checks the model/guide pair, outside what is explained
+    explanation = torch._dynamo.explain(loss_and_gradient)(x)
+    reasons = collections.Counter(
+        f"{str(b.reason).splitlines()[0]} ({b.user_stack[-1].filename.split('site-packages/')[-1]}:"
+        f"{b.user_stack[-1].lineno})"
+        for b in explanation.break_reasons
+    )
+    print(f"torch {torch.__version__}: {explanation.graph_count} graphs, {explanation.graph_break_count} graph breaks")
+    for reason, count in reasons.most_common():
+        print(f"{count} x {reason}")
+    return {"graphs": explanation.graph_count, "breaks": explanation.graph_break_count, "reasons": dict(reasons)}
+
+
+def whole_loss_rows(batch_sizes, steps) -> list:
+    """``elbo``'s loss and its gradient through Pyro, eager against ``torch.compile``d, at each batch size."""
+    loss_and_gradient = elbo_loss_and_gradient()
 
     compiled = torch.compile(loss_and_gradient)
     rows = []
