@@ -36,6 +36,7 @@ step() { # step NAME LIMIT_SECONDS COMMAND...
 rm -rf /tmp/fm /tmp/digits
 step logpx 90 python3 benchmarks/log_px_speed.py --device cuda --chunks
 step train 150 python3 benchmarks/train_speed.py --device cuda --steps 60
+step variants 60 python3 benchmarks/step_variants.py --device cuda --steps 600 --rounds 20
 step fmnist 60 python3 benchmarks/data_parallel.py --dataset fashion-mnist --epochs 2 --nproc 1 --device cuda
 step fmnist 40 python3 -m pyro_vae.cli train --dataset fashion-mnist --epochs 1 --out /tmp/fm --device cuda --no-progress
 step fmnist 90 python3 -m pyro_vae.cli evaluate /tmp/fm --device cuda --no-progress

@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import sys
 
 import pyro
 import pytest
@@ -13,10 +14,15 @@ if os.environ.get("CI", "").lower() == "true":
 
 
 def load_script(folder, name):
-    """The Python file ``folder/name.py`` (an example or a benchmark script, not a package) as a module."""
+    """The Python file ``folder/name.py`` (an example or a benchmark script, not a package) as a module, with
+    ``folder`` on the import path while it loads, as when the script runs (a benchmark imports another)."""
     spec = importlib.util.spec_from_file_location(name, os.path.join(folder, name + ".py"))
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 

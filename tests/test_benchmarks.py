@@ -92,3 +92,11 @@ def test_allocator_benchmark_runs_in_quick_mode_and_the_settings_do_not_change_t
     report = load("allocator").main(["--quick"])
     assert report["default"]["log_px"] == report["kept"]["log_px"]
     assert report["default"]["median_seconds"] > 0 and report["kept"]["median_seconds"] > 0
+
+
+def test_step_variants_compute_the_same_steps_and_run_in_quick_mode():
+    """Each pair of step_variants.py trains alike: queued and checked steps, and STL scored once or twice, give
+    the same parameters bit for bit after 3 steps on the same draws; PyroModule and plain networks too."""
+    rows = load("step_variants").main(["--quick", "--threads", "1", "--batch-size", "16", "--device", "cpu"])
+    assert [r["variant"] for r in rows] == ["queued", "stl", "networks"]
+    assert all(r["parameter_difference"] == 0.0 and r["a_ms"] > 0 and r["b_ms"] > 0 for r in rows)
