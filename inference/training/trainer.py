@@ -286,6 +286,8 @@ class Trainer:
         value = loss.item()
         if not math.isfinite(value):
             raise self._non_finite_loss(value, args, {})
+        self.optimizer.zero_grad(set_to_none=True)  # later steps overwrote that step's gradient: take it again
+        self._gradients(self._run_loss(args, {}))
         raise self._non_finite_gradient(value)
 
     def _non_finite_loss(self, value, args, kwargs) -> FloatingPointError:
@@ -296,11 +298,22 @@ class Trainer:
         )
 
     def _non_finite_gradient(self, value) -> FloatingPointError:
-        bad = [name for name, p in self.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        """The error for a step whose gradient norm is not finite: the parameters whose gradients hold NaN or inf,
+        or, where every entry is finite, the largest one (the norm overflowed)."""
+        grads = [(name, p.grad) for name, p in self.named_parameters() if p.grad is not None]
+        bad = [name for name, grad in grads if not grad.isfinite().all()]
+        if bad or not grads:
+            where = f"in {', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''}"
+        else:
+            name, grad = max(grads, key=lambda named: named[1].abs().max().item())
+            largest = f"the largest entry is {grad.abs().max().item():.3g}, in {name}"
+            if torch.isfinite(nn.utils.get_total_norm([grad for _, grad in grads])):
+                where = f"(a fresh draw of it from the same parameters is finite: {largest})"
+            else:
+                where = f"(its norm overflows: {largest})"
         return FloatingPointError(
-            f"non-finite gradient at epoch {len(self.metrics) + 1} in {', '.join(bad[:5])}"
-            f"{' and more' if len(bad) > 5 else ''} (the loss was {value:.6g}): lower the learning rate or set "
-            "clip_norm; the parameters were not changed and the last checkpoint is unchanged"
+            f"non-finite gradient at epoch {len(self.metrics) + 1} {where} (the loss was {value:.6g}): lower the "
+            "learning rate or set clip_norm; the parameters were not changed and the last checkpoint is unchanged"
         )
 
     @staticmethod

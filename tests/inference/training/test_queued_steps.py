@@ -138,3 +138,61 @@ def test_check_every_must_be_a_positive_number_of_steps():
     for value in (0, -1, 2.5):
         with pytest.raises(ValueError, match="check_every must be a positive number of steps"):
             Trainer(None, None, pyro.infer.Trace_ELBO(), check_every=value)
+
+
+class _NaNGradient(torch.autograd.Function):
+    """The identity, whose gradient is NaN."""
+
+    @staticmethod
+    def forward(ctx, value):
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+class NaNGradientOnCall(NaNOnCall):
+    """A finite loss whose gradient is NaN on the chosen call."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        self.calls += 1
+        loss = pyro.infer.Trace_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)
+        return _NaNGradient.apply(loss) if self.calls == self.nan_on_call else loss
+
+
+@pytest.mark.parametrize("nan_on_calls, message", [
+    ((4,), r"non-finite gradient at epoch 1 \(a fresh draw of it from the same parameters is finite: the largest"),
+    ((4, 8), r"non-finite gradient at epoch 1 in encoder\..*and more \(the loss was"),
+])  # fmt: skip
+def test_a_non_finite_gradient_between_checks_is_named_from_its_step_taken_again(nan_on_calls, message):
+    """The steps after the bad one overwrite its gradient, so the check takes it again from the same parameters and
+    batch: a NaN that comes back names the parameters; one that does not is reported as not reproduced."""
+
+    class NaNGradientOnCalls(NaNGradientOnCall):
+        def differentiable_loss(self, model, guide, *args, **kwargs):
+            self.nan_on_call = self.calls + 1 if self.calls + 1 in nan_on_calls else 0
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+    batches = [(b,) for b in _data().split(40)]
+    # call 1 finds the parameters, steps 1-6 are calls 2-7, and the check after step 6 takes step 3 again: call 8
+    _, trainer = _trainer(NaNGradientOnCalls(0), check_every=6)
+    trainer.setup(*batches[0])
+    with pytest.raises(FloatingPointError, match=message):
+        trainer.train_epoch(batches, num_data=NUM_DATA)
+
+
+def test_a_gradient_whose_norm_overflows_is_named_as_such():
+    """Every gradient entry finite (1e20) and the loss too (1e20), but the float32 norm is not: the error says so
+    and names the largest entry, where it used to list no parameter at all."""
+
+    def model(x):
+        w = pyro.param("w", torch.ones(2))
+        pyro.sample("x", pyro.distributions.Normal(1e10 * w, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    trainer = Trainer(model, guide, pyro.infer.Trace_ELBO(), check_every=4)
+    with pytest.raises(FloatingPointError, match=r"its norm overflows: the largest entry is 1e\+20, in w\)"):
+        trainer.train_epoch([(torch.zeros(2),)] * 2, num_data=1)
