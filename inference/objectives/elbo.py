@@ -139,7 +139,8 @@ class TraceELBO(_KLWeighted, pyro.infer.Trace_ELBO):
         return elbo_particle_loss(model_trace, guide_trace)
 
 
-def sample_sites(trace):
+def sample_sites(trace) -> list:
+    """The sample sites of a trace, in order."""
     return [site for site in trace.nodes.values() if site["type"] == "sample"]
 
 
@@ -162,18 +163,18 @@ def elbo_particle_loss(model_trace, guide_trace) -> torch.Tensor:
     (Pyro's ``_compute_log_r``: the plate-wise Rao-Blackwellization). Where no guide site has a score function,
     every entropy term is its site's ``log q`` in value, so the surrogate is the loss itself."""
     log_p = total([site["log_prob_sum"] for site in sample_sites(model_trace)])
-    surrogate, log_r, has_score_function = log_p, None, False
+    surrogate, log_r, surrogate_is_elbo = log_p, None, True
     for site in sample_sites(guide_trace):
         _, score_function_term, entropy_term = site["score_parts"]
         if is_identically_zero(entropy_term) or not is_identically_zero(score_function_term):
-            has_score_function = True
+            surrogate_is_elbo = False  # this site's log q is in the ELBO but not (or not alone) in the surrogate
         if not is_identically_zero(entropy_term):
             surrogate = surrogate - entropy_term.sum()
         if not is_identically_zero(score_function_term):
             if log_r is None:
                 log_r = _compute_log_r(model_trace, guide_trace)
             surrogate = surrogate + (log_r.sum_to(site["cond_indep_stack"]) * score_function_term).sum()
-    if not has_score_function:
+    if surrogate_is_elbo:
         return -surrogate
     elbo = log_p - total([site["log_prob_sum"] for site in sample_sites(guide_trace)])
     return value_with_gradient_of(-elbo, -surrogate)
