@@ -16,6 +16,10 @@ minibatch as subsample scales each minibatch term by ``N / B``), so the reported
   bound per example (:func:`evaluate_objectives`; plate scales ignored),
 * ``train_seconds``, ``val_seconds`` and ``seconds``: wall-clock time of the epoch's parts and of the whole.
 
+:meth:`Trainer.train_epoch` queues its steps on the device: with a fused optimizer nothing is read back between
+checks every ``check_every`` steps, and a step whose loss or gradient is not finite changes nothing (the optimizer
+skips it on the device) and is named at the next check, as :meth:`Trainer.step` names it at once.
+
 The parameters are found once, by running the loss under a parameter-only trace on the first batch: the
 ``nn.Parameter`` of a module-local PyroModule, the leaves of plain ``pyro.param`` sites (kept in Pyro's global
 param store), and those of the estimator itself (a learned baseline). :meth:`Trainer.state_dict` holds all of
