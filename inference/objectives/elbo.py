@@ -32,7 +32,12 @@ from torch.distributions import kl_divergence
 
 from inference.importance import check_reparameterized, forked_rng, guide_and_model_traces
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import check_kl_weight, check_num_particles, value_with_gradient_of
+from inference.objectives.objective import (
+    backward_and_read,
+    check_kl_weight,
+    check_num_particles,
+    value_with_gradient_of,
+)
 from inference.stop_gradient import StopParametersAfterDrawing, stopped_guide_trace
 
 
@@ -96,12 +101,7 @@ class _KLWeighted:
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """The loss as a float; accumulates the estimator's gradient into the parameters' ``.grad``."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        loss = loss.item()
-        warn_if_nan(loss, "loss")
-        return loss
+        return backward_and_read(self.differentiable_loss(model, guide, *args, **kwargs), self.retain_graph)
 
     def check(self, model, guide, args, kwargs):
         """Raise a clear error where this estimator cannot serve the model/guide pair (none by default)."""

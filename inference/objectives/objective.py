@@ -35,6 +35,16 @@ def value_with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torc
     return value.detach() + (surrogate - surrogate.detach())
 
 
+def backward_and_read(loss: torch.Tensor, retain_graph=None) -> float:
+    """Accumulate ``loss``'s gradient into the parameters' ``.grad`` (where it has one) and return its value as a
+    float, warning if it is NaN: what ``loss_and_grads`` gives :class:`pyro.infer.SVI`."""
+    if loss.requires_grad:
+        loss.backward(retain_graph=retain_graph)
+    value = loss.item()
+    warn_if_nan(value, "loss")
+    return value
+
+
 def check_num_particles(num_particles, minimum=1, reason="particles per data point"):
     if not (isinstance(num_particles, numbers.Real) and float(num_particles).is_integer() and num_particles >= minimum):
         raise ValueError(f"num_particles must be an integer >= {minimum} ({reason}); got {num_particles!r}")
@@ -163,9 +173,4 @@ class ImportanceWeightedObjective(ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The loss as a float; accumulates the estimator's gradient into the parameters' ``.grad``."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward(retain_graph=self.retain_graph)
-        loss = loss.item()
-        warn_if_nan(loss, "loss")
-        return loss
+        return backward_and_read(self.differentiable_loss(model, guide, *args, **kwargs), self.retain_graph)
