@@ -362,8 +362,9 @@ class Trainer:
                 if not skips_on_device(self.optimizer):
                     weighted_loss += self.step(*args) * batch_size_of(batch) / num_data
                 else:
-                    if skip is None:
-                        skip = self.optimizer.found_inf = torch.zeros((), device=self._trained[0].device)
+                    if skip is None:  # float32 whatever the default dtype, as the fused kernels require
+                        skip = torch.zeros((), dtype=torch.float32, device=self._trained[0].device)
+                        self.optimizer.found_inf = skip
                     queued.append((args, *self._queued_step(args, skip), batch_size_of(batch) / num_data))
                     if len(queued) == self.check_every:
                         self._check_queued(queued, skip)

@@ -196,3 +196,14 @@ def test_a_gradient_whose_norm_overflows_is_named_as_such():
     trainer = Trainer(model, guide, pyro.infer.Trace_ELBO(), check_every=4)
     with pytest.raises(FloatingPointError, match=r"its norm overflows: the largest entry is 1e\+20, in w\)"):
         trainer.train_epoch([(torch.zeros(2),)] * 2, num_data=1)
+
+
+def test_queued_steps_train_in_double_precision(float64):
+    """With float64 as the default dtype (as for exact comparisons) the skip flag stays float32, which the fused
+    kernel requires, and a float64 VAE trains: its parameters move, and stay float64."""
+    x = _data().double()
+    vae, trainer = _trainer(_estimator("iwae"))
+    before = [p.detach().clone() for p in vae.parameters()]
+    objective = trainer.train_epoch([(b,) for b in x.split(40)], num_data=NUM_DATA)
+    assert math.isfinite(objective) and all(p.dtype == torch.float64 for p in vae.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, vae.parameters()))
