@@ -59,6 +59,6 @@ def build_optimizer(name: str, params, options=None) -> torch.optim.Optimizer:
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer.step()`` reads ``optimizer.found_inf`` (a float tensor on the device) and skips the update
-    where it is nonzero: torch's fused kernels do, and say so by the attribute ``GradScaler`` reads."""
+    """Whether ``optimizer.step()`` reads ``optimizer.found_inf`` (a float32 tensor on the device) and skips the
+    update where it is 1: torch's fused kernels do, and say so by the attribute ``GradScaler`` reads."""
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False))

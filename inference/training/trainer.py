@@ -268,7 +268,7 @@ class Trainer:
     def _queued_step(self, args, skip: torch.Tensor) -> tuple:
         """One step that reads nothing back from the device: ``(global loss, finite)`` as tensors.
 
-        ``skip`` (a float tensor on the device, 0 or 1) is the fused optimizer's ``found_inf``: the kernel leaves the
+        ``skip`` (a float32 tensor on the device, 0 or 1) is the fused optimizer's ``found_inf``: the kernel leaves the
         parameters and its state alone where it is 1. A step whose loss or gradient is not finite sets it, so that
         the parameters stay as they were before that step until :meth:`_check_queued` reads the flags."""
         self.optimizer.zero_grad(set_to_none=True)
