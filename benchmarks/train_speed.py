@@ -324,10 +324,11 @@ def main(argv=None):
         if not keep_freed_memory():
             raise SystemExit("--keep-freed-memory: not applied (not glibc, or MALLOC_* set in the environment)")
     torch.set_num_threads(args.threads)
-    cases = [(e.split(":")[0], int(e.split(":")[1])) for e in args.estimators] if args.estimators else ESTIMATORS
-    unknown = [f"{name}:{k}" for name, k in cases if (name, k) not in ESTIMATORS]
+    names = {f"{name}:{k}": (name, k) for name, k in ESTIMATORS}
+    unknown = [case for case in args.estimators or () if case not in names]
     if unknown:
-        parser.error(f"no case {', '.join(unknown)}; the cases are {' '.join(f'{n}:{k}' for n, k in ESTIMATORS)}")
+        parser.error(f"no case {', '.join(unknown)}; the cases are {' '.join(names)}")
+    cases = [names[case] for case in args.estimators] if args.estimators else ESTIMATORS
     for name, k in cases:
         ours, hand = check_same_objective(name, k)
         if abs(ours - hand) > 1e-5 * abs(hand):
