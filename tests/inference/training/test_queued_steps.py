@@ -14,6 +14,7 @@ from inference.host_reads import HostReads
 from inference.objectives.estimators import ESTIMATORS
 from pyro_vae import build_vae
 from pyro_vae.components import likelihoods
+from tests.inference.training.faulty_losses import FlakyGradient, FlakyLoss
 
 NUM_DATA = 400
 
@@ -87,30 +88,17 @@ def test_queued_steps_train_exactly_as_checked_steps(name):
     assert not hasattr(queued.optimizer, "found_inf")  # the epoch's skip flag is gone with it
 
 
-class NaNOnCall(pyro.infer.Trace_ELBO):
-    """Pyro's ELBO, with a NaN loss (and gradient) on the chosen call."""
-
-    def __init__(self, nan_on_call):
-        super().__init__()
-        self.calls, self.nan_on_call = 0, nan_on_call
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self.calls += 1
-        loss = super().differentiable_loss(model, guide, *args, **kwargs)
-        return loss * math.nan if self.calls == self.nan_on_call else loss
-
-
 def test_a_non_finite_step_between_checks_changes_nothing_and_is_named(recwarn):
     """Step 3 of 10 (call 4: call 1 finds the parameters) gives NaN, and the first check is after step 8. The
     error comes at that check, the parameters are those after step 2 (the skipped steps moved nothing, not even
     Adam's moments), and the message names the loss as :meth:`Trainer.step` does."""
     x = _data()
     batches = [(b,) for b in x.split(40)]
-    vae, trainer = _trainer(NaNOnCall(4), check_every=8)
+    vae, trainer = _trainer(FlakyLoss(4), check_every=8)
     trainer.setup(*batches[0])
     with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at epoch 1"):
         trainer.train_epoch(batches, num_data=NUM_DATA)
-    reference_vae, reference = _trainer(NaNOnCall(0))
+    reference_vae, reference = _trainer(FlakyLoss())
     reference.setup(*batches[0])
     for batch in batches[:2]:
         reference.step(*batch)
@@ -127,7 +115,7 @@ def test_an_optimizer_without_a_fused_kernel_checks_every_step(recwarn):
     """RMSprop cannot skip a step on the device, so each step is checked before it moves the parameters."""
     x = _data()
     batches = [(b,) for b in x.split(40)]
-    vae, trainer = _trainer(NaNOnCall(4), optimizer="rmsprop", check_every=8)
+    vae, trainer = _trainer(FlakyLoss(4), optimizer="rmsprop", check_every=8)
     trainer.setup(*batches[0])
     with HostReads() as reads, pytest.raises(FloatingPointError, match="non-finite loss"):
         trainer.train_epoch(batches, num_data=NUM_DATA)
@@ -140,27 +128,6 @@ def test_check_every_must_be_a_positive_number_of_steps():
             Trainer(None, None, pyro.infer.Trace_ELBO(), check_every=value)
 
 
-class _NaNGradient(torch.autograd.Function):
-    """The identity, whose gradient is NaN."""
-
-    @staticmethod
-    def forward(ctx, value):
-        return value.view_as(value)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * math.nan
-
-
-class NaNGradientOnCall(NaNOnCall):
-    """A finite loss whose gradient is NaN on the chosen call."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self.calls += 1
-        loss = pyro.infer.Trace_ELBO.differentiable_loss(self, model, guide, *args, **kwargs)
-        return _NaNGradient.apply(loss) if self.calls == self.nan_on_call else loss
-
-
 @pytest.mark.parametrize("nan_on_calls, message", [
     ((4,), r"non-finite gradient at epoch 1 \(a fresh draw of it from the same parameters is finite: the largest"),
     ((4, 8), r"non-finite gradient at epoch 1 in encoder\..*and more \(the loss was"),
@@ -169,14 +136,9 @@ def test_a_non_finite_gradient_between_checks_is_named_from_its_step_taken_again
     """The steps after the bad one overwrite its gradient, so the check takes it again from the same parameters and
     batch: a NaN that comes back names the parameters; one that does not is reported as not reproduced."""
 
-    class NaNGradientOnCalls(NaNGradientOnCall):
-        def differentiable_loss(self, model, guide, *args, **kwargs):
-            self.nan_on_call = self.calls + 1 if self.calls + 1 in nan_on_calls else 0
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-
     batches = [(b,) for b in _data().split(40)]
     # call 1 finds the parameters, steps 1-6 are calls 2-7, and the check after step 6 takes step 3 again: call 8
-    _, trainer = _trainer(NaNGradientOnCalls(0), check_every=6)
+    _, trainer = _trainer(FlakyGradient(*nan_on_calls), check_every=6)
     trainer.setup(*batches[0])
     with pytest.raises(FloatingPointError, match=message):
         trainer.train_epoch(batches, num_data=NUM_DATA)

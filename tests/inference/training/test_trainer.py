@@ -21,6 +21,7 @@ from inference import (
 from inference.objectives.score import ScoreFunctionELBO
 from pyro_vae import build_vae
 from pyro_vae.data import batches, fixed_binarization, load_dataset
+from tests.inference.training.faulty_losses import FlakyLoss
 
 
 @pytest.fixture(scope="module")
@@ -274,20 +275,6 @@ def test_a_non_finite_gradient_is_caught_before_the_parameters_move():
     with pytest.raises(FloatingPointError, match="non-finite gradient at epoch 1 in s"):
         trainer.step(torch.tensor([0.5, 1.0]))
     assert pyro.param("s").item() == 0.0
-
-
-class FlakyLoss(Trace_ELBO):
-    """Trace_ELBO whose loss is NaN on one chosen call."""
-
-    def __init__(self, nan_on_call):
-        super().__init__()
-        self.calls = 0
-        self.nan_on_call = nan_on_call
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self.calls += 1
-        loss = super().differentiable_loss(model, guide, *args, **kwargs)
-        return loss * math.nan if self.calls == self.nan_on_call else loss
 
 
 def test_rollback_returns_to_the_epochs_start_with_half_the_learning_rate(digits):
