@@ -21,7 +21,6 @@ many graphs at Pyro's Python; the table says whether what remains is faster, and
 
 import argparse
 import collections
-import json
 import statistics
 import time
 
@@ -30,6 +29,7 @@ from train_speed import (  # the same alternating blocks and median ratio (bench
     build,
     interleaved_times,
     median_ratio,
+    print_table,
     repeat,
 )
 
@@ -84,12 +84,10 @@ def main(argv=None):
         rows.append(row("networks", batch_size, times, compile_seconds))
     rows += whole_loss_rows(batch_sizes, steps)
     print(f"torch {torch.__version__}, {args.threads} threads")
-    print("| compiled | batch | eager (ms) | compiled (ms) | compiled / eager | first compiled call (s) |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['what']} | {r['batch']} | {r['eager_ms']:.2f} | {r['compiled_ms']:.2f} | "
-              f"{r['compiled_over_eager']:.2f} | {r['first_call_s']:.1f} |")  # fmt: skip
-    print(json.dumps(rows))
+    header = ["compiled", "batch", "eager (ms)", "compiled (ms)", "compiled / eager", "first compiled call (s)"]
+    lines = [[r["what"], r["batch"], f"{r['eager_ms']:.2f}", f"{r['compiled_ms']:.2f}",
+              f"{r['compiled_over_eager']:.2f}", f"{r['first_call_s']:.1f}"] for r in rows]  # fmt: skip
+    print_table(header, lines, rows)
     return rows
 
 

@@ -20,11 +20,10 @@ on the same draws (bit for bit for ``queued`` and ``stl``).
 """
 
 import argparse
-import json
 import statistics
 
 import torch
-from train_speed import build, interleaved_times, median_ratio  # benchmarks/ is on the path
+from train_speed import build, interleaved_times, median_ratio, print_table  # benchmarks/ is on the path
 
 from inference import Trainer, estimator
 from inference.objectives.elbo import StickingTheLandingELBO
@@ -135,12 +134,10 @@ def main(argv=None):
         })  # fmt: skip
     print(f"torch {torch.__version__} on {args.device}, {args.threads} threads, batch {args.batch_size}, {steps} "
           f"steps each in {rounds} alternating blocks")  # fmt: skip
-    print("| variant | a | b | largest parameter difference after 3 steps | a (ms/step) | b (ms/step) | a / b |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['a']} | {r['b']} | {r['parameter_difference']:.1e} | {r['a_ms']:.2f} | "
-              f"{r['b_ms']:.2f} | {r['ratio']:.3f} |")  # fmt: skip
-    print(json.dumps(rows))
+    header = ["variant", "a", "b", "largest parameter difference after 3 steps", "a (ms/step)", "b (ms/step)", "a / b"]
+    lines = [[r["variant"], r["a"], r["b"], f"{r['parameter_difference']:.1e}", f"{r['a_ms']:.2f}",
+              f"{r['b_ms']:.2f}", f"{r['ratio']:.3f}"] for r in rows]  # fmt: skip
+    print_table(header, lines, rows)
     return rows
 
 

@@ -304,6 +304,15 @@ def benchmark(name, k, batch_size, steps, num_data=60000, device="cpu"):
     return row
 
 
+def print_table(header, lines, rows) -> None:
+    """A markdown table (``header``'s cells, then each of ``lines``) and, under it, ``rows`` as JSON."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for cells in lines:
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    print(json.dumps(rows))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
@@ -343,21 +352,19 @@ def main(argv=None):
         f"torch {torch.__version__} on {args.device}, {args.threads} threads, {steps} timed steps per case in "
         f"alternating blocks{', malloc keeping freed memory' if args.keep_freed_memory else ''}"
     )
-    print(
-        "| estimator | K | batch | ours (ms/step) | hand-written, default Adam (ms/step) | ratio | "
-        "hand-written, fused Adam (ms/step) | ratio | minimal Pyro program (ms/step) | ratio | "
-        "minimal Pyro / hand-written, fused |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    header = ["estimator", "K", "batch", "ours (ms/step)", "hand-written, default Adam (ms/step)", "ratio",
+              "hand-written, fused Adam (ms/step)", "ratio", "minimal Pyro program (ms/step)", "ratio",
+              "minimal Pyro / hand-written, fused"]  # fmt: skip
+    lines = []
     for r in rows:
         pyro_columns = (
-            f"{r['pyro_ms']:.2f} | {r['ratio_pyro']:.2f} | {r['pyro_over_hand_fused']:.2f}"
+            [f"{r['pyro_ms']:.2f}", f"{r['ratio_pyro']:.2f}", f"{r['pyro_over_hand_fused']:.2f}"]
             if r["pyro_ms"] is not None
-            else "- | - | -"
+            else ["-"] * 3
         )
-        print(f"| `{r['estimator']}` | {r['K']} | {r['batch']} | {r['ours_ms']:.2f} | {r['hand_ms']:.2f} | "
-              f"{r['ratio']:.2f} | {r['hand_fused_ms']:.2f} | {r['ratio_fused']:.2f} | {pyro_columns} |")  # fmt: skip
-    print(json.dumps(rows))
+        times = [f"{r[key]:.2f}" for key in ("ours_ms", "hand_ms", "ratio", "hand_fused_ms", "ratio_fused")]
+        lines.append([f"`{r['estimator']}`", r["K"], r["batch"], *times, *pyro_columns])
+    print_table(header, lines, rows)
     return rows
 
 
