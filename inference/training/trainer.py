@@ -39,7 +39,7 @@ import contextlib
 import copy
 import math
 import time
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import pyro
 import pyro.poutine as poutine
@@ -280,14 +280,12 @@ class Trainer:
         return global_loss, finite
 
     def _check_queued(self, queued, skip) -> None:
-        """Raise, as :meth:`step` would have, for the first of ``queued`` (``(args, loss, finite, weight)`` of the
-        steps since the last check) whose loss or gradient was not finite; the parameters are those it started
-        from."""
+        """Raise, as :meth:`step` would have, for the first of ``queued`` (each a :class:`QueuedStep`, since the last
+        check) whose loss or gradient was not finite; the parameters are those it started from."""
         if not queued or not skip.item():
             return
-        first = torch.stack([finite for _, _, finite, _ in queued]).logical_not().nonzero()[0, 0].item()
-        args, loss, _, _ = queued[first]
-        value = loss.item()
+        first = queued[torch.stack([step.finite for step in queued]).logical_not().nonzero()[0, 0].item()]
+        args, value = first.args, first.loss.item()
         if not math.isfinite(value):
             raise self._non_finite_loss(value, args, {})
         self.optimizer.zero_grad(set_to_none=True)  # later steps overwrote that step's gradient: take it again
@@ -365,7 +363,7 @@ class Trainer:
                     if skip is None:  # float32 whatever the default dtype, as the fused kernels require
                         skip = torch.zeros((), dtype=torch.float32, device=self._trained[0].device)
                         self.optimizer.found_inf = skip
-                    queued.append((args, *self._queued_step(args, skip), batch_size_of(batch) / num_data))
+                    queued.append(QueuedStep(args, *self._queued_step(args, skip), batch_size_of(batch) / num_data))
                     if len(queued) == self.check_every:
                         self._check_queued(queued, skip)
                         weighted_loss = weighted_loss + _weighted_sum(queued)
@@ -505,12 +503,22 @@ class Trainer:
         self.rollbacks = state.get("rollbacks", 0)
 
 
+class QueuedStep(NamedTuple):
+    """A step :meth:`Trainer.train_epoch` took without reading back: its batch, its global loss and finiteness
+    flag (tensors on the device), and its weight ``batch size / N`` in the epoch's objective."""
+
+    args: tuple
+    loss: torch.Tensor
+    finite: torch.Tensor
+    weight: float
+
+
 def _weighted_sum(queued) -> torch.Tensor:
     """``sum_i weight_i loss_i`` of queued steps, in double precision, on the losses' device (0 for none)."""
     if not queued:
         return 0.0
-    losses = torch.stack([loss for _, loss, _, _ in queued]).double()
-    return torch.dot(losses, losses.new_tensor([weight for _, _, _, weight in queued]))
+    losses = torch.stack([step.loss for step in queued]).double()
+    return torch.dot(losses, losses.new_tensor([step.weight for step in queued]))
 
 
 class _LossModule(nn.Module):
