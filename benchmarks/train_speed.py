@@ -8,7 +8,7 @@ The trainer runs Adam's fused kernel (:mod:`inference.training.optimizers`). The
 and ``elbo-analytic-kl`` a third reference is the same VAE as a minimal Pyro program under Pyro's own ELBO
 (:class:`PyroMinimal`): its time over the fused hand-written step is the cost of running any Pyro model/guide.
 
-    python benchmarks/train_speed.py                        # batch 128 and 1024, about 12 minutes on 2 cores
+    python benchmarks/train_speed.py                        # batch 128 and 1024, about 30 minutes on 2 cores
     python benchmarks/train_speed.py --quick                # a few steps each: the check the test suite runs
     python benchmarks/train_speed.py --estimators elbo:1 iwae:50 --batch-sizes 128   # some of the cases
     python benchmarks/train_speed.py --device cuda          # on a GPU (the default when one is present)
@@ -27,7 +27,18 @@ Hand-written references (plain tensors, autograd and the same weights in plain `
 * ``elbo-stl``: the ELBO with ``q``'s parameters detached in ``log q(z)`` (sticking the landing, Roeder et al. 2017);
 * ``iwae-dreg``: the doubly reparameterized gradient (Tucker et al. 2019): one decoder pass, the decoder's gradient
   from ``sum_k wbar_k log w_k`` and the encoder's from ``sum_k wbar_k^2 log w_k`` with ``q``'s parameters stopped,
-  by two backward passes through the same graph.
+  by two backward passes through the same graph;
+* ``iwae-stl``: IWAE with ``q``'s parameters detached in ``log q(z)``;
+* ``renyi``: ``log mean_k w_k^(1 - alpha) / (1 - alpha)`` (Li & Turner 2016), ``alpha = 0.5``;
+* ``miwae``: ``mean_m log mean_k w_mk`` over 5 groups of K / 5 draws; ``ciwae``: ``0.5 ELBO_K + 0.5 IWAE_K``
+  (Rainforth et al. 2018);
+* ``piwae``: the decoder's gradient from IWAE, the encoder's from the ELBO on the same draws (two backward passes);
+* ``rws``: reweighted wake-sleep's wake phases (Bornschein & Bengio 2015) at detached ``z``: the decoder ascends
+  IWAE, the encoder ``sum_k wbar_k log q(z_k)`` with the weights fixed.
+
+The aggregate-posterior objectives (``mmd``, ``js``) are left out: they do not bound log p(x), and their cost is a
+kernel or a mixture density over all ``(K B)^2`` pairs of draws, not the step. ``score`` and ``vimco`` are for
+latents without a reparameterized draw.
 """
 
 import argparse
@@ -39,11 +50,25 @@ import time
 import torch
 import torch.nn.functional as F
 
-#: The issue's estimators: the ELBO's three gradients with one particle and, like the IWAE family, with 5 and 50.
+#: The issue's estimators: the ELBO's three gradients with one particle and, like the IWAE family, with 5 and 50;
+#: then every other estimator of continuous latents that bounds log p(x), with 5 and 50 draws per data point.
 ESTIMATORS = [
     *[(name, k) for k in (1, 5, 50) for name in ("elbo", "elbo-analytic-kl", "elbo-stl")],
     *[(name, k) for k in (5, 50) for name in ("iwae", "iwae-dreg")],
+    *[(name, k) for k in (5, 50) for name in ("iwae-stl", "renyi", "miwae", "ciwae", "piwae", "rws")],
 ]
+
+#: The options of those with more than K, as their hand-written references compute them: the Renyi bound's order
+#: and CIWAE's ELBO share at their defaults, MIWAE's K draws in 5 groups of K / 5; PIWAE's guide follows the ELBO
+#: and RWS's guide wake-phi alone (their defaults, ``num_inner=1`` and ``insomnia=1``).
+RENYI_ALPHA, CIWAE_BETA, MIWAE_GROUPS = 0.5, 0.5, 5
+
+
+def estimator_options(name, k):
+    """Our estimator's options for ``k`` draws per data point (see :data:`RENYI_ALPHA`)."""
+    if name == "miwae":
+        return {"num_particles": k // MIWAE_GROUPS, "num_outer": MIWAE_GROUPS}
+    return {"num_particles": k, **{"renyi": {"alpha": RENYI_ALPHA}, "ciwae": {"beta": CIWAE_BETA}}.get(name, {})}
 
 
 def build(seed=0, num_data=60000, device="cpu"):
@@ -78,13 +103,17 @@ class HandWritten(torch.nn.Module):
         self.to(next(vae.encoder.parameters()).device)
 
 
-def log_weights(hand, x, eps, stop_q=False):
-    """``(K, B)`` log weights ``log p(x | z) + log p(z) - log q(z | x)`` at ``z = mu + sigma eps``, by hand."""
+def log_weights(hand, x, eps, stop_q=False, detach_z=False):
+    """``(K, B)`` log weights ``log p(x | z) + log p(z) - log q(z | x)`` at ``z = mu + sigma eps``, by hand: the
+    three terms, ``q``'s location and scale. ``stop_q`` detaches ``q``'s parameters in ``log q`` (the path through
+    ``z`` stays); ``detach_z`` detaches ``z`` (only the log densities' own parameters get gradients)."""
     from pyro_vae.components.guides import positive_scale
 
     loc, raw = hand.encoder(x).split(20, dim=-1)
     scale = positive_scale(raw, hand.min_scale)
     z = loc + scale * eps
+    if detach_z:
+        z = z.detach()
     logits = hand.decoder(z)
     log_lik = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
     log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -93,40 +122,70 @@ def log_weights(hand, x, eps, stop_q=False):
     return log_lik, log_prior, log_q, loc, scale
 
 
-def hand_loss(name, hand, x, eps, num_data):
-    """The hand-written loss ``-(N / B) sum_b objective_b`` of estimator ``name`` (value; its gradient is the
-    estimator's except for ``iwae-dreg``, whose gradient :func:`hand_step` forms)."""
+def log_mean_exp(log_w, dim=0):
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+
+
+def hand_losses(name, hand, x, eps, num_data):
+    """Estimator ``name`` by hand: ``(loss, decoder_loss, encoder_loss)``. ``loss`` is ``-(N / B) sum_b
+    objective_b``; the gradient of ``decoder_loss`` in the decoder's parameters and of ``encoder_loss`` in the
+    encoder's are the estimator's. Where one backward pass gives both, all three are one tensor."""
     scale_n = num_data / x.shape[0]
-    log_lik, log_prior, log_q, loc, scale = log_weights(hand, x, eps, stop_q=name == "elbo-stl")
+
+    def minibatch(objective):
+        return -scale_n * objective.sum()
+
+    stop_q = name in ("elbo-stl", "iwae-stl", "iwae-dreg")
+    log_lik, log_prior, log_q, loc, scale = log_weights(hand, x, eps, stop_q=stop_q, detach_z=name == "rws")
     log_w = log_lik + log_prior - log_q
     if name in ("elbo", "elbo-stl"):
         objective = log_w.mean(0)
     elif name == "elbo-analytic-kl":
         kl = (-scale.log() + 0.5 * (scale.pow(2) + loc.pow(2)) - 0.5).sum(-1)
         objective = log_lik.mean(0) - kl
-    elif name in ("iwae", "iwae-dreg"):
-        objective = torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+    elif name in ("iwae", "iwae-stl"):
+        objective = log_mean_exp(log_w)
+    elif name == "renyi":
+        objective = log_mean_exp((1 - RENYI_ALPHA) * log_w) / (1 - RENYI_ALPHA)
+    elif name == "miwae":
+        objective = log_mean_exp(log_w.reshape(MIWAE_GROUPS, -1, x.shape[0]), 1).mean(0)
+    elif name == "ciwae":
+        objective = CIWAE_BETA * log_w.mean(0) + (1 - CIWAE_BETA) * log_mean_exp(log_w)
+    elif name == "iwae-dreg":  # the decoder follows IWAE's weights, the encoder their squares (q stopped)
+        wbar = torch.softmax(log_w, 0).detach()
+        loss = minibatch(log_mean_exp(log_w))
+        return loss, minibatch((wbar * log_w).sum(0)), minibatch((wbar.pow(2) * log_w).sum(0))
+    elif name == "piwae":  # the decoder follows IWAE, the encoder the ELBO on the same draws (num_inner = 1)
+        loss = minibatch(log_mean_exp(log_w))
+        return loss, loss, minibatch(log_w.mean(0))
+    elif name == "rws":  # wake-theta (z and q fixed) plus wake-phi: ascend sum_k wbar_k log q(z_k)
+        model_log_w = log_lik + log_prior - log_q.detach()
+        wake_theta = log_mean_exp(model_log_w)
+        wake_phi = (torch.softmax(model_log_w, 0).detach() * log_q).sum(0)
+        surrogate = minibatch(wake_theta + wake_phi)
+        return minibatch(wake_theta), surrogate, surrogate
     else:
         raise ValueError(name)
-    return -scale_n * objective.sum()
+    loss = minibatch(objective)
+    return loss, loss, loss
+
+
+def hand_loss(name, hand, x, eps, num_data):
+    """The hand-written loss ``-(N / B) sum_b objective_b`` of estimator ``name`` (see :func:`hand_losses`)."""
+    return hand_losses(name, hand, x, eps, num_data)[0]
 
 
 def hand_step(name, hand, x, eps, num_data, optimizer):
     optimizer.zero_grad(set_to_none=True)
-    if name != "iwae-dreg":
-        loss = hand_loss(name, hand, x, eps, num_data)
-        loss.backward()
-    else:
-        scale_n = num_data / x.shape[0]
-        log_lik, log_prior, log_q, _, _ = log_weights(hand, x, eps, stop_q=True)
-        log_w = log_lik + log_prior - log_q
-        wbar = torch.softmax(log_w, 0).detach()
+    loss, decoder_loss, encoder_loss = hand_losses(name, hand, x, eps, num_data)
+    if decoder_loss is encoder_loss:
+        decoder_loss.backward()
+    else:  # two gradients of one forward pass
         decoder, encoder = list(hand.decoder.parameters()), list(hand.encoder.parameters())
-        decoder_grads = torch.autograd.grad(-scale_n * (wbar * log_w).sum(), decoder, retain_graph=True)
-        encoder_grads = torch.autograd.grad(-scale_n * (wbar.pow(2) * log_w).sum(), encoder)
+        decoder_grads = torch.autograd.grad(decoder_loss, decoder, retain_graph=True)
+        encoder_grads = torch.autograd.grad(encoder_loss, encoder)
         for p, g in zip(decoder + encoder, decoder_grads + encoder_grads):
             p.grad = g
-        loss = -scale_n * (torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])).sum()
     optimizer.step()
     return loss.detach()
 
@@ -189,7 +248,7 @@ class PyroMinimal:
 def our_trainer(name, k, vae):
     from inference import Trainer, estimator
 
-    loss = estimator(name, num_particles=k, max_plate_nesting=1)
+    loss = estimator(name, **estimator_options(name, k), max_plate_nesting=1)
     return Trainer(vae.model, vae.guide, loss, module=vae, validate_every_step=False)  # as pyro-vae train runs it
 
 
@@ -317,7 +376,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024])
     parser.add_argument(
-        "--estimators", nargs="+", metavar="NAME:K", help="only these cases, e.g. elbo:1 iwae:50 (default: all 13)"
+        "--estimators", nargs="+", metavar="NAME:K", help="only these cases, e.g. elbo:1 iwae:50 (default: all 25)"
     )
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
