@@ -14,8 +14,9 @@ References:
         Bounds are Not Necessarily Better. ICML 2018.
 """
 
+import torch
+
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.iwae import split_model_and_guide_surrogate
 from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
 
 
@@ -83,11 +84,20 @@ class PIWAE(ImportanceWeightedObjective):
     On the same ``S = M K`` draws per data point::
 
         grad_theta = grad_theta IWAE_S = sum_s wbar_s grad_theta log p(x, z_s)
-        grad_phi   = grad_phi MIWAE_M,K   (reparameterized; the ELBO_S when K = 1)
+        grad_phi   = grad_phi MIWAE_M,K = sum_s g_s grad_phi log w_s      (reparameterized; the ELBO_S when K = 1)
 
-    The reported loss is ``-IWAE_S``. Rainforth et al.'s PIWAE(M, K) is ``piwae(num_particles=M*K, num_inner=K)``;
-    the default ``num_inner=1`` trains the guide on the ELBO. Model and guide gradients are kept apart by evaluating
-    the model a second time at detached ``z``.
+    with ``wbar_s`` normalized over all ``S`` draws and ``g_s`` within each group of ``K``, divided by ``M``. The
+    reported loss is ``-IWAE_S``. Rainforth et al.'s PIWAE(M, K) is ``piwae(num_particles=M*K, num_inner=K)``; the
+    default ``num_inner=1`` trains the guide on the ELBO.
+
+    One model pass gives both gradients, as in :class:`~inference.objectives.iwae.DReGIWAE`: the surrogate
+    ``sum_s a_s log p(x, z_s) - beta sum_s g_s log q(z_s)`` gives ``theta`` the weights ``a_s``, and the gradient
+    through ``z_s`` into ``log p`` is rescaled by ``g_s / a_s`` (a :class:`~inference.stop_gradient.
+    PathwiseGradientScale`), so ``phi`` gets ``sum_s g_s grad_phi log w_s``. Here ``a_s = max(wbar_s, eps^2)``
+    (``eps`` the dtype's machine epsilon): a draw whose IWAE weight underflows still passes its guide share
+    ``g_s``, which need not be small, and the rescaling stays finite. The floor moves the model's gradient by at
+    most ``S eps^2`` of its largest term, far below rounding. (Evaluating the model a second time at detached ``z``,
+    ``model_at_detached_z``, gives the same gradients for twice the model's cost.)
 
     :param int num_particles: ``S``, draws per data point (the model's IWAE).
     :param int num_inner: ``K``, draws per group in the guide's MIWAE; must divide ``num_particles``.
@@ -96,7 +106,7 @@ class PIWAE(ImportanceWeightedObjective):
     """
 
     name = "piwae"
-    model_at_detached_z = True
+    scale_model_pathwise = True
 
     def __init__(self, num_particles=1, num_inner=1, **options):
         if int(num_inner) != num_inner or num_inner < 1 or num_particles % num_inner:
@@ -112,6 +122,9 @@ class PIWAE(ImportanceWeightedObjective):
     def per_example_surrogate(self, parts):
         log_w = parts.log_weights
         grouped = _groups(log_w, self.num_inner)
-        guide_objective = log_mean_exp(grouped, 1).mean(0)
         guide_weights = (normalized_weights(grouped, 1) / grouped.shape[0]).reshape(log_w.shape)
-        return split_model_and_guide_surrogate(parts, normalized_weights(log_w), guide_objective, guide_weights)
+        model_weights = normalized_weights(log_w).clamp(min=torch.finfo(log_w.dtype).eps ** 2)
+        parts.model_pathwise_scale.set(guide_weights / model_weights)
+        beta = parts.kl_weight
+        log_joint = parts.log_likelihood + beta * parts.log_prior
+        return (model_weights * log_joint).sum(0) - beta * (guide_weights * parts.log_guide).sum(0)
