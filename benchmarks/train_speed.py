@@ -123,6 +123,7 @@ def log_weights(hand, x, eps, stop_q=False, detach_z=False):
 
 
 def log_mean_exp(log_w, dim=0):
+    """``log mean exp`` of ``log_w`` along ``dim``."""
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
 
 

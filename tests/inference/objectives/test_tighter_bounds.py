@@ -82,7 +82,7 @@ def test_piwae_is_iwae_for_the_model_and_miwae_for_the_guide_on_the_same_draws(n
             problem.model, problem.guide, problem.x
         )
         loss.backward()
-        return {name: leaf.grad.clone() for name, leaf in problem.leaves().items()}
+        return {param: leaf.grad.clone() for param, leaf in problem.leaves().items()}
 
     model, guide, args = problem.model, problem.guide, (problem.x,)
     parts = draw(per_example_log_weight_parts, model, guide, args, {}, num_particles=S, max_plate_nesting=1)
