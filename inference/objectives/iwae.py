@@ -16,25 +16,8 @@ changes the bound whenever ``|B| < N``.)
 Every estimator here follows the contract of :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
 """
 
-import torch
-
-from inference.importance import LogWeightParts
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
-
-
-def split_model_and_guide_surrogate(
-    parts: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
-) -> torch.Tensor:
-    """A per-example surrogate whose model gradient and guide gradient follow two different objectives.
-
-    ``model_weights`` ``a_k`` give the model gradient ``sum_k a_k grad_theta log p(x, z_k)``; ``guide_surrogate`` is
-    differentiated for the guide, its own model gradient ``sum_k b_k grad_theta log p(x, z_k)`` (``b`` =
-    ``guide_weights``) being cancelled by evaluating the model at detached ``z``. Parameters shared by model and
-    guide receive both parts. Returns a ``(B,)`` tensor.
-    """
-    log_p = parts.log_joint_at_detached_z
-    return (model_weights.detach() * log_p).sum(0) + guide_surrogate - (guide_weights.detach() * log_p).sum(0)
 
 
 @ESTIMATORS.register("iwae")

@@ -10,9 +10,8 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO
 
-from inference.importance import per_example_log_weight_parts
+from inference.importance import LogWeightParts, per_example_log_weight_parts
 from inference.objectives.estimators import estimator
-from inference.objectives.iwae import split_model_and_guide_surrogate
 from inference.objectives.objective import log_mean_exp, normalized_weights
 from inference.stop_gradient import detach_distribution_parameters
 from tests.inference.gradient_problem import (
@@ -63,6 +62,20 @@ def test_guide_gradient_vanishes_at_the_exact_posterior(float64):
         else:
             assert guide_se < 1e-12, name
             assert max(estimate_mean[n].abs().max().item() for n in GUIDE_PARAMS) < 1e-12, name
+
+
+def split_model_and_guide_surrogate(
+    parts: LogWeightParts, model_weights: torch.Tensor, guide_surrogate: torch.Tensor, guide_weights: torch.Tensor
+) -> torch.Tensor:
+    """A per-example surrogate whose model gradient and guide gradient follow two different objectives.
+
+    ``model_weights`` ``a_k`` give the model gradient ``sum_k a_k grad_theta log p(x, z_k)``; ``guide_surrogate`` is
+    differentiated for the guide, its own model gradient ``sum_k b_k grad_theta log p(x, z_k)`` (``b`` =
+    ``guide_weights``) being cancelled by evaluating the model at detached ``z``. Parameters shared by model and
+    guide receive both parts. Returns a ``(B,)`` tensor.
+    """
+    log_p = parts.log_joint_at_detached_z
+    return (model_weights.detach() * log_p).sum(0) + guide_surrogate - (guide_weights.detach() * log_p).sum(0)
 
 
 def two_pass_dreg_loss(model, guide, args, num_particles, kl_weight, vectorize_particles=True):
