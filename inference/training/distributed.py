@@ -109,8 +109,15 @@ def all_reduce_sum(values, device: Optional[torch.device] = None) -> List[float]
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
     buffer = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(buffer)
-    return buffer.tolist()
+    return sum_over_ranks(buffer).tolist()
+
+
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over ranks, in place on its device, without reading it back (unchanged outside a process
+    group)."""
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def all_gather_objects(value) -> list:

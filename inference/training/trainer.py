@@ -325,7 +325,7 @@ class Trainer:
         if not distributed.is_distributed():
             return loss
         weighted = torch.stack([loss.double() * batch_size, torch.full_like(loss, batch_size, dtype=torch.float64)])
-        torch.distributed.all_reduce(weighted)
+        weighted = distributed.sum_over_ranks(weighted)
         return (weighted[0] / weighted[1]).to(loss.dtype)
 
     def named_parameters(self):
