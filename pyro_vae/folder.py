@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 
 from inference.atomic import atomic_write
 
@@ -54,6 +55,17 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def read_holder(fd, wait: float = 2.0) -> str:
+    """The lock holder's line in the lock file ``fd``. The holder writes it just after taking the lock, so a file
+    still empty is read again for up to ``wait`` seconds before the holder is called "another process"."""
+    deadline = time.monotonic() + wait
+    while True:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "another process"
+        time.sleep(0.01)
+
+
 class RunLock:
     """An exclusive, non-blocking lock on a run folder for the life of a ``with`` block (or of the process)."""
 
@@ -69,7 +81,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            holder = read_holder(fd)
             os.close(fd)
             raise RunFolderBusy(
                 f"run folder '{self.run_dir}' is in use by {holder}; wait for it to finish, or use another folder"

@@ -38,6 +38,28 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):
     assert not (out / "config.json").exists()
 
 
+def test_a_writer_refused_between_the_holders_lock_and_its_line_still_names_the_holder(tmp_path):
+    """The holder takes the lock, then writes its line: a second writer in between waits for the line (the race
+    that made two concurrent trains name "another process")."""
+    import fcntl
+    import threading
+
+    from pyro_vae.folder import LOCK_FILE, RunFolderBusy
+
+    tmp_path.joinpath(LOCK_FILE).touch()
+    fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    late_line = threading.Timer(0.3, lambda: os.write(fd, b"pid 12345 on host (the first)"))
+    late_line.start()
+    try:
+        with pytest.raises(RunFolderBusy, match=r"is in use by pid 12345 on host \(the first\)"):
+            with RunLock(tmp_path, "the second"):
+                pass
+    finally:
+        late_line.join()
+        os.close(fd)
+
+
 def test_two_concurrent_trains_into_one_folder_exactly_one_proceeds(tmp_path):
     out = str(tmp_path / "race")
     command = [sys.executable, "-m", "pyro_vae.cli", "train", *TINY[:-1], "--epochs", "40", "--out", out]
