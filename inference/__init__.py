@@ -6,6 +6,7 @@ gradient estimators), :mod:`inference.evaluation` (log p(x) and diagnostics), :m
 trainer, callbacks, checkpoints).
 """
 
+from inference.data_rows import register_rows
 from inference.evaluation.ais import AISResult, annealed_importance_sampling
 from inference.evaluation.bdmc import BDMCResult, bdmc, simulate_from_model
 from inference.evaluation.diagnostics import (
@@ -23,6 +24,7 @@ from inference.evaluation.gradient_snr import GradientSNR, gradient_snr
 from inference.evaluation.log_marginal_likelihood import (
     LOG_PX_METHODS,
     LogMarginalLikelihood,
+    UnreliableEstimateWarning,
     log_marginal_likelihood,
     log_px_method,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "StickingTheLandingIWAE",
     "TraceELBO",
     "Trainer",
+    "UnreliableEstimateWarning",
     "VIMCO",
     "active_units",
     "annealed_importance_sampling",
@@ -93,6 +96,7 @@ __all__ = [
     "log_px_method",
     "pareto_khat",
     "per_example_log_weights",
+    "register_rows",
     "save_checkpoint",
     "save_inference_data",
     "simulate_from_model",

@@ -8,10 +8,31 @@ For a model ``p(x, z) = prod_n p(x_n, z_n)`` whose local latents ``z_n`` live in
 
 Unlike :func:`pyro.infer.importance.vectorized_importance_weights`, which sums every site into one weight per
 particle (the joint weight of the whole batch), the data plate's dimension is kept, so a log-sum-exp over ``k``
-gives one estimate per data point. Log densities are the distributions' own ``log_prob`` with masks applied but
-**without** the plate's subsample scale (``N / B``) or any ``poutine.scale``: the scale is a property of a
-stochastic objective over minibatches, not of the density, and applying it inside a log-sum-exp (as Pyro's
-``RenyiELBO`` does) distorts the weights.
+gives one estimate per data point.
+
+**Which sites count, and with which scale.** ``log q`` sums every guide sample site, auxiliary ones included (an
+autoguide draws at an auxiliary site and hands the value on through ``Delta`` sites that carry the transform's
+log-Jacobian), exactly the sites Pyro's ``Trace_ELBO`` counts. Each site's log density is multiplied by its scale
+(``poutine.scale``, a plate's subsample factor) *divided by the data plate's subsample factor* ``N / B``, with masks
+applied. So for a site ``s`` with scale ``c_s`` (1 unless the program says otherwise)::
+
+    log w_nk = sum_{s in model} c_s log p_s(x_n, z_nk) - sum_{s in guide} c_s log q_s(z_nk | x_n),
+
+which is the true log weight when every ``c_s = 1``, and at ``K = 1`` sums to ``Trace_ELBO``'s estimate once the
+data plate's factor is applied *outside* (as every objective here does: inside a log-sum-exp, as in Pyro's
+``RenyiELBO``, it would distort the weights). A program that scales a latent site (KL annealing with
+``poutine.scale``) thus gets the annealed weights it asked for; its log p(x) is that of the scaled joint.
+
+**Enumerated guide sites.** A discrete guide site marked for parallel enumeration
+(``infer={"enumerate": "parallel"}``, :func:`pyro.infer.config_enumerate`) can be summed exactly instead of drawn
+(``enumerate_guide=True``): every value ``y`` of it gets its own ``K`` draws of the later sites, and the weights of
+the strata are added::
+
+    log w_nk = log sum_y p(x_n, y, z_nyk) / q(z_nyk | x_n, y)
+
+(``q(y | x)`` cancels: ``sum_y q(y | x) [p / (q(y | x) q(z | x, y))]``), an unbiased estimate of ``p(x_n)`` whose
+variance has no part from ``y``. A model site marked for enumeration that the guide does not draw is summed the
+same way. The enumerated values sit at batch dimensions left of the particle plate.
 
 Gradient estimators need those log weights split into their parts (likelihood, prior, guide) and, depending on
 the estimator, with some gradient paths stopped: :func:`per_example_log_weight_parts` gives them all from one pass.
@@ -39,7 +60,8 @@ PARTICLE_PLATE = "particles"
 
 
 class ImportanceTraces(NamedTuple):
-    """Model and guide traces of one vectorized pass, with the particle plate at ``particle_dim``."""
+    """Model and guide traces of one pass, with the particle plate at ``particle_dim`` (where the one particle of
+    a pass without a particle plate would be)."""
 
     model_trace: poutine.Trace
     guide_trace: poutine.Trace
@@ -97,11 +119,17 @@ def vectorized_traces(
     max_plate_nesting=None,
     model_at_detached_z=False,
     replayed_values=None,
+    vectorize=True,
+    enumerate_guide=False,
     **kwargs,
 ):
     """Draw ``num_particles`` guide samples in one batched pass and replay the model on them.
 
     The particle plate sits just left of the model's own plates, at ``dim = -(max_plate_nesting + 1)``. With
+    ``vectorize=False`` there is no particle plate and ``num_particles`` must be 1: the programs run as written,
+    for guides that index their batch positionally (``states[:, t]``). With ``enumerate_guide`` the guide's sites
+    marked for parallel enumeration, and the model's that the guide does not draw, take all their values at the
+    dimensions left of the particle plate (:class:`pyro.poutine.enum_messenger.EnumMessenger`). With
     ``model_at_detached_z`` the model is replayed a second time on the guide's values detached (and the same
     subsample), so its log density there has a gradient to the model's parameters only. ``replayed_values``, a
     function of the guide's trace, gives the trace the model is replayed on (default: the guide's own).
@@ -110,30 +138,49 @@ def vectorized_traces(
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-    particle_dim = -(max_plate_nesting + 1)
+    if not vectorize and num_particles != 1:
+        raise ValueError(f"unvectorized passes draw one particle each, not {num_particles}")
+    particle_dim = -(max_plate_nesting + 1)  # without a plate, the dimension where one particle would be
+    enum_dim = particle_dim - 1
 
-    def vectorize(fn):
-        return in_particle_plate(fn, num_particles, particle_dim)
+    def vectorize_fn(fn):
+        fn = in_particle_plate(fn, num_particles, particle_dim) if vectorize else fn
+        return poutine.enum(fn, first_available_dim=enum_dim) if enumerate_guide else fn
 
     def replayed_model(guide_trace):
-        trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(*args, **kwargs)
+        trace = poutine.trace(poutine.replay(vectorize_fn(model), trace=guide_trace)).get_trace(*args, **kwargs)
         return prune_subsample_sites(trace)
 
-    guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
-    model_trace_at_detached_z = replayed_model(detached_values(guide_trace)) if model_at_detached_z else None
+    try:
+        guide_trace = poutine.trace(vectorize_fn(guide)).get_trace(*args, **kwargs)
+        model_trace_at_detached_z = replayed_model(detached_values(guide_trace)) if model_at_detached_z else None
+        model_trace = replayed_model(replayed_values(guide_trace) if replayed_values is not None else guide_trace)
+    except (RuntimeError, ValueError, IndexError) as error:
+        if vectorize:
+            error.add_note(PARTICLE_DIMENSION_NOTE)
+        raise
     return ImportanceTraces(
-        replayed_model(replayed_values(guide_trace) if replayed_values is not None else guide_trace),
-        prune_subsample_sites(guide_trace),
-        particle_dim,
-        num_particles,
-        model_trace_at_detached_z,
+        model_trace, prune_subsample_sites(guide_trace), particle_dim, num_particles, model_trace_at_detached_z
     )
 
 
-def site_log_prob(site) -> torch.Tensor:
-    """``log_prob`` of one sample site, masked, **unscaled** (no subsample or ``poutine.scale`` factor)."""
+PARTICLE_DIMENSION_NOTE = (
+    "The particles were drawn in one vectorized pass, which gives every latent value a leading particle dimension. "
+    "If the model or guide cannot take one (it indexes or stacks its batch positionally, e.g. states[:, t]), pass "
+    "vectorize_particles=False: each particle is then drawn in a pass of its own, without that dimension."
+)
+
+
+def is_enumerated(site) -> bool:
+    """Whether a sample site took all its values at an enumeration dimension."""
+    return site["infer"].get("_enumerate_dim") is not None
+
+
+def site_log_prob(site, data_scale=1.0, scaled=True) -> torch.Tensor:
+    """``log_prob`` of one sample site, masked, times its scale over the data plate's subsample factor (unless
+    not ``scaled``: the density the value was drawn from, whose gradient is a score function)."""
     log_p = site["fn"].log_prob(site["value"])
-    return scale_and_mask(log_p, 1.0, site["mask"])
+    return scale_and_mask(log_p, site["scale"] / data_scale if scaled else 1.0, site["mask"])
 
 
 def data_plate_frame(site, data_plate):
@@ -144,62 +191,110 @@ def data_plate_frame(site, data_plate):
     return None
 
 
+def subsample_factor(frame) -> float:
+    """A plate's subsample scale ``full_size / size`` (1 without subsampling)."""
+    return 1.0 if frame is None or frame.full_size is None else frame.full_size / frame.size
+
+
 def outside_data_plate_error(name, site, data_plate) -> ValueError:
     role = "observed" if site["is_observed"] else "latent"
+    if site["infer"].get("is_auxiliary"):
+        role = "auxiliary guide site, where an autoguide such as AutoDiagonalNormal draws all latents jointly"
     return ValueError(
         f"sample site '{name}' ({role}) is outside the data plate '{data_plate}', so log p(x) does not factor over "
-        "data points. Put every local site inside the data plate, pass data_plate=<your plate's name>, or pass "
-        "data_plate=None for one joint estimate of the batch."
+        "data points. Put every local site inside the data plate (AutoNormal does, per site), pass "
+        "data_plate=<your plate's name>, or pass data_plate=None for one joint estimate of the batch."
     )
 
 
-def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", sites=None):
-    """Sum the unscaled log densities of a trace's sample sites, keeping particles and data points apart.
+def counted_in_log_q(site) -> bool:
+    """Whether a guide site's density is part of ``log q``: all but the enumerated ones (their ``q(y | x)`` cancels
+    from the sum over ``y``)."""
+    return not is_enumerated(site)
+
+
+def per_example_log_prob(trace, particle_dim, num_particles, data_plate="data", sites=None, scaled=True):
+    """Sum the log densities of a trace's sample sites (scaled as the module docstring says), keeping particles,
+    data points and enumerated values apart.
 
     :param trace: a trace from :func:`vectorized_traces`.
+    :param int particle_dim: the particle plate's dimension; a trace run without one (a single particle) has size 1
+        or nothing there.
     :param str data_plate: name of the plate over independent data points, or ``None`` to sum over it too.
     :param sites: optional predicate ``site -> bool`` choosing which sites to sum (default: all sample sites).
-    :returns: a tensor of shape ``(num_particles, batch_size)`` (``(num_particles,)`` when ``data_plate`` is None;
-        ``(num_particles, 1)`` when no site is selected).
+    :param bool scaled: apply the sites' scales (see :func:`site_log_prob`).
+    :returns: a tensor of shape ``(num_particles, batch_size)`` (``(num_particles, 1)`` when ``data_plate`` is None
+        or no site is selected), with the enumerated values' dimensions left of it where a site has them.
     """
     total = 0.0
-    batch_size = None
+    batch_size = 1
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site["infer"].get("is_auxiliary"):
+        if site["type"] != "sample" or (sites is not None and not sites(site)):
             continue
-        if sites is not None and not sites(site):
-            continue
-        log_p = site_log_prob(site)
-        log_p = log_p.reshape((1,) * max(0, -particle_dim - log_p.dim()) + log_p.shape)
-        keep = [particle_dim]
+        frame = None
         if data_plate is not None:
             frame = data_plate_frame(site, data_plate)
             if frame is None:
                 raise outside_data_plate_error(name, site, data_plate)
-            keep.append(frame.dim)
             batch_size = frame.size
-        other = [d for d in range(-log_p.dim(), 0) if d not in keep]
-        log_p = log_p.sum(other) if other else log_p
-        total = total + log_p
+        log_p = torch.as_tensor(site_log_prob(site, subsample_factor(frame), scaled))
+        total = total + particles_and_data_of(log_p, particle_dim, frame)
     if isinstance(total, float):  # no site matched: zero, broadcastable against any (K, B)
-        return torch.zeros((num_particles,) if data_plate is None else (num_particles, 1))
-    return total.expand((num_particles,) if data_plate is None else (num_particles, batch_size))
+        return torch.zeros(num_particles, 1)
+    return total.expand(total.shape[:-2] + (num_particles, batch_size))
+
+
+def particles_and_data_of(log_p: torch.Tensor, particle_dim: int, frame) -> torch.Tensor:
+    """Sum a site's log densities over its plates other than the data plate's ``frame``: shape ``(..., K, B)``
+    (``(..., K, 1)`` without ``frame``), the dimensions left of the particle plate (enumerated values) kept."""
+    log_p = log_p.reshape((1,) * max(0, -particle_dim - log_p.dim()) + log_p.shape)
+    other = [d for d in range(particle_dim + 1, 0) if frame is None or d != frame.dim]
+    log_p = log_p.sum(other) if other else log_p
+    return log_p if frame is not None else log_p.unsqueeze(-1)
+
+
+def sum_over_enumerated(log_w: torch.Tensor) -> torch.Tensor:
+    """``log sum_y w_y`` over the enumerated values' dimensions left of ``(K, B)``: the stratified weight."""
+    return log_w.logsumexp(tuple(range(log_w.dim() - 2))) if log_w.dim() > 2 else log_w
 
 
 def per_example_log_weights(
-    model, guide, *args, num_particles=1, data_plate="data", max_plate_nesting=None, **kwargs
+    model,
+    guide,
+    *args,
+    num_particles=1,
+    data_plate="data",
+    max_plate_nesting=None,
+    vectorize_particles=True,
+    enumerate_guide=True,
+    **kwargs,
 ) -> torch.Tensor:
-    """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)`` of shape ``(num_particles, batch_size)``.
+    """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)`` of shape ``(num_particles, batch_size)``
+    (``(num_particles, 1)`` with ``data_plate=None``), enumerated sites summed (see the module docstring).
 
     Gradients flow through the weights (reparameterized sites); wrap in ``torch.no_grad()`` for evaluation.
+    ``vectorize_particles=False`` draws the particles one pass each, without a particle plate.
     """
-    traces = vectorized_traces(
-        model, guide, *args, num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs
-    )
-    check_data_plate(traces, data_plate)
-    log_p = per_example_log_prob(traces.model_trace, traces.particle_dim, num_particles, data_plate)
-    log_q = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
-    return log_p - log_q
+    if max_plate_nesting is None:
+        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
+    passes = [num_particles] if vectorize_particles else [1] * num_particles
+    log_w = []
+    for size in passes:
+        traces = vectorized_traces(
+            model,
+            guide,
+            *args,
+            num_particles=size,
+            max_plate_nesting=max_plate_nesting,
+            vectorize=vectorize_particles,
+            enumerate_guide=enumerate_guide,
+            **kwargs,
+        )
+        check_importance_traces(traces, data_plate, enumerate_guide)
+        log_p = per_example_log_prob(traces.model_trace, traces.particle_dim, size, data_plate)
+        log_q = per_example_log_prob(traces.guide_trace, traces.particle_dim, size, data_plate, counted_in_log_q)
+        log_w.append(sum_over_enumerated(log_p - log_q))
+    return torch.cat(log_w) if len(log_w) > 1 else log_w[0]
 
 
 def data_plate_scale(trace, data_plate="data") -> float:
@@ -214,26 +309,42 @@ def data_plate_scale(trace, data_plate="data") -> float:
             continue
         frame = data_plate_frame(site, data_plate)
         if frame is not None:
-            return 1.0 if frame.full_size is None else frame.full_size / frame.size
+            return subsample_factor(frame)
     return 1.0
 
 
-def check_data_plate(traces: ImportanceTraces, data_plate: Optional[str]):
-    """Raise a clear error when ``data_plate`` names no plate of the model."""
-    if data_plate is None:
-        return
-    seen = {
-        frame.name
-        for site in traces.model_trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.name != PARTICLE_PLATE
-    }
-    if data_plate not in seen:
+def check_importance_traces(traces: ImportanceTraces, data_plate: Optional[str], enumerate_guide: bool = False):
+    """Raise a clear error when ``data_plate`` names no plate of the model, or when a latent site of the model has
+    no guide site (drawn from the prior while the weight counts its density, the weight would be wrong)."""
+    if data_plate is not None:
+        seen = {
+            frame.name
+            for site in traces.model_trace.nodes.values()
+            if site["type"] == "sample"
+            for frame in site["cond_indep_stack"]
+            if frame.name != PARTICLE_PLATE
+        }
+        if data_plate not in seen:
+            raise ValueError(
+                f"no sample site of the model lies in a plate named '{data_plate}' (plates seen: {sorted(seen)}). "
+                "Pass data_plate=<the name of your plate over data points>, or data_plate=None for one joint "
+                "estimate of the whole batch."
+            )
+    for name, site in traces.model_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name in traces.guide_trace.nodes:
+            continue
+        if enumerate_guide and is_enumerated(site):
+            continue  # summed exactly in the model
+        marked = site["infer"].get("enumerate") == "parallel"
         raise ValueError(
-            f"no sample site of the model lies in a plate named '{data_plate}' (plates seen: {sorted(seen)}). "
-            "Pass data_plate=<the name of your plate over data points>, or data_plate=None for one joint "
-            "estimate of the whole batch."
+            f"latent site '{name}' of the model has no site in the guide, so it would be drawn from the prior while "
+            "its density counts in the weight. Draw it in the guide"
+            + (
+                ", or use an estimator that enumerates it ('iwae', or log p(x) method 'is')"
+                if marked
+                else ", or mark it for enumeration (pyro.infer.config_enumerate) if it is discrete"
+            )
+            + "."
         )
 
 
@@ -251,7 +362,10 @@ class LogWeightParts(NamedTuple):
     log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
     log_prior: torch.Tensor  # latent model sites: log p(z_nk)
     log_guide: torch.Tensor  # every guide site: log q(z_nk | x_n)
-    log_guide_nonreparam: torch.Tensor  # guide sites without rsample (their only gradient is a score function)
+    #: Guide sites without rsample, **unscaled**: the density their draws came from, whose gradient is the score
+    #: function. (A site scaled by ``c``, as in KL annealing, enters the weights as ``c log q``, but the gradient of
+    #: ``E_q[f]`` is ``E_q[f grad log q]`` whatever ``f``.)
+    log_guide_nonreparam: torch.Tensor
     log_guide_stopped: Optional[torch.Tensor]  # log q_sg(phi)(z_nk): guide parameters detached, gradient through z
     log_joint_at_detached_z: Optional[torch.Tensor]  # log p(x_n | z) + beta log p(z) at z detached: model gradient
     scale: float  # the data plate's subsample scale N / B
@@ -259,44 +373,67 @@ class LogWeightParts(NamedTuple):
     #: Per latent site ``{"value": z (K, B, ...), "guide": q's distribution, "prior": p's distribution}`` (from one
     #: vectorized pass; objectives on the aggregate posterior read them).
     sites: Optional[dict] = None
+    #: With ``detach_samples``: every guide site's ``log q``, unscaled, for estimators whose guide gradient is all
+    #: score function (as ``log_guide_nonreparam``).
+    log_guide_score: Optional[torch.Tensor] = None
     #: With ``scale_model_pathwise``: the factor on the gradient through ``z`` into the model parts
     #: (``log_likelihood``, ``log_prior``), which the estimator sets before its surrogate is differentiated.
     model_pathwise_scale: Optional[PathwiseGradientScale] = None
 
     @property
     def log_weights(self) -> torch.Tensor:
-        """``log p(x | z) + beta (log p(z) - log q(z | x))``."""
-        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide)
+        """``log p(x | z) + beta (log p(z) - log q(z | x))``, of shape ``(K, B)``: enumerated values summed."""
+        return sum_over_enumerated(self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide))
 
     @property
     def log_weights_stopped(self) -> torch.Tensor:
         """The log weights with the guide's parameters stopped in ``log q`` (the STL/DReG path derivative)."""
-        return self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide_stopped)
+        return sum_over_enumerated(self.log_likelihood + self.kl_weight * (self.log_prior - self.log_guide_stopped))
 
 
-def check_reparameterized(guide_trace, estimator_name):
-    """Raise a clear error when a latent guide site cannot be reparameterized (no ``rsample``, or enumerated)."""
+def check_reparameterized(guide_trace, estimator_name, enumerates=False):
+    """Raise a clear error when a guide site cannot be reparameterized (no ``rsample``), unless it was enumerated
+    (``enumerates``: the estimator sums such sites exactly); the message names the estimators that serve it."""
     for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
+        if site["type"] != "sample" or site["is_observed"] or is_enumerated(site) or site["fn"].has_rsample:
             continue
-        if not site["fn"].has_rsample or site["infer"].get("enumerate"):
-            raise ValueError(
-                f"'{estimator_name}' needs reparameterized guide samples, but guide site '{name}' "
-                f"({type(site['fn']).__name__}) has no rsample. Use 'elbo' (which adds a score-function term for "
-                "non-reparameterizable sites), or give the guide a reparameterizable distribution."
+        family = type(site["fn"]).__name__
+        score = (
+            "'vimco' (the importance-weighted bound with per-sample baselines), 'score' or 'rws', which give it "
+            "score-function gradients, or 'elbo'"
+        )
+        if site["infer"].get("enumerate") == "parallel" and not enumerates:
+            fix = (
+                f"It is marked for enumeration, which 'iwae' sums exactly and '{estimator_name}' does not: use "
+                f"'iwae', {score}."
             )
+        elif site["fn"].has_enumerate_support and not site["infer"].get("enumerate"):
+            fix = (
+                f"Use {score}; or mark the site for parallel enumeration (infer={{'enumerate': 'parallel'}} or "
+                "pyro.infer.config_enumerate) and use 'iwae', which sums it exactly."
+            )
+        else:
+            fix = f"Use {score}; or give the guide a reparameterizable distribution."
+        raise ValueError(
+            f"'{estimator_name}' needs reparameterized guide samples, but guide site '{name}' ({family}) has no "
+            f"rsample. {fix}"
+        )
 
 
 def check_has_density(guide_trace, estimator_name):
-    """Raise a clear error when a latent guide site is a point mass (``Delta``): a score-function gradient
-    ``f(z) grad log q(z)`` needs a density, and a point mass gives its parameters no gradient that way."""
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or site["infer"].get("is_auxiliary"):
-            continue
+    """Raise a clear error when a latent guide site is a point mass (``Delta``) not drawn through an auxiliary site:
+    a score-function gradient ``f(z) grad log q(z)`` needs a density, and a point mass gives its parameters no
+    gradient that way. (An autoguide's ``Delta`` sites pass on a value drawn at an auxiliary site, whose density
+    carries the score.)"""
+    sites = [site for site in guide_trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
+    if any(site["infer"].get("is_auxiliary") for site in sites):
+        return
+    for site in sites:
         if isinstance(site["fn"], dist.Delta):
             raise ValueError(
                 f"'{estimator_name}' uses score-function gradients, which need a guide with a density, but guide "
-                f"site '{name}' is a point mass (Delta). Use a reparameterized estimator such as 'elbo' or 'iwae'."
+                f"site '{site['name']}' is a point mass (Delta). Use a reparameterized estimator such as 'elbo' or "
+                "'iwae'."
             )
 
 
@@ -317,11 +454,13 @@ def per_example_log_weight_parts(
     model_at_detached_z=False,
     scale_model_pathwise=False,
     estimator_name="estimator",
+    enumerate_guide=False,
 ) -> LogWeightParts:
     """Draw ``num_particles`` guide samples per data point in one batched pass and split the log weights into the
     parts of :class:`LogWeightParts`.
 
-    :param bool vectorize_particles: ``False`` draws the particles one pass at a time (less memory, same result).
+    :param bool vectorize_particles: ``False`` draws the particles one pass at a time, without a particle plate, so
+        the programs see no extra batch dimension (less memory, same result).
     :param bool detach_samples: detach every latent value (see :class:`~inference.stop_gradient.DetachSamples`), so
         the parts carry gradients only through distribution parameters: ``log p`` to the model, ``log q`` to the
         guide.
@@ -331,31 +470,62 @@ def per_example_log_weight_parts(
     :param bool scale_model_pathwise: replay the model on values whose gradient passes through a
         :class:`~inference.stop_gradient.PathwiseGradientScale` (``model_pathwise_scale``), so one model pass gives
         its parameters and the path through ``z`` different weights.
+    :param bool enumerate_guide: sum the sites marked for parallel enumeration exactly (module docstring); the
+        parts then have the enumerated values' dimensions left of ``(K, B)``, which :attr:`LogWeightParts.log_weights`
+        sums.
     """
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-    if not vectorize_particles and num_particles > 1:
-        options = dict(
-            max_plate_nesting=max_plate_nesting,
-            data_plate=data_plate,
-            kl_weight=kl_weight,
-            detach_samples=detach_samples,
-            require_rsample=require_rsample,
-            stop_guide_parameters=stop_guide_parameters,
-            model_at_detached_z=model_at_detached_z,
-            scale_model_pathwise=scale_model_pathwise,
-            estimator_name=estimator_name,
-        )
-        draws = [per_example_log_weight_parts(model, guide, args, kwargs, **options) for _ in range(num_particles)]
-        concatenated = {
-            name: torch.cat([getattr(draw, name) for draw in draws])
-            for name, value in draws[0]._asdict().items()
-            if torch.is_tensor(value)
-        }
-        if scale_model_pathwise:
-            concatenated["model_pathwise_scale"] = PathwiseGradientScale([draw.model_pathwise_scale for draw in draws])
-        return draws[0]._replace(**concatenated)
+    options = dict(
+        max_plate_nesting=max_plate_nesting,
+        data_plate=data_plate,
+        kl_weight=kl_weight,
+        detach_samples=detach_samples,
+        require_rsample=require_rsample,
+        stop_guide_parameters=stop_guide_parameters,
+        model_at_detached_z=model_at_detached_z,
+        scale_model_pathwise=scale_model_pathwise,
+        estimator_name=estimator_name,
+        enumerate_guide=enumerate_guide,
+    )
+    if vectorize_particles:
+        return log_weight_parts_of_one_pass(model, guide, args, kwargs, num_particles, True, **options)
+    draws = [
+        log_weight_parts_of_one_pass(model, guide, args, kwargs, 1, False, **options) for _ in range(num_particles)
+    ]
+    if num_particles == 1:
+        return draws[0]
+    concatenated = {
+        name: torch.cat([getattr(draw, name) for draw in draws], -2)
+        for name, value in draws[0]._asdict().items()
+        if torch.is_tensor(value)
+    }
+    if scale_model_pathwise:
+        concatenated["model_pathwise_scale"] = PathwiseGradientScale([draw.model_pathwise_scale for draw in draws])
+    return draws[0]._replace(**concatenated)
 
+
+def log_weight_parts_of_one_pass(
+    model,
+    guide,
+    args,
+    kwargs,
+    num_particles,
+    vectorize,
+    *,
+    max_plate_nesting,
+    data_plate,
+    kl_weight,
+    detach_samples,
+    require_rsample,
+    stop_guide_parameters,
+    model_at_detached_z,
+    scale_model_pathwise,
+    estimator_name,
+    enumerate_guide,
+) -> LogWeightParts:
+    """:func:`per_example_log_weight_parts` of one pass: ``num_particles`` in a particle plate (``vectorize``), or
+    one particle without it."""
     particle_dim = -(max_plate_nesting + 1)
     scale = PathwiseGradientScale() if scale_model_pathwise else None
 
@@ -371,19 +541,21 @@ def per_example_log_weight_parts(
             max_plate_nesting=max_plate_nesting,
             model_at_detached_z=model_at_detached_z,
             replayed_values=(lambda trace: pathwise_scaled_values(trace, scale, factor_shape)) if scale else None,
+            vectorize=vectorize,
+            enumerate_guide=enumerate_guide,
             **kwargs,
         )
-    check_data_plate(traces, data_plate)
+    check_importance_traces(traces, data_plate, enumerate_guide)
     if require_rsample:
-        check_reparameterized(traces.guide_trace, estimator_name)
+        check_reparameterized(traces.guide_trace, estimator_name, enumerate_guide)
     else:
         check_has_density(traces.guide_trace, estimator_name)
-    log_guide = per_example_log_prob(traces.guide_trace, traces.particle_dim, num_particles, data_plate)
+    log_guide = per_example_log_prob(traces.guide_trace, particle_dim, num_particles, data_plate, counted_in_log_q)
 
-    def log_prob(trace, sites=None):
+    def log_prob(trace, sites=None, scaled=True):
         if sites is not None and not any(site["type"] == "sample" and sites(site) for site in trace.nodes.values()):
             return torch.zeros_like(log_guide)  # per_example_log_prob cannot tell the batch size from no sites
-        return per_example_log_prob(trace, traces.particle_dim, num_particles, data_plate, sites=sites)
+        return per_example_log_prob(trace, particle_dim, num_particles, data_plate, sites, scaled)
 
     def observed(site):
         return site["is_observed"]
@@ -391,7 +563,12 @@ def per_example_log_weight_parts(
     def latent(site):
         return not site["is_observed"]
 
-    log_guide_stopped = log_prob(stopped_guide_trace(traces.guide_trace)) if stop_guide_parameters else None
+    def nonreparameterized(site):
+        return counted_in_log_q(site) and not site["fn"].has_rsample
+
+    log_guide_stopped = None
+    if stop_guide_parameters:
+        log_guide_stopped = log_prob(stopped_guide_trace(traces.guide_trace), counted_in_log_q)
     log_joint_at_detached_z = None
     if model_at_detached_z:
         at_detached_z = traces.model_trace_at_detached_z
@@ -400,19 +577,22 @@ def per_example_log_weight_parts(
         log_likelihood=log_prob(traces.model_trace, observed),
         log_prior=log_prob(traces.model_trace, latent),
         log_guide=log_guide,
-        log_guide_nonreparam=log_prob(traces.guide_trace, lambda site: not site["fn"].has_rsample),
+        log_guide_nonreparam=log_prob(traces.guide_trace, nonreparameterized, scaled=False),
         log_guide_stopped=log_guide_stopped,
         log_joint_at_detached_z=log_joint_at_detached_z,
         scale=data_plate_scale(traces.model_trace, data_plate),
         kl_weight=kl_weight,
         sites=latent_sites(traces),
+        log_guide_score=log_prob(traces.guide_trace, counted_in_log_q, scaled=False) if detach_samples else None,
         model_pathwise_scale=scale,
     )
 
 
 def pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate) -> list:
-    """The shape that makes a ``(K, B)`` factor (``(K,)`` without data plate) broadcast against a site's value:
-    ``K`` at the particle dimension, ``B`` at the data plate's, 1 elsewhere (event dimensions included)."""
+    """The shape that makes a ``(K, B)`` factor (``(K, 1)`` without data plate) broadcast against a site's value:
+    ``K`` at the particle dimension, ``B`` at the data plate's, the enumerated values' sizes left of the particles,
+    1 elsewhere (event dimensions included). A value drawn without a particle plate (one particle) may lack the
+    particle dimension."""
     value = site["value"]
     batch_dims = value.dim() - site["fn"].event_dim
     shape = [1] * value.dim()
@@ -422,7 +602,11 @@ def pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate) -
         if frame is None:
             raise outside_data_plate_error(name, site, data_plate)
         dims.append((frame.dim, frame.size))
+    for dim in range(particle_dim - 1, -batch_dims - 1, -1):  # enumerated values, left of the particles
+        shape[batch_dims + dim] = value.shape[batch_dims + dim]
     for dim, size in dims:
+        if size == 1 and (batch_dims + dim < 0 or value.shape[batch_dims + dim] == 1):
+            continue
         if batch_dims + dim < 0 or value.shape[batch_dims + dim] != size:
             raise ValueError(
                 f"guide site '{name}': its value of shape {tuple(value.shape)} does not hold {size} entries at "

@@ -16,10 +16,12 @@
 """
 
 import copy
+import math
 import weakref
 
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import Delta
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Distribution
@@ -84,6 +86,13 @@ class _ScaleGradient(torch.autograd.Function):
                 "a latent value's gradient into the model is to be rescaled per particle, but the estimator never "
                 "set the factor (PathwiseGradientScale.set) before differentiating its surrogate"
             )
+        if factor.numel() != math.prod(ctx.shape):
+            raise RuntimeError(
+                f"a latent value's gradient is to be rescaled by factors of shape {tuple(factor.shape)}, but the value "
+                f"has room for {tuple(ctx.shape)}: a reparameterized guide site drawn before an enumerated one is "
+                "shared by every enumerated value, so DReG cannot weigh it per value. Draw the enumerated sites "
+                "first, or use 'iwae'."
+            )
         return grad * factor.reshape(ctx.shape), None, None
 
 
@@ -99,13 +108,13 @@ class PathwiseGradientScale:
 
     def __init__(self, parts=()):
         self.factor = None
-        self.parts = list(parts)  # one scale per draw of unvectorized particles, concatenated along dim 0
+        self.parts = list(parts)  # one scale per draw of unvectorized particles, concatenated along the particles
 
     def set(self, factor: torch.Tensor) -> None:
         """Set ``r``, of the log weights' shape ``(K, B)`` (detached: it is a weight, not a path)."""
         factor = factor.detach()
         if self.parts:
-            for part, piece in zip(self.parts, factor.split([1] * len(self.parts))):
+            for part, piece in zip(self.parts, factor.split([1] * len(self.parts), dim=-2)):
                 part.set(piece)
         self.factor = factor
 
@@ -173,6 +182,7 @@ def stopped_guide_trace(guide_trace: poutine.Trace) -> poutine.Trace:
     stopped = poutine.Trace()
     for name, site in guide_trace.nodes.items():
         if site["type"] == "sample":
+            check_no_pathwise_jacobian(name, site)
             site = dict(site, fn=detach_distribution_parameters(site["fn"]))
             if site["fn"].log_prob(site["value"].detach()).requires_grad:
                 raise ValueError(
@@ -182,3 +192,15 @@ def stopped_guide_trace(guide_trace: poutine.Trace) -> poutine.Trace:
                 )
         stopped.add_node(name, **site)
     return stopped
+
+
+def check_no_pathwise_jacobian(name, site):
+    """Raise a clear error for an autoguide's ``Delta`` site whose log-Jacobian depends on ``z``: stopping the
+    guide's parameters would also stop that pathwise term, biasing the gradient."""
+    fn = site["fn"]
+    if isinstance(fn, Delta) and torch.is_tensor(fn.log_density) and fn.log_density.requires_grad:
+        raise ValueError(
+            f"guide site '{name}' passes on a value drawn at an auxiliary site through a constraining transform "
+            "(an autoguide on a constrained latent), whose log-Jacobian depends on z: sticking-the-landing and "
+            "DReG cannot stop the guide's parameters there. Use 'iwae' or 'elbo' instead."
+        )

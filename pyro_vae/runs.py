@@ -25,11 +25,12 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import pyro
 import torch
 
-from inference import estimator, log_marginal_likelihood, log_px_method
+from inference import UnreliableEstimateWarning, estimator, log_marginal_likelihood, log_px_method
 from inference.atomic import atomic_write
 from inference.evaluation.diagnostics import (
     importance_resampled_latents,
@@ -365,12 +366,6 @@ def load_run(run_dir, device="auto", with_checkpoint=False):
     return config, splits, vae
 
 
-#: evaluate warns when more than this fraction of examples have a Pareto k-hat above 0.7 ...
-KHAT_WARNING_FRACTION = 0.1
-#: ... or when the median effective sample size per example is below this.
-ESS_WARNING = 10.0
-
-
 def evaluate_run(
     run_dir,
     *,
@@ -429,16 +424,18 @@ def evaluate_run(
             )
         pyro.set_rng_seed(evaluation.seed)
         start = time.perf_counter()
-        result = log_marginal_likelihood(
-            vae.model,
-            vae.guide,
-            x,
-            method=log_px_method(evaluation.method.name, **evaluation.method.options),
-            data_batch_size=evaluation.data_batch_size,
-            max_plate_nesting=vae.max_plate_nesting,
-            progress=progress,
-            seed=evaluation.seed,
-        )
+        with warnings.catch_warnings():  # the report carries them, and the command prints them once
+            warnings.simplefilter("ignore", UnreliableEstimateWarning)
+            result = log_marginal_likelihood(
+                vae.model,
+                vae.guide,
+                x,
+                method=log_px_method(evaluation.method.name, **evaluation.method.options),
+                data_batch_size=evaluation.data_batch_size,
+                max_plate_nesting=vae.max_plate_nesting,
+                progress=progress,
+                seed=evaluation.seed,
+            )
         seconds = time.perf_counter() - start
         correction = dequantization_correction(config, x[0].numel())
         density = result.mean
@@ -560,23 +557,7 @@ def units(config: RunConfig, result, x) -> dict:
 
 def weight_warnings(result) -> list:
     """What a reader of the estimate must know when its importance weights are heavy-tailed or degenerate."""
-    warnings = []
-    fix = "Try more samples (--num-samples), AIS (--method ais), or a richer guide."
-    if result.khat is not None:
-        fraction = (result.khat > 0.7).double().mean().item()
-        if fraction > KHAT_WARNING_FRACTION:
-            warnings.append(
-                f"{fraction:.0%} of the examples have Pareto k-hat above 0.7: their importance weights are so "
-                "heavy-tailed that the estimate can lie far below log p(x), and its Monte Carlo standard error "
-                f"({result.mc_stderr_of_mean:.3g}) understates the error. {fix}"
-            )
-    median_ess = result.ess.median().item()
-    if result.method != "exact" and median_ess < ESS_WARNING:
-        warnings.append(
-            f"the median effective sample size is {median_ess:.1f} of {result.num_samples} draws per example: the "
-            f"estimate rests on a handful of draws. {fix}"
-        )
-    return warnings
+    return result.reliability_warnings(fix="Try more samples (--num-samples), AIS (--method ais), or a richer guide.")
 
 
 def _generating_model_reference(splits, x) -> dict:

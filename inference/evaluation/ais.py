@@ -186,10 +186,9 @@ class AnnealingPath:
         self.data_plate, self.proposal = data_plate, proposal
 
     def _per_example(self, trace, sites=None):
-        log_p = per_example_log_prob(
+        return per_example_log_prob(
             prune_subsample_sites(trace), self.particle_dim, self.num_chains, self.data_plate, sites
         )
-        return log_p if self.data_plate is not None else log_p.unsqueeze(-1)
 
     def latents(self, flat: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Constrained latent values, keyed by site name."""
@@ -234,7 +233,36 @@ def _initial_trace(model, guide, args, kwargs, num_chains, particle_dim, proposa
         if proposal == "prior":
             return prune_subsample_sites(poutine.trace(model).get_trace(*args, **kwargs))
         guide = in_particle_plate(guide, num_chains, particle_dim)
-        return prune_subsample_sites(guide_and_model_traces(model, guide, *args, **kwargs)[1])
+        guide_trace, model_trace = guide_and_model_traces(model, guide, *args, **kwargs)
+        check_guide_density_at_given_latents(guide_trace)
+        return prune_subsample_sites(model_trace)
+
+
+def check_guide_density_at_given_latents(guide_trace):
+    """Refuse a guide that draws at auxiliary sites (an autoguide): AIS needs ``q_0(z)`` at every point of its
+    path, and such a guide's density at a given ``z`` is not what running it conditioned on ``z`` gives."""
+    auxiliary = [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and site["infer"].get("is_auxiliary")
+    ]
+    if auxiliary:
+        raise ValueError(
+            f"AIS needs the proposal's density at any z, but the guide draws at auxiliary site(s) {auxiliary} (an "
+            "autoguide), whose density at a given z it cannot give: anneal from the prior instead (proposal='prior', "
+            "on the command line --method-options '{\"proposal\": \"prior\"}'), or estimate with method 'is'."
+        )
+
+
+def check_continuous_latents(trace):
+    """Refuse discrete latent sites: HMC moves need a continuous space."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
+            raise ValueError(
+                f"AIS moves its chains by Hamiltonian Monte Carlo, which needs continuous latents, but latent site "
+                f"'{name}' is discrete: estimate log p(x) with method 'is' (which sums sites marked for enumeration "
+                "exactly) or 'exact'."
+            )
 
 
 def hmc_transition(flat, energy_fn, step_size, num_leapfrog_steps, energy=None, grads=None):
@@ -331,6 +359,7 @@ def annealed_importance_sampling(
     particle_dim = -(max_plate_nesting + 1)
     betas = _betas(schedule, num_steps)
     trace = _initial_trace(model, guide, args, kwargs, num_chains, particle_dim, proposal)
+    check_continuous_latents(trace)
     sites = latent_sites(trace, particle_dim, data_plate)
     values = {site.name: trace.nodes[site.name]["value"] for site in sites}
     if initial_latents is not None:

@@ -21,7 +21,7 @@ import torch
 from pyro.infer import config_enumerate
 from pyro.poutine.util import prune_subsample_sites
 
-from inference.importance import guess_max_plate_nesting, site_log_prob
+from inference.importance import guess_max_plate_nesting, site_log_prob, subsample_factor
 
 
 def analytic_log_marginal(model):
@@ -67,7 +67,7 @@ def enumerated_log_marginal(model, *args, data_plate="data", max_plate_nesting=N
             if not site["is_observed"] and len(frames) > 1:
                 raise _unsupported(f"latent site '{name}' lies in plates {sorted(frames)} besides '{data_plate}'")
             batch_dim, batch_size = frames[data_plate].dim, frames[data_plate].size
-        log_p = site_log_prob(site)
+        log_p = site_log_prob(site, subsample_factor(frames.get(data_plate)))
         log_p = log_p.reshape((1,) * max(0, max_plate_nesting - log_p.dim()) + log_p.shape)
         # sum plates (not enumeration dims) except the data plate; keep positions for broadcasting
         plates = [d for d in range(-max_plate_nesting, 0) if d != batch_dim and log_p.shape[d] > 1]

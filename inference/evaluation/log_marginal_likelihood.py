@@ -39,6 +39,7 @@ References:
 import contextlib
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -47,14 +48,23 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.allocator import keeps_freed_memory
-from inference.data_rows import num_rows, rows
+from inference.data_rows import num_rows, rows, rows_in
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
 from inference.importance import forked_rng, guess_max_plate_nesting, per_example_log_weights
 from inference.registry import Registry
 from inference.training import distributed
-from inference.training.trainer import batch_size_of
+
+KHAT_WARNING_FRACTION = 0.1
+"""More than this fraction of examples with Pareto k-hat above 0.7 makes an estimate unreliable."""
+ESS_WARNING = 10.0
+"""A median effective sample size below this makes an estimate unreliable."""
+
+
+class UnreliableEstimateWarning(UserWarning):
+    """An estimate of log p(x) whose importance weights are too heavy-tailed, or rest on too few draws, for its
+    value or its Monte Carlo standard error to be trusted (see :attr:`LogMarginalLikelihood.mc_stderr_reliable`)."""
 
 
 @dataclass
@@ -97,6 +107,41 @@ class LogMarginalLikelihood:
     def elbo_mean(self) -> float:
         return self.elbo.mean().item()
 
+    @property
+    def khat_fraction_above(self) -> Optional[float]:
+        """The fraction of examples whose Pareto k-hat exceeds 0.7 (``None`` without k-hat)."""
+        return None if self.khat is None else (self.khat > KHAT_BAD).double().mean().item()
+
+    @property
+    def mc_stderr_reliable(self) -> bool:
+        """Whether :attr:`mc_stderr` can be trusted. The delta-method error ``sqrt((K / ESS - 1) / K)`` is computed
+        from the same weights it judges: when their tail is heavy (k-hat > 0.7, where the weights' variance may be
+        infinite) or their effective sample size small, it understates the error, and with ``ESS = 1`` it cannot
+        exceed 1 nat whatever the truth. Reliable means at most 10% of examples above k-hat 0.7 and a median ESS of
+        at least 10 (always, for ``"exact"``)."""
+        return not self.reliability_warnings()
+
+    def reliability_warnings(self, fix="Use more samples (num_samples), method 'ais', or a richer guide.") -> list:
+        """What a reader of the estimate must know when its weights are heavy-tailed or degenerate; ``fix`` ends
+        each message."""
+        found = []
+        if self.method == "exact":
+            return found
+        fraction = self.khat_fraction_above
+        if fraction is not None and fraction > KHAT_WARNING_FRACTION:
+            found.append(
+                f"{fraction:.0%} of the examples have Pareto k-hat above 0.7: their importance weights are so "
+                "heavy-tailed that the estimate can lie far below log p(x), and its Monte Carlo standard error "
+                f"({self.mc_stderr_of_mean:.3g}) understates the error. {fix}"
+            )
+        median_ess = self.ess.median().item()
+        if median_ess < ESS_WARNING:
+            found.append(
+                f"the median effective sample size is {median_ess:.1f} of {self.num_samples} draws per example: the "
+                f"estimate rests on a handful of draws. {fix}"
+            )
+        return found
+
     def summary(self) -> dict:
         """Plain floats for ``eval.json``: nats per example."""
         return {
@@ -108,6 +153,7 @@ class LogMarginalLikelihood:
             "elbo_stderr": _stderr_of_mean(self.elbo),
             "gap": self.mean - self.elbo_mean,
             "ess_mean": self.ess.mean().item(),
+            "mc_stderr_reliable": self.mc_stderr_reliable,
             "num_samples": self.num_samples,
             "num_examples": self.num_examples,
             **self._khat_summary(),
@@ -148,15 +194,18 @@ def importance_log_weights(
     data_plate="data",
     max_plate_nesting=None,
     on_particles=None,
+    vectorize_particles=True,
     **kwargs,
 ):
-    """``(num_samples, batch_size)`` log weights, drawn ``particle_batch_size`` particles at a time;
-    ``on_particles(k)`` is called after each pass of ``k`` particles (a progress bar's update).
+    """``(num_samples, batch_size)`` log weights (``(num_samples, 1)`` with ``data_plate=None``), drawn
+    ``particle_batch_size`` particles at a time (one a pass without a particle plate if not
+    ``vectorize_particles``), enumerated guide sites summed; ``on_particles(k)`` is called after each pass of ``k``
+    particles (a progress bar's update).
 
     Distribution arguments and values are validated (if validation is on) in the first pass only: the later
     passes see the same data and distributions, and the support checks of ``K x N x D`` values would otherwise
     cost a sizeable part of the time."""
-    chunk = particles_per_pass(particle_batch_size, num_samples, args, data_plate)
+    chunk = particles_per_pass(particle_batch_size, num_samples, args, data_plate) if vectorize_particles else 1
     pieces = []
     for start in range(0, num_samples, chunk):
         with contextlib.nullcontext() if start == 0 else pyro.validation_enabled(False):
@@ -168,6 +217,7 @@ def importance_log_weights(
                     num_particles=min(chunk, num_samples - start),
                     data_plate=data_plate,
                     max_plate_nesting=max_plate_nesting,
+                    vectorize_particles=vectorize_particles,
                     **kwargs,
                 )
             )
@@ -202,7 +252,7 @@ def particles_per_pass(particle_batch_size, num_samples: int, args, data_plate) 
         return particle_batch_size or num_samples
     tensors = [a for a in args if torch.is_tensor(a)]
     device = tensors[0].device if tensors else torch.device("cpu")
-    examples = batch_size_of(args) if data_plate is not None and tensors else 1
+    examples = rows_in(args) if data_plate is not None else 1
     draws = DRAWS_PER_PASS.get(device.type, DRAWS_PER_PASS_OTHERWISE)
     if device.type == "cpu" and keeps_freed_memory():
         draws = CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY
@@ -223,16 +273,27 @@ class ImportanceSampling:
     :param int num_samples: ``K`` per data point (Burda et al. 2016 use 5000).
     :param particle_batch_size: particles per vectorized pass, which bounds memory; ``None``: all ``K`` at once;
         ``"auto"`` (default): as many as make :data:`DRAWS_PER_PASS` draws with the data points of a pass.
+    :param bool vectorize_particles: ``False`` draws one particle a pass without a particle plate, for a guide that
+        cannot take a leading particle dimension (slower: ``K`` passes).
+
+    Guide sites marked for parallel enumeration are summed exactly (:mod:`inference.importance`): each value ``y``
+    gets its own ``K`` draws, and ``log p_K(x_n) = log (1/K) sum_k sum_y p(x_n, y, z_nyk) / q(z_nyk | x_n, y)``.
     """
 
     name = "is"
 
-    def __init__(self, num_samples: int = 5000, particle_batch_size: Union[int, str, None] = "auto"):
+    def __init__(
+        self,
+        num_samples: int = 5000,
+        particle_batch_size: Union[int, str, None] = "auto",
+        vectorize_particles: bool = True,
+    ):
         check_positive_int(num_samples, "num_samples")
         if particle_batch_size not in (None, "auto"):
             check_positive_int(particle_batch_size, "particle_batch_size", 'or "auto" or None')
         self.num_samples = num_samples
         self.particle_batch_size = particle_batch_size
+        self.vectorize_particles = vectorize_particles
 
     @property
     def num_draws(self) -> int:
@@ -254,10 +315,9 @@ class ImportanceSampling:
             data_plate=data_plate,
             max_plate_nesting=max_plate_nesting,
             on_particles=on_particles,
+            vectorize_particles=self.vectorize_particles,
             **kwargs,
         )
-        if data_plate is None:
-            log_w = log_w.unsqueeze(-1)
         if not torch.isfinite(log_w).all():
             raise FloatingPointError(
                 "non-finite importance weights: the model or guide produced NaN/inf log densities "
@@ -362,8 +422,10 @@ def log_marginal_likelihood(
 
     :param model: a Pyro model whose data points are independent under the plate named ``data_plate``.
     :param guide: a Pyro guide with the same plate; its samples are the importance proposals.
-    :param args: the model's arguments. With ``data_batch_size`` set, every tensor argument is split along its
-        first dimension (the data points) into chunks of that size.
+    :param args: the model's arguments. With ``data_batch_size`` set, every batched argument (a tensor along its
+        first dimension, a ``PackedSequence`` by its sequences, or a type given to
+        :func:`inference.data_rows.register_rows`) is split into chunks of that many data points; an argument of an
+        unknown type is refused before anything runs.
     :param method: a name from :data:`LOG_PX_METHODS` (see the module docstring), or a method object.
     :param int data_batch_size: data points per pass (``None``: all at once).
     :param str data_plate: name of the plate over data points; ``None`` treats the batch as one data point.
@@ -373,8 +435,10 @@ def log_marginal_likelihood(
     :param int seed: seed each chunk's draws by ``seed`` and the chunk's first index (the global generator is
         left as it was); needed to share the chunks among the ranks of a process group, where it is required.
     :param kwargs: options of the method, by name (``num_samples`` and ``particle_batch_size`` of ``"is"``;
-        ``num_steps``, ``num_chains``, ... of ``"ais"``); any other keyword goes to the model and guide.
-    :returns: :class:`LogMarginalLikelihood`.
+        ``num_steps``, ``num_chains``, ... of ``"ais"``); any other keyword goes to the model and guide, whole.
+    :returns: :class:`LogMarginalLikelihood`. When more than 10% of the examples have a Pareto k-hat above 0.7,
+        or the median effective sample size is below 10, it warns (:class:`UnreliableEstimateWarning`) and its
+        ``mc_stderr_reliable`` is False.
     """
     if isinstance(method, str):
         accepted = inspect.signature(LOG_PX_METHODS.get(method)).parameters
@@ -396,7 +460,7 @@ def log_marginal_likelihood(
     rank, world_size = distributed.rank(), distributed.world_size()
     mine = {i: span for i, span in enumerate(spans) if i % world_size == rank}
     results = {}
-    whole = batch_size_of(args) if data_plate is not None else 1  # the examples of an unsplit batch
+    whole = rows_in(args) if data_plate is not None else 1  # the examples of an unsplit batch
     num_examples = {i: whole if stop is None else stop - start for i, (start, stop) in mine.items()}
     bar = tqdm(
         total=sum(num_examples.values()) * method.num_draws,
@@ -425,9 +489,12 @@ def log_marginal_likelihood(
         results = {i: tuple(_to_cpu(part) for part in result) for i, result in results.items()}
     log_px, elbo, mc_stderr, ess, khat = zip(*distributed.gather_in_order(results))
     khat = None if khat[0] is None else torch.cat(khat)
-    return LogMarginalLikelihood(
+    result = LogMarginalLikelihood(
         torch.cat(log_px), torch.cat(elbo), torch.cat(mc_stderr), torch.cat(ess), method.num_draws, method.name, khat
     )
+    for message in result.reliability_warnings():
+        warnings.warn(message, UnreliableEstimateWarning, stacklevel=2)
+    return result
 
 
 def chunk_seeded(seed, start):

@@ -206,10 +206,12 @@ def check_analytic_kl(model, guide, args, kwargs):
         guide_trace, model_trace = map(prune_subsample_sites, guide_and_model_traces(model, guide, *args, **kwargs))
     check_reparameterized(guide_trace, "elbo-analytic-kl")
     latents = [name for name, site in model_trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
-    if len(latents) > 1:
+    drawn = [name for name, site in guide_trace.nodes.items() if site["type"] == "sample" and name in latents]
+    if drawn != latents:
         raise ValueError(
-            f"'elbo-analytic-kl' takes each latent site's KL in closed form, which is exact only when the guide's "
-            f"sites are independent given x; with several dependent latent sites ({', '.join(latents)}) use 'elbo'"
+            f"'elbo-analytic-kl' takes each latent site's KL in closed form given the values drawn before it, which is "
+            f"exact only when the guide draws the latent sites in the model's order ({', '.join(latents)}); the "
+            f"guide draws {', '.join(drawn)}: draw them in the model's order, or use 'elbo'"
         )
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample" or site["is_observed"] or name not in model_trace.nodes:
@@ -237,8 +239,10 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
 
     The KL term is closed-form wherever :func:`torch.distributions.kl_divergence` has a rule for the (guide, prior)
     pair of a site (e.g. diagonal Normal vs Normal) and a ``K``-particle Monte Carlo estimate otherwise; the
-    likelihood term is reparameterized. Requires a mean-field-compatible model/guide (each latent site's prior may
-    depend on other latents only through sampled values). Options as in :class:`TraceELBO`.
+    likelihood term is reparameterized. With several latent sites, each site's KL is taken between its guide and
+    prior distributions given the values drawn before it, ``sum_s KL(q(z_s | z_<s, x) || p(z_s | z_<s))``, an
+    unbiased estimate of ``KL(q || p)`` by the chain rule, provided the guide draws the sites in the model's order
+    (so every prior's conditioning values are drawn before the site; checked). Options as in :class:`TraceELBO`.
 
     Where a site's pair has no closed form it refuses (:func:`check_analytic_kl`) rather than falling back to
     Monte Carlo as Pyro's estimator does, so that ``elbo-analytic-kl`` always means what it says.

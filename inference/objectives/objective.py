@@ -67,12 +67,14 @@ class ImportanceWeightedObjective(ELBO):
     :func:`~inference.importance.per_example_log_weight_parts`): ``require_rsample`` (on by default: pathwise
     gradients), ``detach_samples``, ``stop_guide_parameters``, ``model_at_detached_z``, ``scale_model_pathwise``
     (one model pass whose path through ``z`` the surrogate weighs apart from the model's parameters: the estimator
-    sets ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`).
+    sets ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`), ``enumerate_guide`` (guide sites marked
+    for parallel enumeration are summed exactly, :mod:`inference.importance`; elsewhere they are drawn).
 
     :param int num_particles: ``K``, particles per data point.
     :param int max_plate_nesting: the model's plate nesting (guessed by running model and guide once if ``None``);
         the particle plate goes just outside it.
-    :param bool vectorize_particles: draw all particles in one batched pass (default) or one pass each.
+    :param bool vectorize_particles: draw all particles in one batched pass (default) or one pass each, without a
+        particle plate (for guides that cannot take a leading particle dimension).
     :param float kl_weight: ``beta`` multiplying ``log p(z) - log q(z | x)`` in every log weight (KL annealing;
         may be changed between steps).
     :param str data_plate: name of the plate over independent data points; ``None`` treats the batch as one point.
@@ -84,6 +86,7 @@ class ImportanceWeightedObjective(ELBO):
     stop_guide_parameters = False
     model_at_detached_z = False
     scale_model_pathwise = False
+    enumerate_guide = False
 
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
@@ -147,6 +150,7 @@ class ImportanceWeightedObjective(ELBO):
             model_at_detached_z=self.model_at_detached_z,
             scale_model_pathwise=self.scale_model_pathwise,
             estimator_name=self.name,
+            enumerate_guide=self.enumerate_guide,
         )
 
     def minibatch_loss(self, parts, objective, surrogate, extra_loss=0.0) -> torch.Tensor:

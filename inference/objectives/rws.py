@@ -118,7 +118,7 @@ class ReweightedWakeSleep(ImportanceWeightedObjective):
         wake_theta = log_mean_exp(log_w)
         surrogate = wake_theta
         if self.insomnia > 0:
-            wake_phi = (normalized_weights(log_w) * parts.log_guide).sum(0)
+            wake_phi = (normalized_weights(log_w) * parts.log_guide_score).sum(0)
             surrogate = surrogate + self.insomnia * wake_phi
         sleep_loss = 0.0
         if self.insomnia < 1:

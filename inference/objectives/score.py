@@ -48,7 +48,9 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
         \nabla_\phi \mathcal{L}_n \approx \frac1K \sum_k \big(f_n(z_{nk}) - b_{nk}\big)
             \nabla_\phi \log q_\phi(z_{nk} | x_n)
 
-    where ``z`` is held fixed (no pathwise term) and the direct ``-beta * grad log q`` term is dropped because
+    where ``z`` is held fixed (no pathwise term), ``log q`` in the score is the density ``z`` was drawn from (without
+    the site's ``poutine.scale``, which scales only its term in ``f``), and the direct ``-beta * grad log q`` term
+    is dropped because
     :math:`\mathbb{E}_q[\nabla_\phi \log q_\phi] = 0`. Any baseline ``b`` that does not depend on ``z_nk`` keeps the
     estimator unbiased:
 
@@ -162,5 +164,5 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
             baseline = self._learned_baseline(args, signal.shape[1], signal.device)
             baseline_loss = (signal.detach() - baseline).pow(2).mean()
             baseline = baseline.detach()
-        surrogate = signal + (signal.detach() - baseline) * parts.log_guide
+        surrogate = signal + (signal.detach() - baseline) * parts.log_guide_score
         return self.minibatch_loss(parts, signal.mean(0), surrogate.mean(0), baseline_loss)
