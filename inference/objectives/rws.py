@@ -42,6 +42,20 @@ def observations_replaced(model_trace, args, kwargs):
     return new_args, new_kwargs
 
 
+def check_scores_given_latents(guide_trace):
+    """Refuse a guide that draws at auxiliary sites (an autoguide): replayed on the model's latents it draws its
+    auxiliary values afresh, so its density at those latents is not what the sleep phase scores."""
+    auxiliary = [
+        n for n, site in guide_trace.nodes.items() if site["type"] == "sample" and site["infer"].get("is_auxiliary")
+    ]
+    if auxiliary:
+        raise ValueError(
+            f"the sleep phase scores log q at latents drawn from the model, but the guide draws at auxiliary site(s) "
+            f"{auxiliary} (an autoguide), whose density at given latents it cannot give: use insomnia=1 (wake-phi "
+            "only), or a guide written with the model's latent sites."
+        )
+
+
 @ESTIMATORS.register("rws")
 class ReweightedWakeSleep(ImportanceWeightedObjective):
     r"""Reweighted wake-sleep (Bornschein & Bengio 2015; Le et al. 2019), with one importance-weighted estimate per
@@ -107,6 +121,7 @@ class ReweightedWakeSleep(ImportanceWeightedObjective):
         guide_args, guide_kwargs = self.sleep_args(model_trace, args, kwargs)
         guide_trace = poutine.trace(poutine.replay(guide, trace=model_trace)).get_trace(*guide_args, **guide_kwargs)
         guide_trace = prune_subsample_sites(guide_trace)
+        check_scores_given_latents(guide_trace)
         log_q = per_example_log_prob(guide_trace, -(max_plate_nesting + 1), 1, self.data_plate)
         return -data_plate_scale(guide_trace, self.data_plate) * log_q.sum()
 

@@ -153,3 +153,12 @@ def test_a_guide_without_a_particle_dimension_fails_vectorized_and_runs_unvector
     assert "pass vectorize_particles=False" in "".join(refused.value.__notes__)
     loss = estimator("iwae", num_particles=3, max_plate_nesting=1, vectorize_particles=False)
     assert math.isfinite(seeded(loss.loss, pair.model, pair.guide, *pair.args))
+
+
+def test_rws_sleep_refuses_an_autoguide_and_its_advice_works(float64):
+    """Replayed on the model's latents, an autoguide draws its auxiliary values afresh (log q = -inf there)."""
+    pair = build("AutoNormal")
+    with pytest.raises(ValueError, match="auxiliary site.*use insomnia=1"):
+        estimator("rws", num_particles=3, insomnia=0.5).differentiable_loss(pair.model, pair.guide, *pair.args)
+    loss = estimator("rws", num_particles=3, insomnia=1.0).differentiable_loss(pair.model, pair.guide, *pair.args)
+    assert torch.isfinite(loss)
