@@ -474,7 +474,7 @@ def log_marginal_likelihood(
         for i, (start, stop) in mine.items():
             chunk_args = args if stop is None else rows(args, start, stop)
             done = bar.n
-            with chunk_seeded(seed, start):
+            with chunk_seeded(seed, start), noted_on_failure(CHUNK_NOTE if stop is not None else None):
                 results[i] = method.estimate(
                     model,
                     guide,
@@ -495,6 +495,23 @@ def log_marginal_likelihood(
     for message in result.reliability_warnings():
         warnings.warn(message, UnreliableEstimateWarning, stacklevel=2)
     return result
+
+
+CHUNK_NOTE = (
+    "The evaluation split the data into chunks of data_batch_size points. A guide with parameters for each data "
+    "point (an AutoNormal or a pyro.param fitted on the whole set) cannot take a chunk: pass data_batch_size=None."
+)
+
+
+@contextlib.contextmanager
+def noted_on_failure(note):
+    """Add ``note`` to a shape error raised inside (what the user can change to avoid it)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, IndexError) as error:
+        if note is not None:
+            error.add_note(note)
+        raise
 
 
 def chunk_seeded(seed, start):

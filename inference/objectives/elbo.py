@@ -19,6 +19,8 @@ a GPU, several per step. The trainer tests the loss for finiteness itself, witho
 (:mod:`inference.training.trainer`).
 """
 
+import warnings
+
 import pyro.distributions as dist
 import pyro.infer
 import pyro.poutine as poutine
@@ -114,7 +116,32 @@ class _KLWeighted:
         if not self._checked:
             self.check(model, guide, args, kwargs)
             self._checked = True
+            warn_if_marked_for_enumeration(guide, args, kwargs, self.name)
         return super()._get_trace(model, self.guide_to_trace(guide), args, kwargs)
+
+
+class EnumerationIgnoredWarning(UserWarning):
+    """A guide site marked for parallel enumeration that an estimator draws instead."""
+
+
+def warn_if_marked_for_enumeration(guide, args, kwargs, estimator_name):
+    """Warn, naming the site and what sums it, when the guide marks a site for enumeration that this estimator
+    draws (Pyro's ``Trace_ELBO`` does the same, with a shorter warning)."""
+    with torch.no_grad(), poutine.block(), forked_rng():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    marked = [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and site["infer"].get("enumerate") == "parallel"
+    ]
+    if marked:
+        warnings.warn(
+            f"'{estimator_name}' draws the guide's site(s) {marked}, which are marked for parallel enumeration, and "
+            "gives them a score-function gradient; 'iwae' (any K) and 'iwae-dreg' sum them exactly, as does Pyro's "
+            "TraceEnum_ELBO",
+            EnumerationIgnoredWarning,
+            stacklevel=4,
+        )
 
 
 @ESTIMATORS.register("elbo")
@@ -134,6 +161,8 @@ class TraceELBO(_KLWeighted, pyro.infer.Trace_ELBO):
         [1] D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
         [2] R. Ranganath, S. Gerrish, D. M. Blei. Black Box Variational Inference. AISTATS 2014.
     """
+
+    name = "elbo"
 
     def particle_loss(self, model_trace, guide_trace):
         return elbo_particle_loss(model_trace, guide_trace)
@@ -251,6 +280,7 @@ class AnalyticKLELBO(_KLWeighted, pyro.infer.TraceMeanField_ELBO):
         [1] D. P. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014 (appendix B).
     """
 
+    name = "elbo-analytic-kl"
     require_rsample = True
 
     def check(self, model, guide, args, kwargs):

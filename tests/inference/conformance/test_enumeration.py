@@ -14,6 +14,7 @@ import torch
 
 from inference import estimator, log_marginal_likelihood
 from inference.importance import per_example_log_weights
+from inference.objectives.elbo import EnumerationIgnoredWarning
 from tests.inference.conformance.catalogue import MIXTURE_MEANS, MIXTURE_WEIGHTS, NOISE, build
 
 K = 5
@@ -73,3 +74,9 @@ def test_is_sums_enumerated_sites_and_reports_per_example_estimates(float64):
     pair = build("enumerated class")
     result = log_marginal_likelihood(pair.model, pair.guide, *pair.args, num_samples=2000, seed=0)
     assert (result.log_px - pair.exact).abs().max() < 0.02
+
+
+def test_elbo_says_it_draws_a_site_marked_for_enumeration_and_names_what_sums_it(float64):
+    pair = build("enumerated class")
+    with pytest.warns(EnumerationIgnoredWarning, match=r"\['y'\].*'iwae' \(any K\) and 'iwae-dreg' sum them"):
+        estimator("elbo", max_plate_nesting=1).loss(pair.model, pair.guide, *pair.args)

@@ -170,7 +170,7 @@ TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", 
         (["--dataset", "linear-gaussian"], "choose --likelihood gaussian"),
         (["--estimator", "elbo-analytic-kl", "--prior", "vamp"], "use 'elbo', which estimates the KL by Monte Carlo"),
         (["--likelihood", "beta"], "outside the support of the 'beta' likelihood"),  # digits have exact 0s
-        (["--estimator", "elbo-analytic-kl", "--set", "model.top_latent_dim=2"], "several dependent latent sites"),
+        (["--estimator", "elbo-analytic-kl", "--set", "model.top_latent_dim=2"], "draw them in the model's order, or use 'elbo'"),
         (["--prior", "bernoulli", "--guide", "bernoulli", "--set", "model.top_latent_dim=2"], "a continuous guide"),
         (["--set", "model.top_latent_dim=0"], "must be positive"),
         (["--plugin", "no-such-plugin.py"], "no plugin file"),
@@ -232,7 +232,11 @@ def test_list_json_gives_every_component_with_options_and_defaults(capsys):
     components = listing["components"]
     assert components["model.prior"]["bernoulli"]["options"] == {"probs": 0.5, "learned": False}
     assert components["train.estimator"]["vimco"]["options"]["num_particles"] == 5
-    assert components["eval.method"]["is"]["options"] == {"num_samples": 5000, "particle_batch_size": "auto"}
+    assert components["eval.method"]["is"]["options"] == {
+        "num_samples": 5000,
+        "particle_batch_size": "auto",
+        "vectorize_particles": True,
+    }
     assert "latent_dim" not in components["model.guide"]["diagonal-normal"]["options"]  # the run supplies it
     assert all(entry["doc"] for table in components.values() for entry in table.values())
     assert listing["defaults"]["train"]["optimizer"] == {"name": "adam", "options": {"lr": 0.001}}
