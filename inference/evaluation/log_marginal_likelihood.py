@@ -41,7 +41,7 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import pyro
 import torch
@@ -55,6 +55,12 @@ from inference.evaluation.exact import exact_log_marginal
 from inference.importance import forked_rng, guess_max_plate_nesting, per_example_log_weights
 from inference.registry import Registry
 from inference.training import distributed
+
+LOG_PX_METHODS = Registry("log p(x) method")
+"""The log p(x) methods by name. A method is a class registered here whose constructor takes its options and
+which has ``name``, ``num_draws`` (draws per data point behind each estimate), ``proposal(model, guide)`` and
+``estimate(model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None)`` returning a
+:class:`PerExampleEstimate`."""
 
 KHAT_WARNING_FRACTION = 0.1
 """More than this fraction of examples with Pareto k-hat above 0.7 makes an estimate unreliable."""
@@ -84,6 +90,13 @@ class LogMarginalLikelihood:
     num_samples: int
     method: str = "is"
     khat: Optional[torch.Tensor] = None
+
+    @classmethod
+    def of_chunks(cls, chunks, num_samples: int, method: str) -> "LogMarginalLikelihood":
+        """The result of a method's :class:`PerExampleEstimate` for each chunk of data points, in order."""
+        khat = None if chunks[0].khat is None else torch.cat([chunk.khat for chunk in chunks])
+        fields = {name: torch.cat([getattr(chunk, name) for chunk in chunks]) for name in WeightSummary._fields}
+        return cls(**fields, num_samples=num_samples, method=method, khat=khat)
 
     @property
     def num_examples(self) -> int:
@@ -174,14 +187,33 @@ def _stderr_of_mean(values: torch.Tensor) -> float:
     return (values.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else float("nan")
 
 
-def summarize_log_weights(log_w: torch.Tensor):
+class WeightSummary(NamedTuple):
+    """Per-column summaries of ``(K, N)`` log weights."""
+
+    log_px: torch.Tensor  # log (1/K) sum_k w_k
+    elbo: torch.Tensor  # (1/K) sum_k log w_k
+    mc_stderr: torch.Tensor  # the delta-method Monte Carlo standard error of log_px
+    ess: torch.Tensor  # Kong's effective sample size
+
+
+class PerExampleEstimate(NamedTuple):
+    """What a log p(x) method's ``estimate`` returns for the data points of one chunk: one entry per data point."""
+
+    log_px: torch.Tensor
+    elbo: torch.Tensor
+    mc_stderr: torch.Tensor
+    ess: torch.Tensor
+    khat: Optional[torch.Tensor] = None  # the Pareto k-hat of the importance weights, where there are enough
+
+
+def summarize_log_weights(log_w: torch.Tensor) -> WeightSummary:
     """From ``(K, N)`` log weights: IWAE estimate, ELBO estimate, Monte Carlo standard error and ESS per column."""
     num_samples = log_w.shape[0]
     log_px = torch.logsumexp(log_w, 0) - math.log(num_samples)
     elbo = log_w.mean(0)
     ess = effective_sample_size(log_w)
     mc_stderr = ((num_samples / ess - 1).clamp(min=0) / num_samples).sqrt()
-    return log_px, elbo, mc_stderr, ess
+    return WeightSummary(log_px, elbo, mc_stderr, ess)
 
 
 @torch.no_grad()
@@ -267,6 +299,7 @@ def draws_within_memory(free_bytes: int, values_per_example: int) -> int:
     return free_bytes // 4 // (BYTES_PER_DRAW_AND_VALUE * max(values_per_example, 1))
 
 
+@LOG_PX_METHODS.register("is")
 class ImportanceSampling:
     """``"is"``: ``log (1/K) sum_k p(x_n, z_nk) / q(z_nk | x_n)`` with ``z_nk`` drawn from the guide.
 
@@ -303,9 +336,11 @@ class ImportanceSampling:
     def proposal(self, model, guide):
         return guide
 
-    def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
-        """``(log_px, elbo, mc_stderr, ess, khat)`` for the data points of ``args``; ``on_particles(k)`` after
-        each pass of ``k`` particles."""
+    def estimate(
+        self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None
+    ) -> PerExampleEstimate:
+        """The estimates for the data points of ``args``; ``on_particles(k)`` after each pass of ``k``
+        particles."""
         log_w = importance_log_weights(
             model,
             self.proposal(model, guide),
@@ -323,9 +358,10 @@ class ImportanceSampling:
                 "non-finite importance weights: the model or guide produced NaN/inf log densities "
                 "(check the data range against the likelihood, e.g. Bernoulli needs values in [0, 1])"
             )
-        return (*summarize_log_weights(log_w), pareto_khat(log_w))
+        return PerExampleEstimate(*summarize_log_weights(log_w), khat=pareto_khat(log_w))
 
 
+@LOG_PX_METHODS.register("is-prior")
 class PriorImportanceSampling(ImportanceSampling):
     """``"is-prior"``: importance sampling with the prior ``p(z)`` as proposal, to show what the guide buys."""
 
@@ -335,6 +371,7 @@ class PriorImportanceSampling(ImportanceSampling):
         return prior_proposal(model)
 
 
+@LOG_PX_METHODS.register("exact")
 class ExactLogMarginal(ImportanceSampling):
     """``"exact"``: analytic or enumerated ``log p(x_n)`` (:mod:`inference.evaluation.exact`); the ELBO, ESS and
     k-hat still describe the guide's ``num_samples`` importance weights, and the Monte Carlo error is 0."""
@@ -342,13 +379,12 @@ class ExactLogMarginal(ImportanceSampling):
     name = "exact"
 
     def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
-        _, elbo, mc_stderr, ess, khat = super().estimate(
-            model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles
-        )
+        weights = super().estimate(model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles)
         log_px = exact_log_marginal(model, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **kwargs)
-        return log_px.reshape(-1), elbo, torch.zeros_like(mc_stderr), ess, khat
+        return weights._replace(log_px=log_px.reshape(-1), mc_stderr=torch.zeros_like(weights.mc_stderr))
 
 
+@LOG_PX_METHODS.register("ais")
 class AnnealedImportanceSampling:
     """``"ais"``: annealed importance sampling from the guide (or prior) to the posterior with adaptive HMC
     (Neal 2001); its options and their defaults are those of
@@ -375,8 +411,8 @@ class AnnealedImportanceSampling:
         ais = annealed_importance_sampling(
             model, guide, *args, data_plate=data_plate, max_plate_nesting=max_plate_nesting, **self.options, **kwargs
         )
-        log_px, _, mc_stderr, ess = summarize_log_weights(ais.log_weights)
-        return log_px, ais.proposal_log_weights.mean(0), mc_stderr, ess, None
+        summary = summarize_log_weights(ais.log_weights)
+        return PerExampleEstimate(*summary._replace(elbo=ais.proposal_log_weights.mean(0)))
 
 
 # The options of "ais" are the keyword options of annealed_importance_sampling, defaults included: one place.
@@ -388,10 +424,6 @@ AnnealedImportanceSampling.__signature__ = inspect.Signature(
         and name not in ("initial_latents", "data_plate", "max_plate_nesting", "progress")
     ]
 )
-
-LOG_PX_METHODS = Registry("log p(x) method")
-for _method in (ImportanceSampling, PriorImportanceSampling, AnnealedImportanceSampling, ExactLogMarginal):
-    LOG_PX_METHODS.register(_method.name)(_method)
 
 
 def check_positive_int(value, name, alternatives=""):
@@ -486,12 +518,8 @@ def log_marginal_likelihood(
                 )
             bar.update(done + num_examples[i] * method.num_draws - bar.n)  # methods that report no passes
     if distributed.is_distributed():
-        results = {i: tuple(_to_cpu(part) for part in result) for i, result in results.items()}
-    log_px, elbo, mc_stderr, ess, khat = zip(*distributed.gather_in_order(results))
-    khat = None if khat[0] is None else torch.cat(khat)
-    result = LogMarginalLikelihood(
-        torch.cat(log_px), torch.cat(elbo), torch.cat(mc_stderr), torch.cat(ess), method.num_draws, method.name, khat
-    )
+        results = {i: PerExampleEstimate(*map(_to_cpu, result)) for i, result in results.items()}
+    result = LogMarginalLikelihood.of_chunks(distributed.gather_in_order(results), method.num_draws, method.name)
     for message in result.reliability_warnings():
         warnings.warn(message, UnreliableEstimateWarning, stacklevel=2)
     return result
