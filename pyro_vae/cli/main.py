@@ -51,6 +51,18 @@ def _mirrored_hidden_sizes(value):
     return [("model.encoder.options.hidden_sizes", value), ("model.decoder.options.hidden_sizes", value[::-1])]
 
 
+PLUGIN_HELP = (
+    "a Python file (or module) registering your own components, loaded only when named here (a run that needs "
+    "one says so); repeatable"
+)
+
+
+def _recorded_plugins(plugins) -> list:
+    from pyro_vae.config import plugin_key
+
+    return [plugin_key(plugin) for plugin in plugins]
+
+
 #: Short flags of `train`: (flag, argparse keywords, what the value sets: a dotted path or a function of the value
 #: giving (path, value) pairs).
 TRAIN_ALIASES = [
@@ -134,8 +146,8 @@ TRAIN_ALIASES = [
     ("--device", {"help": "auto, cpu, cuda or cuda:N"}, "device"),
     (
         "--plugin",
-        {"action": "append", "help": "a Python file (or module) registering your own components; repeatable"},
-        lambda plugins: [("plugins", [os.path.abspath(p) if p.endswith(".py") else p for p in plugins])],
+        {"action": "append", "help": PLUGIN_HELP},
+        lambda plugins: [("plugins", _recorded_plugins(plugins))],
     ),
 ]
 
@@ -279,6 +291,7 @@ def _add_evaluate(sub):
         action="store_true",
         help="evaluate the last checkpoint of a run whose training has not finished",
     )
+    p.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     _add_nproc(p, "share the examples out among N processes of this machine (the estimates do not change)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_evaluate)
@@ -335,6 +348,7 @@ def _add_sample(sub):
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to reconstruct")
     p.add_argument("--seed", type=int, default=0, help="seed for the prior samples")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     p.set_defaults(run=_sample)
 
 
@@ -617,6 +631,10 @@ def main(argv=None):
             from inference.allocator import keep_freed_memory
 
             keep_freed_memory()  # before the first tensor
+        if getattr(args, "plugin", None):  # the only way a plugin runs: named on this command line
+            from pyro_vae.config import load_plugins
+
+            load_plugins(args.plugin)
 
         if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _launch_processes(argv, nproc)
