@@ -2,7 +2,8 @@
 
 * :class:`RunLock`: an exclusive lock on the folder (``.lock``, ``fcntl.flock``), taken by every command that
   writes into it; a second writer is refused with a message naming the holder. The operating system releases the
-  lock when its process ends, however it ends, so a killed run never leaves a stale lock.
+  lock when its process ends, however it ends, so a killed run never leaves a stale lock; the next writer removes
+  the temporary files a killed writer left (:func:`inference.atomic.remove_interrupted_writes`).
 * :func:`write_json` (with :func:`inference.atomic.atomic_write`): a temporary file, flushed to disk, renamed
   over the target.
 * ``status.json`` (:func:`write_status`, :func:`read_status`): whether training is running, finished or failed,
@@ -21,7 +22,7 @@ import socket
 import sys
 import time
 
-from inference.atomic import atomic_write
+from inference.atomic import atomic_write, is_interrupted_write, remove_interrupted_writes
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
@@ -90,6 +91,8 @@ class RunLock:
         holder = f"pid {os.getpid()} on {socket.gethostname()} ({self.command}, since {now()})"
         os.write(fd, holder.encode())
         self._fd = fd
+        for folder in (self.run_dir, os.path.join(self.run_dir, EVAL_FOLDER)):  # what killed writers left
+            remove_interrupted_writes(folder)
         return self
 
     def __exit__(self, *exc):
