@@ -103,6 +103,13 @@ class RunLock:
             self._fd = None
 
 
+def foreign_files(run_dir) -> list:
+    """The names in ``run_dir`` that no pyro-vae command wrote: all but its lock file and interrupted writes."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(name for name in os.listdir(run_dir) if name != LOCK_FILE and not is_interrupted_write(name))
+
+
 def command_line() -> str:
     return " ".join(["pyro-vae", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pyro-vae") else "pyro-vae"
 

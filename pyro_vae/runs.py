@@ -284,6 +284,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
             raise FileExistsError(
                 f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
             )
+        checkpoint.saved_state()  # a damaged checkpoint is refused here, before any file changes
         trained_on = read_status(run_dir).get("device") if resume else None
         if trained_on not in (None, device.type):
             raise ConfigError(
@@ -335,6 +336,12 @@ def _config_to_resume(config, run_dir):
     saved = load_config(run_dir)
     if config is None:
         return saved
+    done = read_status(run_dir).get("epochs_done", 0)
+    if config.train.epochs < done:
+        raise ConfigError(
+            f"'{run_dir}' has trained {done} epochs, more than the {config.train.epochs} asked for; a run cannot "
+            f"go back: resume with --epochs {done} (as it is) or more, or train a new run into another --out folder"
+        )
     if apply_overrides(saved, [("train.epochs", config.train.epochs)]) != config:
         raise ConfigError(
             f"--resume with a configuration that differs from {os.path.join(run_dir, CONFIG_FILE)} in more than "

@@ -205,8 +205,15 @@ def train_overrides(args) -> list:
 def _train(args):
     from pyro_vae import runs
     from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_config_file
+    from pyro_vae.folder import foreign_files
 
-    if args.resume and os.path.exists(os.path.join(args.out, runs.CONFIG_FILE)):
+    saved = os.path.exists(os.path.join(args.out, runs.CONFIG_FILE))
+    if args.resume and not saved and foreign_files(args.out):  # a typo, not a run killed before it wrote anything
+        raise ConfigError(
+            f"'{args.out}' holds no run to resume (no {runs.CONFIG_FILE}): check the folder's name, or drop --resume "
+            "to start a new run there"
+        )
+    if args.resume and saved:
         base = runs.load_config(args.out)
         if args.config and load_config_file(args.config) != base:
             raise ConfigError(

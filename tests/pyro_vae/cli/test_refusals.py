@@ -80,3 +80,43 @@ def test_a_run_that_needs_a_missing_plugin_file_says_which(run, tmp_path, capsys
         json.dump(config, f)
     err = refused(["evaluate", run, "--num-samples", "5"], capsys)
     assert f"needs the plugin file '{gone}'" in err and "which is not there" in err and f"--plugin {gone}" in err
+
+
+def test_a_resume_refused_for_a_damaged_checkpoint_changes_no_file(run, capsys):
+    checkpoint = os.path.join(run, "checkpoint.pt")
+    with open(checkpoint, "rb") as f:
+        intact = f.read()
+    with open(checkpoint, "wb") as f:
+        f.write(intact[: len(intact) // 2])
+    before = folder_files(run)
+    err = refused(["train", "--resume", "--out", run, "--epochs", "3", "--no-progress"], capsys)
+    assert "is truncated or damaged" in err and "Restore the file from a copy" in err
+    assert folder_files(run) == before
+    with open(checkpoint, "wb") as f:  # the advice: restore it
+        f.write(intact)
+    assert main(["evaluate", run, "--num-samples", "5", "--posterior-examples", "--no-progress"]) == 0
+    assert main(["train", "--resume", "--out", run, "--epochs", "3", "--no-progress"]) == 0
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["train"]["epochs"] == 3
+
+
+def test_a_resume_to_fewer_epochs_than_done_is_refused(run, capsys):
+    before = folder_files(run)
+    err = refused(["train", "--resume", "--out", run, "--epochs", "1", "--no-progress"], capsys)
+    assert "has trained 2 epochs" in err and "resume with --epochs 2 (as it is) or more" in err
+    assert folder_files(run) == before
+    assert main(["train", "--resume", "--out", run, "--epochs", "2", "--no-progress"]) == 0  # the advice works
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["train"]["epochs"] == 2
+
+
+def test_resuming_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("the user's own file\n")
+    before = folder_files(folder)
+    err = refused(["train", "--resume", "--out", str(folder), *TINY], capsys)
+    assert "holds no run to resume" in err and "drop --resume" in err
+    assert folder_files(folder) == before
+    assert main(["train", "--out", str(folder), *TINY]) == 0  # the advice: the same command without --resume
+    assert os.path.exists(folder / "checkpoint.pt") and (folder / "mine.txt").read_text() == "the user's own file\n"
