@@ -393,6 +393,34 @@ def _axis(text):
     return path.strip(), parsed
 
 
+def _by_path(pairs, flag, fix) -> dict:
+    """``{path: value}`` of ``(path, value)`` pairs; a path given twice is refused, not silently the last, with
+    ``fix(path, values)``: the option to give instead."""
+    by_path = {}
+    for path, value in pairs:
+        if path in by_path:
+            values = [v for p, v in pairs if p == path]
+            raise ValueError(f"{flag} names '{path}' {len(values)} times; give it once instead: {fix(path, values)}")
+        by_path[path] = value
+    return by_path
+
+
+def _one_axis(path, axes) -> str:
+    """One ``--vary`` with the values of every ``--vary`` of ``path``, in order, each once."""
+    merged = []
+    for values in axes:
+        merged += [value for value in values if value not in merged]
+    return f"--vary '{path}={json.dumps(merged)}'"
+
+
+def _one_space(path, specs) -> str:
+    """The last ``--space`` of ``path`` (the one a search used to keep), written back as an option."""
+    spec = specs[-1]
+    arguments = spec["choices"] if spec["kind"] == "choice" else [spec["low"], spec["high"]]
+    text = ",".join(value if isinstance(value, str) else json.dumps(value) for value in arguments)
+    return f"--space '{path}={spec['kind']}({text})'"
+
+
 def _add_compare(sub):
     p = sub.add_parser(
         "compare",
@@ -443,7 +471,7 @@ def compare_grid(args):
     if args.num_samples is not None:
         overrides.append(("eval.method.options.num_samples", args.num_samples))
     grid.base = apply_overrides(base, overrides).to_dict()
-    grid.axes = {**grid.axes, **dict(args.vary)}
+    grid.axes = {**grid.axes, **_by_path(args.vary, "--vary", _one_axis)}
     if args.seeds:
         grid.seeds = list(args.seeds)
     if args.baseline:
@@ -547,7 +575,7 @@ def _search(args):
     base = apply_overrides(base, train_overrides(args))
     summary = run_search(
         base,
-        dict(parse_space(text) for text in args.space),
+        _by_path([parse_space(text) for text in args.space], "--space", _one_space),
         args.out,
         num_trials=args.trials,
         storage=args.storage,

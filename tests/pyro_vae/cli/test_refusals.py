@@ -120,3 +120,36 @@ def test_resuming_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
     assert folder_files(folder) == before
     assert main(["train", "--out", str(folder), *TINY]) == 0  # the advice: the same command without --resume
     assert os.path.exists(folder / "checkpoint.pt") and (folder / "mine.txt").read_text() == "the user's own file\n"
+
+
+SMALL_GRID = ["--dataset", "digits", "--num-train", "100", "--num-val", "20", "--num-test", "20", "--epochs", "1"]
+SMALL_GRID += ["--hidden-sizes", "8", "--latent-dim", "2", "--no-progress"]
+
+
+def suggested_option(err) -> list:
+    import shlex
+
+    return shlex.split(err.split("give it once instead: ")[1])
+
+
+def test_compare_refuses_a_path_varied_twice_and_its_advice_works(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    command = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures", "--out", str(out)]
+    twice = ["--vary", "train.estimator=elbo", "--vary", "train.estimator=iwae,elbo"]
+    err = refused([*command, *twice], capsys)
+    assert "--vary names 'train.estimator' 2 times" in err and not out.exists()
+    assert suggested_option(err) == ["--vary", 'train.estimator=["elbo", "iwae"]']
+    assert main([*command, *suggested_option(err)]) == 0
+    with open(out / "grid.json") as f:
+        assert json.load(f)["axes"] == {"train.estimator": ["elbo", "iwae"]}
+
+
+def test_search_refuses_a_path_searched_twice_and_its_advice_works(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    command = ["search", *SMALL_GRID, "--trials", "1", "--out", str(out)]
+    twice = ["--space", "model.latent_dim=int(2,3)", "--space", "model.latent_dim=choice(2,4)"]
+    err = refused([*command, *twice], capsys)
+    assert "--space names 'model.latent_dim' 2 times" in err and not out.exists()
+    assert suggested_option(err) == ["--space", "model.latent_dim=choice(2,4)"]
+    assert main([*command, *suggested_option(err)]) == 0
