@@ -114,13 +114,24 @@ def command_line() -> str:
     return " ".join(["pyro-vae", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pyro-vae") else "pyro-vae"
 
 
+def read_json(path):
+    """The JSON value in ``path``; a damaged file is a ValueError that names it, not the parser's position alone."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"'{path}' is damaged: it is not valid JSON ({e}); restore it from a copy (pyro-vae writes it "
+                "atomically, so only a change from outside leaves it so)"
+            ) from None
+
+
 def read_status(run_dir) -> dict:
     """The run's ``status.json``; a folder without one (written before status records) counts as unknown."""
     path = os.path.join(run_dir, STATUS_FILE)
     if not os.path.exists(path):
         return {"state": "unknown"}
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def write_status(run_dir, **fields) -> dict:

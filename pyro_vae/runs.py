@@ -57,6 +57,7 @@ from pyro_vae.folder import (
     RunLock,
     command_line,
     evaluation_paths,
+    read_json,
     read_status,
     require_finished,
     retire_evaluations,
@@ -77,8 +78,7 @@ def load_config(run_dir) -> RunConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"'{run_dir}' is not a run folder (no {CONFIG_FILE}); create one with `pyro-vae train`")
-    with open(path) as f:
-        return RunConfig.from_dict(json.load(f))
+    return RunConfig.from_dict(read_json(path))
 
 
 def binary_data(config: RunConfig) -> bool:

@@ -153,3 +153,20 @@ def test_search_refuses_a_path_searched_twice_and_its_advice_works(tmp_path, cap
     assert "--space names 'model.latent_dim' 2 times" in err and not out.exists()
     assert suggested_option(err) == ["--space", "model.latent_dim=choice(2,4)"]
     assert main([*command, *suggested_option(err)]) == 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "status.json"])
+def test_a_damaged_json_file_of_a_run_is_named(run, capsys, name):
+    path = os.path.join(run, name)
+    with open(path) as f:
+        intact = f.read()
+    with open(path, "w") as f:
+        f.write(intact[: len(intact) // 2])
+    before = folder_files(run)
+    evaluate = ["evaluate", run, "--num-samples", "5", "--posterior-examples", "--no-progress"]
+    err = refused(evaluate, capsys)
+    assert f"'{path}' is damaged: it is not valid JSON" in err and "restore it from a copy" in err
+    assert folder_files(run) == before
+    with open(path, "w") as f:  # the advice: restore it
+        f.write(intact)
+    assert main(evaluate) == 0
