@@ -170,3 +170,15 @@ def test_a_damaged_json_file_of_a_run_is_named(run, capsys, name):
     with open(path, "w") as f:  # the advice: restore it
         f.write(intact)
     assert main(evaluate) == 0
+
+
+def test_search_refuses_a_storage_it_cannot_open_and_leaves_no_folder(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    command = ["search", *SMALL_GRID, "--trials", "1", "--space", "model.latent_dim=int(2,3)", "--out", str(out)]
+    for storage in ("ftp://host/db", "notaurl"):
+        err = refused([*command, "--storage", storage], capsys)
+        assert f"--storage '{storage}' cannot be opened" in err and "sqlite:///PATH/study.db" in err
+        assert not out.exists()
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"  # the advice: an RDB URL
+    assert main([*command, "--storage", shared]) == 0 and (tmp_path / "shared.db").exists()
