@@ -182,3 +182,19 @@ def test_search_refuses_a_storage_it_cannot_open_and_leaves_no_folder(tmp_path, 
         assert not out.exists()
     shared = f"sqlite:///{tmp_path / 'shared.db'}"  # the advice: an RDB URL
     assert main([*command, "--storage", shared]) == 0 and (tmp_path / "shared.db").exists()
+
+
+def test_sample_warns_on_an_unfinished_run_and_its_advice_finishes_it(run, capsys):
+    from pyro_vae.folder import write_status
+
+    write_status(run, state="failed", epochs=3)  # stopped after 2 of 3 epochs
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    config["train"]["epochs"] = 3
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    assert main(["sample", run, "--num-samples", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "is not a finished run (status 'failed', 2 of 3 epochs done)" in err
+    assert main(["train", "--resume", "--out", run, "--no-progress"]) == 0  # the advice
+    assert main(["sample", run, "--num-samples", "4"]) == 0 and "warning" not in capsys.readouterr().err
