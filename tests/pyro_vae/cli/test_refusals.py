@@ -12,22 +12,13 @@ import shutil
 import pytest
 
 from pyro_vae.cli.main import main
-
-TINY = ["--epochs", "2", "--num-train", "200", "--num-val", "50", "--num-test", "40"]
-TINY += ["--hidden-sizes", "16", "--latent-dim", "3", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("runs") / "trained")
-    assert main(["train", *TINY, "--out", out]) == 0
-    return out
+from tests.pyro_vae.test_folder import TINY, finished  # noqa: F401 (its module-scoped two-epoch run, here too)
 
 
 @pytest.fixture
-def run(trained, tmp_path):
+def run(request, tmp_path):
     """A copy of a finished two-epoch run, for one test to change."""
-    return str(shutil.copytree(trained, tmp_path / "run"))
+    return str(shutil.copytree(request.getfixturevalue("finished"), tmp_path / "run"))
 
 
 def folder_files(folder) -> dict:
