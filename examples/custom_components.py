@@ -4,7 +4,7 @@ Use them by name from Python, from a config file or from the command line::
 
     pyro-vae train --plugin examples/custom_components.py --prior wide-normal --likelihood cauchy \
                    --dataset linear-gaussian --out runs/custom
-    pyro-vae evaluate runs/custom          # config.json remembers the plugin
+    pyro-vae evaluate runs/custom --plugin examples/custom_components.py   # a run folder never loads it itself
 
 or run this file, which trains a small VAE with both through the Python API and prints its test log p(x).
 """
@@ -47,9 +47,10 @@ class CauchyLikelihood(PyroModule):
 def main(epochs=5, progress=True):
     import tempfile
 
-    from pyro_vae.config import RunConfig, apply_overrides
+    from pyro_vae.config import RunConfig, apply_overrides, load_plugins
     from pyro_vae.runs import evaluate_run, train_run
 
+    load_plugins([__file__])  # configurations record plugins; only naming one here runs it
     overrides = [
         ("plugins", [__file__]),
         ("data.name", "linear-gaussian"),

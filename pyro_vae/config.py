@@ -104,7 +104,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
-    #: Python files or modules that register the user's own components; loaded before the components are checked.
+    #: Python files or modules that register the user's own components. A configuration only records them: they
+    #: run when the user names them (``--plugin``, or :func:`load_plugins` in Python), never because a file lists them.
     plugins: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -114,7 +115,7 @@ class RunConfig:
     def from_dict(cls, tree: dict) -> "RunConfig":
         """Build and check a configuration from a (possibly partial) nested dict; missing values take defaults."""
         config = _from_dict(cls, tree, "")
-        load_plugins(config.plugins)
+        require_loaded_plugins(config.plugins)
         check(config)
         return config
 
@@ -196,25 +197,34 @@ def _unknown_message(name, valid, where, what):
 _LOADED_PLUGINS = {}
 
 
+def plugin_key(plugin) -> str:
+    """How a plugin is named in ``config.json``: a ``.py`` file by its absolute path, a module by its name."""
+    import os
+
+    plugin = str(plugin)
+    return os.path.abspath(plugin) if plugin.endswith(".py") else plugin
+
+
 def load_plugins(plugins) -> None:
     """Import each plugin once: a ``.py`` file by its path, anything else as a module name. A plugin registers
-    components (``@PRIORS.register("name")``), which the configuration can then name."""
+    components (``@PRIORS.register("name")``), which the configuration can then name. Only plugins the user
+    names are loaded (``--plugin``, or this function): a configuration that lists one only records it."""
     import importlib
     import importlib.util
     import os
     import sys
 
     for plugin in plugins:
-        if plugin in _LOADED_PLUGINS:
+        key = plugin_key(plugin)
+        if key in _LOADED_PLUGINS:
             continue
-        if str(plugin).endswith(".py"):
-            path = os.path.abspath(plugin)
-            if not os.path.isfile(path):
+        if key.endswith(".py"):
+            if not os.path.isfile(key):
                 raise ConfigError(
                     f"no plugin file '{plugin}': give the path of a Python file that registers components"
                 )
             name = f"pyro_vae_plugin_{len(_LOADED_PLUGINS)}"
-            spec = importlib.util.spec_from_file_location(name, path)
+            spec = importlib.util.spec_from_file_location(name, key)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # as an import would: its classes can then be inspected
             try:
@@ -227,7 +237,27 @@ def load_plugins(plugins) -> None:
                 module = importlib.import_module(plugin)
             except Exception as e:
                 raise ConfigError(f"plugin module '{plugin}' failed to load: {type(e).__name__}: {e}") from None
-        _LOADED_PLUGINS[plugin] = module
+        _LOADED_PLUGINS[key] = module
+
+
+def require_loaded_plugins(plugins) -> None:
+    """Refuse a configuration that records a plugin the user has not loaded: a run folder or a configuration file
+    received from someone else must not run code that its reader did not name."""
+    import os
+
+    for plugin in plugins:
+        key = plugin_key(plugin)
+        if key in _LOADED_PLUGINS:
+            continue
+        if key.endswith(".py") and not os.path.isfile(key):
+            raise ConfigError(
+                f"this configuration needs the plugin file '{plugin}' (Python code that registers its components), "
+                f"which is not there: put the file back at that path, then add --plugin {plugin}"
+            )
+        raise ConfigError(
+            f"this configuration needs the plugin '{plugin}' (Python code that registers its components), which "
+            f"runs only when you name it: add --plugin {plugin} if you trust that file"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

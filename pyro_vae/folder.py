@@ -2,7 +2,8 @@
 
 * :class:`RunLock`: an exclusive lock on the folder (``.lock``, ``fcntl.flock``), taken by every command that
   writes into it; a second writer is refused with a message naming the holder. The operating system releases the
-  lock when its process ends, however it ends, so a killed run never leaves a stale lock.
+  lock when its process ends, however it ends, so a killed run never leaves a stale lock; the next writer removes
+  the temporary files a killed writer left (:func:`inference.atomic.remove_interrupted_writes`).
 * :func:`write_json` (with :func:`inference.atomic.atomic_write`): a temporary file, flushed to disk, renamed
   over the target.
 * ``status.json`` (:func:`write_status`, :func:`read_status`): whether training is running, finished or failed,
@@ -21,7 +22,7 @@ import socket
 import sys
 import time
 
-from inference.atomic import atomic_write
+from inference.atomic import atomic_write, is_interrupted_write, remove_interrupted_writes
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
@@ -90,6 +91,8 @@ class RunLock:
         holder = f"pid {os.getpid()} on {socket.gethostname()} ({self.command}, since {now()})"
         os.write(fd, holder.encode())
         self._fd = fd
+        for folder in (self.run_dir, os.path.join(self.run_dir, EVAL_FOLDER)):  # what killed writers left
+            remove_interrupted_writes(folder)
         return self
 
     def __exit__(self, *exc):
@@ -100,8 +103,27 @@ class RunLock:
             self._fd = None
 
 
+def foreign_files(run_dir) -> list:
+    """The names in ``run_dir`` that no pyro-vae command wrote: all but its lock file and interrupted writes."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(name for name in os.listdir(run_dir) if name != LOCK_FILE and not is_interrupted_write(name))
+
+
 def command_line() -> str:
     return " ".join(["pyro-vae", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pyro-vae") else "pyro-vae"
+
+
+def read_json(path):
+    """The JSON value in ``path``; a damaged file is a ValueError that names it, not the parser's position alone."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"'{path}' is damaged: it is not valid JSON ({e}); restore it from a copy (pyro-vae writes it "
+                "atomically, so only a change from outside leaves it so)"
+            ) from None
 
 
 def read_status(run_dir) -> dict:
@@ -109,8 +131,7 @@ def read_status(run_dir) -> dict:
     path = os.path.join(run_dir, STATUS_FILE)
     if not os.path.exists(path):
         return {"state": "unknown"}
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def write_status(run_dir, **fields) -> dict:

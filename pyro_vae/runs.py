@@ -58,6 +58,7 @@ from pyro_vae.folder import (
     RunLock,
     command_line,
     evaluation_paths,
+    read_json,
     read_status,
     require_finished,
     retire_evaluations,
@@ -78,8 +79,7 @@ def load_config(run_dir) -> RunConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"'{run_dir}' is not a run folder (no {CONFIG_FILE}); create one with `pyro-vae train`")
-    with open(path) as f:
-        return RunConfig.from_dict(json.load(f))
+    return RunConfig.from_dict(read_json(path))
 
 
 def binary_data(config: RunConfig) -> bool:
@@ -285,6 +285,7 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
             raise FileExistsError(
                 f"'{run_dir}' already holds a trained run: pass --resume to continue it, or choose another --out folder"
             )
+        checkpoint.saved_state()  # a damaged checkpoint is refused here, before any file changes
         trained_on = read_status(run_dir).get("device") if resume else None
         if trained_on not in (None, device.type):
             raise ConfigError(
@@ -336,6 +337,12 @@ def _config_to_resume(config, run_dir):
     saved = load_config(run_dir)
     if config is None:
         return saved
+    done = read_status(run_dir).get("epochs_done", 0)
+    if config.train.epochs < done:
+        raise ConfigError(
+            f"'{run_dir}' has trained {done} epochs, more than the {config.train.epochs} asked for; a run cannot "
+            f"go back: resume with --epochs {done} (as it is) or more, or train a new run into another --out folder"
+        )
     if apply_overrides(saved, [("train.epochs", config.train.epochs)]) != config:
         raise ConfigError(
             f"--resume with a configuration that differs from {os.path.join(run_dir, CONFIG_FILE)} in more than "

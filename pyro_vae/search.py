@@ -80,6 +80,21 @@ class ReportToTrial(Callback):
             trainer.should_stop = True
 
 
+def open_storage(optuna, url: str):
+    """Optuna's RDB storage at ``url``; a URL it cannot open is a :class:`ConfigError` that says what works."""
+    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms; they are what resumes
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+        except Exception as e:  # SQLAlchemy's errors for a malformed URL, an unknown dialect, an unreachable server
+            reason = (str(e).splitlines() or [""])[0] or type(e).__name__
+            raise ConfigError(
+                f"--storage '{url}' cannot be opened as a study database ({reason}): give an RDB URL such as "
+                "sqlite:///PATH/study.db or postgresql://USER@HOST/DB, or leave --storage out to keep the study in "
+                "OUT/study.db"
+            ) from None
+
+
 def run_search(
     base: RunConfig,
     space: dict,
@@ -103,11 +118,10 @@ def run_search(
     if not space:
         raise ConfigError("a search needs a search space: --space PATH=DISTRIBUTION (e.g. lr=loguniform(...))")
     _check_space(base, space)
-    os.makedirs(out, exist_ok=True)
-    url = storage or f"sqlite:///{os.path.abspath(os.path.join(out, STUDY_FILE))}"
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms; they are what resumes
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+    if storage is None:
+        os.makedirs(out, exist_ok=True)  # where the default SQLite file goes
+    rdb = open_storage(optuna, storage or f"sqlite:///{os.path.abspath(os.path.join(out, STUDY_FILE))}")
+    os.makedirs(out, exist_ok=True)  # only once the storage has opened: a bad --storage leaves no folder
     study = optuna.create_study(
         study_name=study_name,
         storage=rdb,

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import load_script
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
 def load_example(name):
@@ -31,13 +31,18 @@ def test_custom_components_work_from_python_config_and_the_command_line(tmp_path
     plugin = os.path.join(EXAMPLES, "custom_components.py")
     out = str(tmp_path / "run")
     command = [sys.executable, "-m", "pyro_vae.cli"]
+    repository = {**os.environ, "PYTHONPATH": os.path.dirname(EXAMPLES)}  # this checkout's pyro_vae, from tmp_path
     train = ["train", "--plugin", plugin, "--prior", "wide-normal", "--prior-options", '{"scale": 3.0}']
     train += ["--likelihood", "cauchy", "--dataset", "linear-gaussian", "--num-train", "300", "--epochs", "1"]
-    subprocess.run([*command, *train, "--no-progress", "--out", out], check=True, capture_output=True, cwd=tmp_path)
-    evaluate = ["evaluate", out, "--num-samples", "20", "--posterior-examples", "--no-progress"]
     subprocess.run(
-        [*command, *evaluate], check=True, capture_output=True, cwd=tmp_path
-    )  # the plugin comes from config.json
+        [*command, *train, "--no-progress", "--out", out], check=True, capture_output=True, cwd=tmp_path, env=repository
+    )
+    evaluate = ["evaluate", out, "--num-samples", "20", "--posterior-examples", "--no-progress"]
+    unnamed = subprocess.run([*command, *evaluate], capture_output=True, text=True, cwd=tmp_path, env=repository)
+    assert unnamed.returncode == 2 and f"add --plugin {plugin}" in unnamed.stderr  # config.json only records it
+    subprocess.run(
+        [*command, *evaluate, "--plugin", plugin], check=True, capture_output=True, cwd=tmp_path, env=repository
+    )
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
     assert config["plugins"] == [os.path.abspath(plugin)] and config["model"]["prior"]["options"] == {"scale": 3.0}

@@ -50,12 +50,21 @@ class Checkpoint(Callback):
         self.resume = resume
         self.extra = dict(extra or {})
         self.digest = None  # of the last checkpoint written or restored
+        self._saved = None
+
+    def saved_state(self):
+        """The verified checkpoint to resume from (read once), or ``None`` when there is none to resume. Call it
+        before writing anything that depends on it: a damaged checkpoint is then refused with nothing changed."""
+        if self._saved is None and self.resume and os.path.exists(self.path):
+            self._saved = load_checkpoint(self.path)
+        return self._saved
 
     def on_train_begin(self, trainer):
-        if self.resume and os.path.exists(self.path):
-            state = load_checkpoint(self.path)
+        state = self.saved_state()
+        if state is not None:
             trainer.load_state_dict(state)
             self.digest = state["sha256"]
+            self._saved = None  # restored: the trainer holds it now
 
     def on_epoch_end(self, trainer, entry):
         state = trainer.state_dict()

@@ -11,6 +11,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import torch
@@ -57,6 +58,36 @@ def save_checkpoint(state: dict, path) -> str:
     return checked["sha256"]
 
 
+class UnreadableFileError(ValueError):
+    """A file ``torch.load(..., weights_only=True)`` refuses; ``holds_objects`` tells foreign content (pickled
+    Python objects, never loaded: loading them could run code) from damage (bytes torch cannot read)."""
+
+    def __init__(self, reason: str, holds_objects: bool):
+        super().__init__(reason)
+        self.holds_objects = holds_objects
+
+
+def load_plain_data(path):
+    """``torch.load(path, weights_only=True)`` on the CPU, its failures as an :class:`UnreadableFileError` whose
+    one-line reason never relays torch's advice to load the file unsafely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:  # a well-formed file that pickles a class or function
+            raise UnreadableFileError(
+                f"it holds Python objects ({found.group(1)}) besides tensors, numbers, strings, lists and dicts, "
+                "and pyro-vae never loads such files (loading them could run code)",
+                holds_objects=True,
+            ) from None
+        raise UnreadableFileError(
+            "its bytes are not a torch file (damaged, truncated or another format)", False
+        ) from None
+    except Exception as e:  # torch reports a damaged file as RuntimeError, EOFError, KeyError, IndexError, ...
+        reason = (str(e).splitlines() or [""])[0] or type(e).__name__
+        raise UnreadableFileError(f"torch cannot read it: {reason}", holds_objects=False) from None
+
+
 def load_checkpoint(path) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`, without unpickling code, and verify its digest.
 
@@ -67,17 +98,15 @@ def load_checkpoint(path) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at '{path}': train first, or point to the run's folder")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        state = load_plain_data(path)
+    except UnreadableFileError as e:
+        if e.holds_objects:
+            raise CheckpointError(
+                f"'{path}' is not a pyro-vae checkpoint: {e}. Point to a run's own checkpoint.pt, or retrain."
+            ) from None
         raise CheckpointError(
-            f"'{path}' is not a pyro-vae checkpoint: it holds Python objects other than plain data, and pyro-vae "
-            "never loads such files (loading them could run code). Point to a run's own checkpoint.pt, or retrain."
-        ) from None
-    except Exception as e:  # torch reports a damaged file as RuntimeError, EOFError, KeyError, IndexError, ...
-        reason = (str(e).splitlines() or [""])[0] or type(e).__name__
-        raise CheckpointError(
-            f"'{path}' is truncated or damaged and cannot be read ({reason}). Delete it and retrain, or restore "
-            "the file from a copy."
+            f"'{path}' is truncated or damaged and cannot be read ({e}). Restore the file from a copy, or delete "
+            "the run folder and train it again."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -89,7 +118,7 @@ def load_checkpoint(path) -> dict:
     if recorded != state_digest(state):
         raise CheckpointError(
             f"'{path}' does not match the checksum it was written with: the file was changed or damaged after "
-            "training wrote it. Delete it and retrain, or restore it from a copy."
+            "training wrote it. Restore the file from a copy, or delete the run folder and train it again."
         )
     state["sha256"] = recorded
     return state

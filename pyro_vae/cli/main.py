@@ -51,6 +51,18 @@ def _mirrored_hidden_sizes(value):
     return [("model.encoder.options.hidden_sizes", value), ("model.decoder.options.hidden_sizes", value[::-1])]
 
 
+PLUGIN_HELP = (
+    "a Python file (or module) registering your own components, loaded only when named here (a run that needs "
+    "one says so); repeatable"
+)
+
+
+def _recorded_plugins(plugins) -> list:
+    from pyro_vae.config import plugin_key
+
+    return [plugin_key(plugin) for plugin in plugins]
+
+
 #: Short flags of `train`: (flag, argparse keywords, what the value sets: a dotted path or a function of the value
 #: giving (path, value) pairs).
 TRAIN_ALIASES = [
@@ -134,8 +146,8 @@ TRAIN_ALIASES = [
     ("--device", {"help": "auto, cpu, cuda or cuda:N"}, "device"),
     (
         "--plugin",
-        {"action": "append", "help": "a Python file (or module) registering your own components; repeatable"},
-        lambda plugins: [("plugins", [os.path.abspath(p) if p.endswith(".py") else p for p in plugins])],
+        {"action": "append", "help": PLUGIN_HELP},
+        lambda plugins: [("plugins", _recorded_plugins(plugins))],
     ),
 ]
 
@@ -193,8 +205,15 @@ def train_overrides(args) -> list:
 def _train(args):
     from pyro_vae import runs
     from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_config_file
+    from pyro_vae.folder import foreign_files
 
-    if args.resume and os.path.exists(os.path.join(args.out, runs.CONFIG_FILE)):
+    saved = os.path.exists(os.path.join(args.out, runs.CONFIG_FILE))
+    if args.resume and not saved and foreign_files(args.out):  # a typo, not a run killed before it wrote anything
+        raise ConfigError(
+            f"'{args.out}' holds no run to resume (no {runs.CONFIG_FILE}): check the folder's name, or drop --resume "
+            "to start a new run there"
+        )
+    if args.resume and saved:
         base = runs.load_config(args.out)
         if args.config and load_config_file(args.config) != base:
             raise ConfigError(
@@ -279,6 +298,7 @@ def _add_evaluate(sub):
         action="store_true",
         help="evaluate the last checkpoint of a run whose training has not finished",
     )
+    p.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     _add_nproc(p, "share the examples out among N processes of this machine (the estimates do not change)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(run=_evaluate)
@@ -335,6 +355,7 @@ def _add_sample(sub):
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to reconstruct")
     p.add_argument("--seed", type=int, default=0, help="seed for the prior samples")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     p.set_defaults(run=_sample)
 
 
@@ -354,6 +375,16 @@ def _sample(args):
     )
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
+    from pyro_vae.folder import read_status
+
+    status = read_status(args.run_dir)
+    if status.get("state") != "finished":
+        print(
+            f"pyro-vae sample: warning: '{args.run_dir}' is not a finished run (status {status.get('state')!r}, "
+            f"{status.get('epochs_done', '?')} of {status.get('epochs', '?')} epochs done): the pictures show its "
+            f"last checkpoint; finish it with `pyro-vae train --resume --out {args.run_dir}`",
+            file=sys.stderr,
+        )
 
 
 def _axis(text):
@@ -370,6 +401,34 @@ def _axis(text):
     if not isinstance(parsed, list):
         raise argparse.ArgumentTypeError(f"the values of '{path}' must be a list, got {values}")
     return path.strip(), parsed
+
+
+def _by_path(pairs, flag, fix) -> dict:
+    """``{path: value}`` of ``(path, value)`` pairs; a path given twice is refused, not silently the last, with
+    ``fix(path, values)``: the option to give instead."""
+    by_path = {}
+    for path, value in pairs:
+        if path in by_path:
+            values = [v for p, v in pairs if p == path]
+            raise ValueError(f"{flag} names '{path}' {len(values)} times; give it once instead: {fix(path, values)}")
+        by_path[path] = value
+    return by_path
+
+
+def _one_axis(path, axes) -> str:
+    """One ``--vary`` with the values of every ``--vary`` of ``path``, in order, each once."""
+    merged = []
+    for values in axes:
+        merged += [value for value in values if value not in merged]
+    return f"--vary '{path}={json.dumps(merged)}'"
+
+
+def _one_space(path, specs) -> str:
+    """The last ``--space`` of ``path`` (the one a search used to keep), written back as an option."""
+    spec = specs[-1]
+    arguments = spec["choices"] if spec["kind"] == "choice" else [spec["low"], spec["high"]]
+    text = ",".join(value if isinstance(value, str) else json.dumps(value) for value in arguments)
+    return f"--space '{path}={spec['kind']}({text})'"
 
 
 def _add_compare(sub):
@@ -422,7 +481,7 @@ def compare_grid(args):
     if args.num_samples is not None:
         overrides.append(("eval.method.options.num_samples", args.num_samples))
     grid.base = apply_overrides(base, overrides).to_dict()
-    grid.axes = {**grid.axes, **dict(args.vary)}
+    grid.axes = {**grid.axes, **_by_path(args.vary, "--vary", _one_axis)}
     if args.seeds:
         grid.seeds = list(args.seeds)
     if args.baseline:
@@ -526,7 +585,7 @@ def _search(args):
     base = apply_overrides(base, train_overrides(args))
     summary = run_search(
         base,
-        dict(parse_space(text) for text in args.space),
+        _by_path([parse_space(text) for text in args.space], "--space", _one_space),
         args.out,
         num_trials=args.trials,
         storage=args.storage,
@@ -617,6 +676,10 @@ def main(argv=None):
             from inference.allocator import keep_freed_memory
 
             keep_freed_memory()  # before the first tensor
+        if getattr(args, "plugin", None):  # the only way a plugin runs: named on this command line
+            from pyro_vae.config import load_plugins
+
+            load_plugins(args.plugin)
 
         if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
             _launch_processes(argv, nproc)

@@ -33,11 +33,12 @@ def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
     import torch
 
     from pyro_vae import runs
-    from pyro_vae.config import RunConfig
+    from pyro_vae.config import RunConfig, load_plugins
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        load_plugins(config_tree["plugins"])  # named on the comparison's command line, which checked them
         config = RunConfig.from_dict(config_tree)
         if not is_done(run_dir, config_tree):
             runs.train_run(config, run_dir, resume=True, progress=False)

@@ -30,7 +30,7 @@ import json
 import re
 from typing import Optional
 
-from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_plugins, read_tree_file
+from pyro_vae.config import ConfigError, RunConfig, apply_overrides, read_tree_file
 
 #: Paths a grid may not vary: the pairing of test examples needs one data seed, and seeds are their own axis.
 FIXED_PATHS = ("data.seed", "train.seed")
@@ -182,7 +182,6 @@ def load_grid_file(path) -> Grid:
     extra = set(settings) - {"seeds", "baseline"}
     if extra:
         raise ConfigError(f"'{path}': unknown keys {sorted(extra)} in [compare]; it takes seeds and baseline")
-    load_plugins(tree.get("base", {}).get("plugins", []))
     return Grid(
         base=tree.get("base", {}),
         axes=_flatten(tree.get("grid", {})),

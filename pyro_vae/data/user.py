@@ -17,6 +17,7 @@ import os
 import numpy as np
 import torch
 
+from inference.training.checkpoint import UnreadableFileError, load_plain_data
 from pyro_vae.data.datasets import DataError, Splits, split_by_permutation
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
@@ -37,8 +38,10 @@ def load_user_data(path, seed: int = 0) -> Splits:
         x = _read(path)
     except DataError:
         raise
+    except UnreadableFileError as e:
+        raise DataError(f"'{path}' could not be read as .pt data: {e}; save a tensor with torch.save") from None
     except Exception as e:  # every reader has its own errors for a malformed file
-        raise DataError(f"'{path}' could not be read as {_suffix(path)} data ({type(e).__name__}: {e})") from None
+        raise DataError(f"'{path}' could not be read as {_suffix(path)} data ({_library_reason(e)})") from None
     x = _as_matrix(x, path)
     image_shape = tuple(x.shape[1:]) if x.dim() == 4 else (1, *x.shape[1:]) if x.dim() == 3 else None
     x = x.reshape(len(x), -1).to(torch.float32)
@@ -46,6 +49,17 @@ def load_user_data(path, seed: int = 0) -> Splits:
     train, val, test = split_by_permutation(x, (len(x) - 2 * num_held_out, num_held_out, num_held_out), seed)
     binary_ok = bool(((x >= 0) & (x <= 1)).all())
     return Splits(os.path.basename(path), train, val, test, image_shape=image_shape, binary_ok=binary_ok, seed=seed)
+
+
+def _library_reason(error: Exception) -> str:
+    """A reader's reason in one line, without NumPy's advice to load pickled data unsafely."""
+    text = (str(error).splitlines() or [""])[0]
+    if "pickle" in text:  # object arrays, or bytes NumPy would only unpickle
+        return (
+            "not numbers in NumPy's format: damaged, another format, or pickled Python objects, which pyro-vae "
+            "never loads since that could run code; save an array of numbers with numpy.save"
+        )
+    return f"{type(error).__name__}: {text}"
 
 
 def _suffix(path):
@@ -66,7 +80,7 @@ def _read(path):
                 raise DataError(f"'{path}' holds arrays {arrays.files}: name the data array 'x' (labels 'y')")
             return arrays[names[0]]
     if suffix == ".pt":
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        value = load_plain_data(path)
         if isinstance(value, dict):
             if "x" not in value:
                 raise DataError(f"'{path}' holds a dict with keys {sorted(value)}: put the data under 'x'")

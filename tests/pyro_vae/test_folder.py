@@ -167,3 +167,16 @@ def test_a_run_resumes_only_on_the_kind_of_device_it_was_trained_on(tmp_path, ca
         json.dump({**status, "device": "cuda"}, f)  # as if trained on a GPU
     assert main(["train", "--resume", "--epochs", "3", "--device", "cpu", "--out", out, "--no-progress"]) == 2
     assert "was trained on cuda; resume it with --device cuda" in capsys.readouterr().err
+
+
+def test_the_next_writer_removes_the_temporary_files_of_a_killed_write(finished, tmp_path):
+    import shutil
+
+    run = shutil.copytree(finished, tmp_path / "run")
+    (run / "eval").mkdir(exist_ok=True)
+    left = [run / ".config.json-k2j4x9.tmp", run / "eval" / ".is-test.json-a8f3.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
+    (run / ".notes.tmp").write_text("not ours: no -XXXX part")
+    assert main(["sample", str(run), "--num-samples", "4"]) == 0
+    assert not any(path.exists() for path in left) and (run / ".notes.tmp").exists()

@@ -125,3 +125,15 @@ def test_an_empty_or_text_file_is_reported_as_damaged(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="is truncated or damaged"):
         load_checkpoint(path)
+
+
+def test_random_bytes_are_called_damage_not_foreign_content(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(
+        torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy().tobytes()
+    )
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "is truncated or damaged" in message and "Restore the file from a copy" in message
+    assert "Python objects" not in message and "weights_only" not in message and "\n" not in message

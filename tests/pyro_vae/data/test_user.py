@@ -133,3 +133,28 @@ def test_a_csv_label_column_may_hold_text(tmp_path):
     path.write_text("a,b,label\n" + "\n".join(f"{i / 10},{i / 20},class-{i % 2}" for i in range(10)))
     splits = load_dataset(str(path))
     assert splits.train.shape[1] == 2
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+@pytest.mark.parametrize(
+    "name, write_file, message",
+    [
+        ("random.npz", lambda path: path.write_bytes(np.random.default_rng(1).bytes(300)), "not numbers in NumPy"),
+        ("random.npy", lambda path: path.write_bytes(np.random.default_rng(1).bytes(300)), "not numbers in NumPy"),
+        ("objects.npy", lambda path: np.save(path, np.array([{}] * 5, dtype=object)), "never loads"),
+        ("random.pt", lambda path: path.write_bytes(np.random.default_rng(1).bytes(300)), "not a torch file"),
+        ("objects.pt", lambda path: torch.save({"x": Payload()}, path), "holds Python objects (print)"),
+    ],
+)
+def test_unreadable_files_get_one_line_that_never_advises_unsafe_loading(tmp_path, capsys, name, write_file, message):
+    path = tmp_path / name
+    write_file(path)
+    assert main(["train", "--dataset", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("pyro-vae train: error: "), err
+    for unsafe in ("allow_pickle", "weights_only", "pickle.load", "safe_globals", "trust"):
+        assert unsafe not in err, err

@@ -1,0 +1,191 @@
+"""Refusals that change nothing and advise a command that then works; run folders that run no code (issue 23).
+
+Each refused command is checked to leave every file of its folder as it was, and the fix its message suggests is
+run to show that it works.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+
+from pyro_vae.cli.main import main
+from tests.pyro_vae.test_folder import TINY, finished  # noqa: F401 (its module-scoped two-epoch run, here too)
+
+
+@pytest.fixture
+def run(request, tmp_path):
+    """A copy of a finished two-epoch run, for one test to change."""
+    return str(shutil.copytree(request.getfixturevalue("finished"), tmp_path / "run"))
+
+
+def folder_files(folder) -> dict:
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+    return files
+
+
+def refused(argv, capsys) -> str:
+    """The one-line error of a command that must be refused with exit status 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_a_run_folder_runs_no_plugin_the_command_line_does_not_name(run, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    plugin = tmp_path / "planted.py"
+    plugin.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config_path = os.path.join(run, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["plugins"] = [str(plugin)]
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    before = folder_files(run)
+    for command in (["evaluate", run, "--num-samples", "5", "--no-progress"], ["sample", run, "--num-samples", "4"]):
+        err = refused(command, capsys)
+        assert f"needs the plugin '{plugin}'" in err and f"add --plugin {plugin}" in err
+        assert not marker.exists() and folder_files(run) == before
+    err = refused(["train", "--resume", "--out", run, "--no-progress"], capsys)
+    assert f"add --plugin {plugin}" in err and not marker.exists() and folder_files(run) == before
+    assert main(["sample", run, "--num-samples", "4", "--plugin", str(plugin)]) == 0  # the advice works
+    assert marker.exists() and os.path.exists(os.path.join(run, "samples.png"))
+
+
+def test_a_run_that_needs_a_missing_plugin_file_says_which(run, tmp_path, capsys):
+    config_path = os.path.join(run, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    gone = str(tmp_path / "gone.py")
+    config["plugins"] = [gone]
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    err = refused(["evaluate", run, "--num-samples", "5"], capsys)
+    assert f"needs the plugin file '{gone}'" in err and "which is not there" in err and f"--plugin {gone}" in err
+
+
+def test_a_resume_refused_for_a_damaged_checkpoint_changes_no_file(run, capsys):
+    checkpoint = os.path.join(run, "checkpoint.pt")
+    with open(checkpoint, "rb") as f:
+        intact = f.read()
+    with open(checkpoint, "wb") as f:
+        f.write(intact[: len(intact) // 2])
+    before = folder_files(run)
+    err = refused(["train", "--resume", "--out", run, "--epochs", "3", "--no-progress"], capsys)
+    assert "is truncated or damaged" in err and "Restore the file from a copy" in err
+    assert folder_files(run) == before
+    with open(checkpoint, "wb") as f:  # the advice: restore it
+        f.write(intact)
+    assert main(["evaluate", run, "--num-samples", "5", "--posterior-examples", "--no-progress"]) == 0
+    assert main(["train", "--resume", "--out", run, "--epochs", "3", "--no-progress"]) == 0
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["train"]["epochs"] == 3
+
+
+def test_a_resume_to_fewer_epochs_than_done_is_refused(run, capsys):
+    before = folder_files(run)
+    err = refused(["train", "--resume", "--out", run, "--epochs", "1", "--no-progress"], capsys)
+    assert "has trained 2 epochs" in err and "resume with --epochs 2 (as it is) or more" in err
+    assert folder_files(run) == before
+    assert main(["train", "--resume", "--out", run, "--epochs", "2", "--no-progress"]) == 0  # the advice works
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["train"]["epochs"] == 2
+
+
+def test_resuming_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("the user's own file\n")
+    before = folder_files(folder)
+    err = refused(["train", "--resume", "--out", str(folder), *TINY], capsys)
+    assert "holds no run to resume" in err and "drop --resume" in err
+    assert folder_files(folder) == before
+    assert main(["train", "--out", str(folder), *TINY]) == 0  # the advice: the same command without --resume
+    assert os.path.exists(folder / "checkpoint.pt") and (folder / "mine.txt").read_text() == "the user's own file\n"
+
+
+SMALL_GRID = ["--dataset", "digits", "--num-train", "100", "--num-val", "20", "--num-test", "20", "--epochs", "1"]
+SMALL_GRID += ["--hidden-sizes", "8", "--latent-dim", "2", "--no-progress"]
+
+
+def suggested_option(err) -> list:
+    import shlex
+
+    return shlex.split(err.split("give it once instead: ")[1])
+
+
+def test_compare_refuses_a_path_varied_twice_and_its_advice_works(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    command = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures", "--out", str(out)]
+    twice = ["--vary", "train.estimator=elbo", "--vary", "train.estimator=iwae,elbo"]
+    err = refused([*command, *twice], capsys)
+    assert "--vary names 'train.estimator' 2 times" in err and not out.exists()
+    assert suggested_option(err) == ["--vary", 'train.estimator=["elbo", "iwae"]']
+    assert main([*command, *suggested_option(err)]) == 0
+    with open(out / "grid.json") as f:
+        assert json.load(f)["axes"] == {"train.estimator": ["elbo", "iwae"]}
+
+
+def test_search_refuses_a_path_searched_twice_and_its_advice_works(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    command = ["search", *SMALL_GRID, "--trials", "1", "--out", str(out)]
+    twice = ["--space", "model.latent_dim=int(2,3)", "--space", "model.latent_dim=choice(2,4)"]
+    err = refused([*command, *twice], capsys)
+    assert "--space names 'model.latent_dim' 2 times" in err and not out.exists()
+    assert suggested_option(err) == ["--space", "model.latent_dim=choice(2,4)"]
+    assert main([*command, *suggested_option(err)]) == 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "status.json"])
+def test_a_damaged_json_file_of_a_run_is_named(run, capsys, name):
+    path = os.path.join(run, name)
+    with open(path) as f:
+        intact = f.read()
+    with open(path, "w") as f:
+        f.write(intact[: len(intact) // 2])
+    before = folder_files(run)
+    evaluate = ["evaluate", run, "--num-samples", "5", "--posterior-examples", "--no-progress"]
+    err = refused(evaluate, capsys)
+    assert f"'{path}' is damaged: it is not valid JSON" in err and "restore it from a copy" in err
+    assert folder_files(run) == before
+    with open(path, "w") as f:  # the advice: restore it
+        f.write(intact)
+    assert main(evaluate) == 0
+
+
+def test_search_refuses_a_storage_it_cannot_open_and_leaves_no_folder(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "search"
+    command = ["search", *SMALL_GRID, "--trials", "1", "--space", "model.latent_dim=int(2,3)", "--out", str(out)]
+    for storage in ("ftp://host/db", "notaurl"):
+        err = refused([*command, "--storage", storage], capsys)
+        assert f"--storage '{storage}' cannot be opened" in err and "sqlite:///PATH/study.db" in err
+        assert not out.exists()
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"  # the advice: an RDB URL
+    assert main([*command, "--storage", shared]) == 0 and (tmp_path / "shared.db").exists()
+
+
+def test_sample_warns_on_an_unfinished_run_and_its_advice_finishes_it(run, capsys):
+    from pyro_vae.folder import write_status
+
+    write_status(run, state="failed", epochs=3)  # stopped after 2 of 3 epochs
+    with open(os.path.join(run, "config.json")) as f:
+        config = json.load(f)
+    config["train"]["epochs"] = 3
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    assert main(["sample", run, "--num-samples", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "is not a finished run (status 'failed', 2 of 3 epochs done)" in err
+    assert main(["train", "--resume", "--out", run, "--no-progress"]) == 0  # the advice
+    assert main(["sample", run, "--num-samples", "4"]) == 0 and "warning" not in capsys.readouterr().err
