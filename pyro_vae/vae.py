@@ -186,18 +186,24 @@ class TwoLayerVAE(VAE):
         return self.decode(self.conditional_prior(z2).sample()).mean
 
 
+#: The options that give a prior, or a guide, latents of each kind (the refusal of a mismatched pair names them).
+KIND_OPTIONS = {
+    "continuous": ("--prior normal", "--guide diagonal-normal"),
+    "binary": ("--prior bernoulli", "--guide bernoulli"),
+    "relaxed-binary": ("--prior concrete", """--guide concrete --guide-options '{"straight_through": false}'"""),
+}
+
+
 def check_latent_kinds(config, prior, guide) -> None:
-    """Prior and guide must put mass on the same kind of latents: continuous, binary or relaxed binary."""
+    """Prior and guide must put mass on the same kind of latents: continuous, binary or relaxed binary. The refusal
+    names a guide of the prior's kind and a prior of the guide's kind, each of which pairs them."""
     kinds = [getattr(component, "latent_kind", "continuous") for component in (prior, guide)]
     if kinds[0] != kinds[1]:
         raise ValueError(
             f"the '{config.prior.name}' prior has {kinds[0]} latents but the '{config.guide.name}' guide draws "
-            f"{kinds[1]} ones, so log p(z) / q(z | x) would compare densities on different spaces: pair "
-            + (
-                "--prior bernoulli or concrete with --guide bernoulli or concrete"
-                if "continuous" not in kinds[1:]
-                else "a continuous prior with a continuous guide"
-            )
+            f"{kinds[1]} ones, so log p(z) / q(z | x) would compare densities on different spaces: use "
+            f"{KIND_OPTIONS[kinds[0]][1]} (a guide of {kinds[0]} latents), or {KIND_OPTIONS[kinds[1]][0]} (a prior "
+            f"of {kinds[1]} latents)"
         )
 
 

@@ -189,3 +189,33 @@ def test_sample_warns_on_an_unfinished_run_and_its_advice_finishes_it(run, capsy
     assert "warning: " in err and "is not a finished run (status 'failed', 2 of 3 epochs done)" in err
     assert main(["train", "--resume", "--out", run, "--no-progress"]) == 0  # the advice
     assert main(["sample", run, "--num-samples", "4"]) == 0 and "warning" not in capsys.readouterr().err
+
+
+def suggested_pairings(err) -> list:
+    """The two option lists a mismatched prior and guide's refusal suggests: a guide of the prior's kind, a prior of
+    the guide's kind."""
+    import re
+    import shlex
+
+    return [shlex.split(option) for option in re.findall(r"(?:use|or) (--.+?) \(a (?:guide|prior) of", err)]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [["--prior", "concrete", "--guide", "concrete"], ["--estimator", "iwae-dreg", "--guide", "bernoulli"]],
+    ids=["concrete-pair", "dreg-bernoulli"],
+)
+def test_a_mismatched_prior_and_guide_is_refused_with_pairings_that_train(tmp_path, capsys, given):
+    out = tmp_path / "run"
+    command = ["train", *SMALL_GRID, "--out", str(out)]
+    err = refused([*command, *given], capsys)
+    assert "would compare densities on different spaces" in err and not out.exists()
+    fixes = suggested_pairings(err)
+    assert len(fixes) == 2 and all(fix != given[-2:] for fix in fixes), err  # not the very options given
+    for i, fix in enumerate(fixes):
+        argv = [*command[:-1], str(tmp_path / f"fix{i}"), *given, *fix]  # a later option overrides the given one
+        status = main(argv)
+        if status == 2 and "iwae-dreg" in given:  # a reparameterized gradient cannot take binary samples
+            assert "'vimco'" in capsys.readouterr().err  # the estimator's refusal names one that can
+            status = main([*argv, "--estimator", "vimco"])
+        assert status == 0, capsys.readouterr().err
