@@ -82,6 +82,17 @@ def load_config(run_dir) -> RunConfig:
     return RunConfig.from_dict(read_json(path))
 
 
+def trains_the_elbo_by_another_name(config: RunConfig) -> bool:
+    """Whether the estimator is an importance-weighted bound averaging one weight per log-mean-exp (``K = 1``, the
+    default ``num_particles``), which is the ELBO: an ``iwae`` run that trains what an ``elbo`` run trains. An
+    estimator whose options do not build is left to the run to refuse."""
+    try:
+        chosen = estimator(config.train.estimator.name, **config.train.estimator.options)
+    except (TypeError, ValueError):
+        return False
+    return getattr(chosen, "is_the_elbo", lambda: False)()
+
+
 def binary_data(config: RunConfig) -> bool:
     """Whether the likelihood reads 0/1 data, so grey levels are binarized."""
     return getattr(LIKELIHOODS.get(config.model.likelihood.name), "binary_data", False)

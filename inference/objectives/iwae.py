@@ -46,6 +46,7 @@ class IWAE(ImportanceWeightedObjective):
             Bounds are Not Necessarily Better. ICML 2018.
     """
 
+    importance_weighted_bound = True
     name = "iwae"
     enumerate_guide = True
 
@@ -73,6 +74,7 @@ class StickingTheLandingIWAE(ImportanceWeightedObjective):
             Objectives. ICLR 2019.
     """
 
+    importance_weighted_bound = True
     name = "iwae-stl"
     stop_guide_parameters = True
 
@@ -113,6 +115,7 @@ class DReGIWAE(ImportanceWeightedObjective):
         [2] Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     """
 
+    importance_weighted_bound = True
     name = "iwae-dreg"
     stop_guide_parameters = True
     scale_model_pathwise = True

@@ -81,6 +81,8 @@ class ImportanceWeightedObjective(ELBO):
     """
 
     name = "importance-weighted"
+    #: Whether the objective is a log-mean-exp of weights, the ELBO when each mean has one draw (IWAE and kin).
+    importance_weighted_bound = False
     require_rsample = True
     detach_samples = False
     stop_guide_parameters = False
@@ -100,6 +102,14 @@ class ImportanceWeightedObjective(ELBO):
         self.vectorize_particles = vectorize_particles
         self.kl_weight = kl_weight
         self.data_plate = data_plate
+
+    def is_the_elbo(self) -> bool:
+        """Whether this importance-weighted bound averages one weight per log-mean-exp, which is the ELBO."""
+        return self.importance_weighted_bound and self.draws_per_average() == 1
+
+    def draws_per_average(self) -> int:
+        """``K``, the weights inside each log-mean-exp."""
+        return self.num_particles
 
     def parameters(self) -> list:
         """Parameters the estimator itself learns (a learned baseline); trained alongside model and guide."""

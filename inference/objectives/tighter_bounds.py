@@ -39,6 +39,7 @@ class MIWAE(ImportanceWeightedObjective):
         :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
+    importance_weighted_bound = True
     name = "miwae"
 
     def __init__(self, num_particles=1, num_outer=1, **options):
@@ -47,6 +48,9 @@ class MIWAE(ImportanceWeightedObjective):
         super().__init__(num_particles=int(num_outer) * int(num_particles), **options)
         self.num_inner = int(num_particles)
         self.num_outer = int(num_outer)
+
+    def draws_per_average(self) -> int:
+        return self.num_inner
 
     def per_example_objective(self, parts):
         return log_mean_exp(_groups(parts.log_weights, self.num_inner), 1).mean(0)
@@ -64,6 +68,7 @@ class CIWAE(ImportanceWeightedObjective):
         :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
+    importance_weighted_bound = True
     name = "ciwae"
 
     def __init__(self, num_particles=1, beta=0.5, **options):
@@ -105,6 +110,7 @@ class PIWAE(ImportanceWeightedObjective):
         :class:`~inference.objectives.objective.ImportanceWeightedObjective`.
     """
 
+    importance_weighted_bound = True
     name = "piwae"
     scale_model_pathwise = True
 

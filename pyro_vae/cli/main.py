@@ -223,6 +223,8 @@ def _train(args):
     else:
         base = load_config_file(args.config) if args.config else RunConfig()
     config = apply_overrides(base, train_overrides(args))
+    if runs.trains_the_elbo_by_another_name(config):
+        print(f"pyro-vae train: warning: {_one_particle(config.train.estimator.name)}", file=sys.stderr)
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     from inference import ESTIMATORS
     from inference.training import distributed
@@ -236,6 +238,13 @@ def _train(args):
     print(
         f"trained {last['epoch']} epochs into {args.out}: train objective{caveat} {last['train_objective']:.3f}, "
         f"validation ELBO {last['val_elbo']:.3f} nats per example"
+    )
+
+
+def _one_particle(name, fix="--num-particles K") -> str:
+    return (
+        f"--estimator {name} with one particle (K = 1, the default) averages one weight per bound, which is the ELBO: "
+        f"give {fix} (Burda et al. use K = 5 and 50) for an importance-weighted bound"
     )
 
 
@@ -491,10 +500,17 @@ def compare_grid(args):
 
 
 def _compare(args):
+    from pyro_vae import runs
     from pyro_vae.compare import run_comparison
     from pyro_vae.compare.report import table_rows
 
     grid = compare_grid(args)
+    for cell in grid.expand():
+        config = grid.config(cell, grid.seeds[0])
+        if runs.trains_the_elbo_by_another_name(config):
+            fix = "--vary train.estimator.options.num_particles=K"  # a varied estimator takes only varied options
+            warning = _one_particle(config.train.estimator.name, fix)
+            print(f"pyro-vae compare: warning: cell '{cell.label}': {warning}", file=sys.stderr)
     result = run_comparison(
         grid,
         args.out,

@@ -219,3 +219,23 @@ def test_a_mismatched_prior_and_guide_is_refused_with_pairings_that_train(tmp_pa
             assert "'vimco'" in capsys.readouterr().err  # the estimator's refusal names one that can
             status = main([*argv, "--estimator", "vimco"])
         assert status == 0, capsys.readouterr().err
+
+
+def test_an_importance_weighted_bound_of_one_particle_is_called_the_elbo_and_the_advice_sets_k(tmp_path, capsys):
+    command = ["train", *SMALL_GRID, "--estimator", "iwae"]
+    assert main([*command, "--out", str(tmp_path / "k1")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --estimator iwae with one particle (K = 1, the default)" in err and "which is the ELBO" in err
+    assert main([*command, "--num-particles", "5", "--out", str(tmp_path / "k5")]) == 0  # the advice
+    assert "warning" not in capsys.readouterr().err
+    compare = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures", "--vary", "train.estimator=elbo,iwae"]
+    assert main([*compare, "--out", str(tmp_path / "cmp1")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: cell 'estimator=iwae': --estimator iwae with one particle" in err
+        and "cell 'estimator=elbo'" not in err
+    )
+    assert "give --vary train.estimator.options.num_particles=K" in err
+    k = ["--vary", "train.estimator.options.num_particles=5"]  # the advice
+    assert main([*compare, *k, "--out", str(tmp_path / "cmp5")]) == 0
+    assert "warning" not in capsys.readouterr().err
