@@ -136,6 +136,14 @@ def prepare_data(config: RunConfig):
             f"likelihood reads {representation} data: choose a density on [0, 1] (gaussian, laplace, beta, "
             "continuous-bernoulli) or drop data.dequantize"
         )
+    if representation == "binarized" and splits.eight_bit:
+        raise ConfigError(
+            f"the '{config.model.likelihood.name}' likelihood reads 0/1 data made from grey levels in [0, 1], but "
+            f"'{data.name}' holds 8-bit levels 0..255: choose an 8-bit likelihood (--likelihood discretized-logistic "
+            "or categorical-256), or save the data divided by 255"
+        )
+    if representation in ("8-bit", "dequantized") and splits.eight_bit:
+        return _checked_batch_size(config, splits)  # already the levels 0..255 that 8-bit likelihoods read
     if representation == "dequantized" and not splits.binary_ok:
         raise ConfigError(
             f"data.dequantize needs pixel data in [0, 1] made of 8-bit levels, but '{data.name}' is real-valued: "
@@ -148,6 +156,10 @@ def prepare_data(config: RunConfig):
         )
     if representation in ("8-bit", "dequantized"):
         splits = to_eight_bit(splits)
+    return _checked_batch_size(config, splits)
+
+
+def _checked_batch_size(config: RunConfig, splits):
     if config.train.batch_size > len(splits.train):
         raise ConfigError(
             f"train.batch_size {config.train.batch_size} is larger than the {len(splits.train)} training examples: "

@@ -62,6 +62,9 @@ class Splits:
     binary_ok: bool  # every value lies in [0, 1], so it can be read as a Bernoulli mean
     seed: int = 0
     source: Optional[LinearGaussian] = None  # the generating model, when the data are synthetic
+    eight_bit: bool = (
+        False  # every value is an integer level 0..255 and some exceed 1: grey levels not scaled to [0, 1]
+    )
 
     @property
     def data_dim(self) -> int:

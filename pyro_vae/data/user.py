@@ -48,7 +48,14 @@ def load_user_data(path, seed: int = 0) -> Splits:
     num_held_out = max(1, len(x) // 10)
     train, val, test = split_by_permutation(x, (len(x) - 2 * num_held_out, num_held_out, num_held_out), seed)
     binary_ok = bool(((x >= 0) & (x <= 1)).all())
-    return Splits(os.path.basename(path), train, val, test, image_shape=image_shape, binary_ok=binary_ok, seed=seed)
+    name = os.path.basename(path)
+    return Splits(name, train, val, test, image_shape, binary_ok, seed=seed, eight_bit=are_eight_bit_levels(x))
+
+
+def are_eight_bit_levels(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds integer grey levels 0..255, some above 1 (so not 0/1 data): 8-bit images not divided
+    by 255."""
+    return bool((x == x.round()).all() and x.min() >= 0 and x.max() <= 255 and x.max() > 1)
 
 
 def _library_reason(error: Exception) -> str:

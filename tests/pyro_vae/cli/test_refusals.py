@@ -239,3 +239,21 @@ def test_an_importance_weighted_bound_of_one_particle_is_called_the_elbo_and_the
     k = ["--vary", "train.estimator.options.num_particles=5"]  # the advice
     assert main([*compare, *k, "--out", str(tmp_path / "cmp5")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_eight_bit_levels_with_a_bernoulli_likelihood_are_refused_with_fixes_that_train(tmp_path, capsys, dtype):
+    import numpy as np
+
+    levels = np.random.default_rng(0).integers(0, 256, size=(200, 16)).astype(dtype)
+    np.save(tmp_path / "levels.npy", levels)
+    flags = ["--epochs", "1", "--hidden-sizes", "8", "--latent-dim", "2", "--no-progress"]
+    command = ["train", "--dataset", str(tmp_path / "levels.npy"), *flags]
+    err = refused([*command, "--out", str(tmp_path / "refused")], capsys)
+    assert "holds 8-bit levels 0..255" in err and "is real-valued" not in err and not (tmp_path / "refused").exists()
+    for i, likelihood in enumerate(["discretized-logistic", "categorical-256"]):  # the advice: an 8-bit likelihood
+        assert f"--likelihood {likelihood}" in err or likelihood in err
+        assert main([*command, "--likelihood", likelihood, "--out", str(tmp_path / f"fix{i}")]) == 0
+    assert "save the data divided by 255" in err  # or scaled to [0, 1], for the default likelihood
+    np.save(tmp_path / "scaled.npy", levels / 255)
+    assert main(["train", "--dataset", str(tmp_path / "scaled.npy"), *flags, "--out", str(tmp_path / "fix2")]) == 0
