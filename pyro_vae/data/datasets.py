@@ -401,16 +401,7 @@ def _load_mnist_family(name, torchvision_name, root, download, seed, system_fold
     elif download:
         train_images, test_images = _download_images(torchvision_name, root or DEFAULT_DOWNLOAD_ROOT)
     else:
-        wanted = " and ".join(f"{f}[.gz]" for f in IDX_IMAGE_FILES.values())
-        fixes = [
-            f"point root= (--data-root) at a folder holding them (torchvision layout ROOT/{torchvision_name}/raw/ "
-            "or the files directly)",
-            "or pass download=True (--download) to fetch them with torchvision (needs internet)",
-        ]
-        if name == "fashion-mnist":
-            fixes.insert(0, "install the Debian package (apt-get install dataset-fashion-mnist)")
-        looked = ", ".join(folders) if folders else "nowhere (no root given)"
-        raise FileNotFoundError(f"{name}: found no {wanted} in {looked}. To fix: {'; '.join(fixes)}.")
+        raise FileNotFoundError(_missing_images_message(name, torchvision_name, root, folders, system_folders))
 
     num_val = round(VALIDATION_FRACTION * train_images.shape[0])
     sizes = (train_images.shape[0] - num_val, num_val)
@@ -425,6 +416,28 @@ def _load_mnist_family(name, torchvision_name, root, download, seed, system_fold
         binary_ok=True,
         seed=seed,
     )
+
+
+def _missing_images_message(name, torchvision_name, root, folders, system_folders) -> str:
+    """What was looked for where, and the fixes that apply: a root the user named lacks the files, so the
+    installed copy (found by dropping the root) or a download serves; with no root, installing or pointing at one."""
+    wanted = " and ".join(f"{f}[.gz]" for f in IDX_IMAGE_FILES.values())
+    if root is not None:
+        where = f"the folder '{root}' (--data-root) lacks the files: found no {wanted} in {', '.join(folders)}"
+        fixes = [f"put them in {os.path.join(root, torchvision_name, 'raw')} or in {root} itself"]
+        installed = find_idx_image_files(system_folders)
+        if installed is not None:
+            fixes.append(f"or drop --data-root to read the installed copy in {os.path.dirname(installed['train'])}")
+    else:
+        where = f"found no {wanted} in {', '.join(folders) if folders else 'nowhere (no root given)'}"
+        fixes = [
+            f"point root= (--data-root) at a folder holding them (torchvision layout ROOT/{torchvision_name}/raw/ "
+            "or the files directly)"
+        ]
+        if name == "fashion-mnist":
+            fixes.insert(0, "install the Debian package (apt-get install dataset-fashion-mnist)")
+    fixes.append("or pass download=True (--download) to fetch them with torchvision (needs internet)")
+    return f"{name}: {where}. To fix: {'; '.join(fixes)}."
 
 
 def grey_levels_to_unit_interval(pixels: torch.Tensor) -> torch.Tensor:

@@ -257,3 +257,23 @@ def test_eight_bit_levels_with_a_bernoulli_likelihood_are_refused_with_fixes_tha
     assert "save the data divided by 255" in err  # or scaled to [0, 1], for the default likelihood
     np.save(tmp_path / "scaled.npy", levels / 255)
     assert main(["train", "--dataset", str(tmp_path / "scaled.npy"), *flags, "--out", str(tmp_path / "fix2")]) == 0
+
+
+def test_an_empty_data_root_is_said_to_lack_the_files_and_its_fixes_train(tmp_path, capsys):
+    from pyro_vae.data import FASHION_MNIST_SYSTEM_FOLDERS
+    from pyro_vae.data.datasets import find_idx_image_files
+
+    installed = find_idx_image_files(FASHION_MNIST_SYSTEM_FOLDERS)
+    if installed is None:
+        pytest.skip("no installed Fashion-MNIST to copy")
+    root = tmp_path / "empty"
+    root.mkdir()
+    command = ["train", "--dataset", "fashion-mnist", *TINY[:-1]]
+    err = refused([*command, "--data-root", str(root), "--out", str(tmp_path / "refused")], capsys)
+    assert f"the folder '{root}' (--data-root) lacks the files" in err and "train-images-idx3-ubyte[.gz]" in err
+    assert "apt-get" not in err and not (tmp_path / "refused").exists()
+    assert "drop --data-root" in err and main([*command, "--out", str(tmp_path / "installed")]) == 0
+    assert f"put them in {root / 'FashionMNIST' / 'raw'} or in {root} itself" in err
+    for path in installed.values():
+        shutil.copy(path, root)
+    assert main([*command, "--data-root", str(root), "--out", str(tmp_path / "copied")]) == 0
