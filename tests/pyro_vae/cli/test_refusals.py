@@ -277,3 +277,17 @@ def test_an_empty_data_root_is_said_to_lack_the_files_and_its_fixes_train(tmp_pa
     for path in installed.values():
         shutil.copy(path, root)
     assert main([*command, "--data-root", str(root), "--out", str(tmp_path / "copied")]) == 0
+
+
+def test_a_comparison_with_a_cell_its_settings_fail_advises_changed_settings_in_another_folder(tmp_path, capsys):
+    command = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures"]
+    failing = ["--vary", "model.guide=diagonal-normal,bernoulli"]
+    out = tmp_path / "cmp"
+    assert main([*command, *failing, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 of 2 runs failed" in err and "change them" in err and f"another --out folder ('{out}'" in err
+    assert "fix the cause and rerun the same command" not in err
+    assert main([*command, *failing, "--out", str(out)]) == 2  # why: the same command fails the same way
+    capsys.readouterr()
+    changed = ["--vary", "model.guide=diagonal-normal,low-rank-normal"]  # the advice: changed settings, another folder
+    assert main([*command, *changed, "--out", str(tmp_path / "cmp2")]) == 0
