@@ -202,7 +202,10 @@ def suggested_pairings(err) -> list:
 
 @pytest.mark.parametrize(
     "given",
-    [["--prior", "concrete", "--guide", "concrete"], ["--estimator", "iwae-dreg", "--guide", "bernoulli"]],
+    [
+        ["--prior", "concrete", "--guide", "concrete"],
+        ["--estimator", "iwae-dreg", "--num-particles", "2", "--guide", "bernoulli"],  # K = 1 would add a warning
+    ],
     ids=["concrete-pair", "dreg-bernoulli"],
 )
 def test_a_mismatched_prior_and_guide_is_refused_with_pairings_that_train(tmp_path, capsys, given):
