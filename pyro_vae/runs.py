@@ -471,6 +471,7 @@ def evaluate_run(
             **({"dequantization_correction": correction, "log_px_density": density} if correction else {}),
             "dataset": config.data.name,
             "split": evaluation.split,
+            "split_source": splits.split_source,
             "data_seed": config.data.seed,
             "train_seed": config.train.seed,
             "seed": evaluation.seed,
