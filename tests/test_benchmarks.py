@@ -106,3 +106,18 @@ def test_step_variants_compute_the_same_steps_and_run_in_quick_mode():
     rows = load("step_variants").main(["--quick", "--threads", "1", "--batch-size", "16", "--device", "cpu"])
     assert [r["variant"] for r in rows] == ["queued", "stl", "networks"]
     assert all(r["parameter_difference"] == 0.0 and r["a_ms"] > 0 and r["b_ms"] > 0 for r in rows)
+
+
+def test_the_whole_run_mode_trains_ours_and_the_hand_written_loop_on_the_same_stream():
+    import torch
+
+    script = load("train_speed")
+    train = torch.rand(120, 784, generator=torch.Generator().manual_seed(0))
+    result = script.whole_run(train, epochs=2, batch_size=40)
+    assert all(len(times) == 2 and min(times) > 0 for times in result["seconds"].values())
+    objective = result["objective"]  # mean per-example ELBO of the last epoch, the same draws in all four
+    assert objective["ours, on"] == pytest.approx(objective["hand-written, on"], rel=1e-5)
+    assert objective["ours, on"] == pytest.approx(objective["ours, off"], rel=1e-6)
+    assert -800 < objective["ours, on"] < -300
+    summary = script.whole_run_summary({"a": [1.0] * 8 + [1.5] * 12})["a"]
+    assert summary["late_over_early"] == pytest.approx(1.5) and summary["total_s"] == pytest.approx(26.0)
