@@ -121,3 +121,14 @@ def test_the_whole_run_mode_trains_ours_and_the_hand_written_loop_on_the_same_st
     assert -800 < objective["ours, on"] < -300
     summary = script.whole_run_summary({"a": [1.0] * 8 + [1.5] * 12})["a"]
     assert summary["late_over_early"] == pytest.approx(1.5) and summary["total_s"] == pytest.approx(26.0)
+
+
+@pytest.mark.slow
+def test_the_pythae_side_by_side_runs_both_tools_and_three_evaluations():
+    pytest.importorskip("pythae")
+    rows = load("pythae_side_by_side").main(["--epochs", "1", "--num-train", "300", "--num-test", "5",
+                                             "--num-samples", "10", "--threads", "1"])  # fmt: skip
+    assert [r["model"] for r in rows] == ["vae", "iwae"]
+    for r in rows:
+        assert all(len(times) == 1 for times in r["seconds"].values())
+        assert all(-800 < value < -100 for value, _ in r["log_px"].values())  # nats per example, 784 pixels
