@@ -10,8 +10,8 @@
 
 The rows of a single array are split 80 / 10 / 10 by the data seed, as the bundled data sets are
 (``Splits.split_source`` says which), and checked the same way: at least three rows, numbers only, no NaN or
-infinity. Values in ``[0, 1]`` may be read as Bernoulli means (and
-binarized); any other values need a likelihood for real-valued data.
+infinity. Values in ``[0, 1]`` may be read as Bernoulli means (and binarized); any other values need a likelihood
+for real-valued data.
 """
 
 import hashlib
