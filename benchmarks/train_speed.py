@@ -395,27 +395,39 @@ def whole_run(train, epochs, batch_size=100, seed=0):
                     dynamic_binarization=True)
             for _ in range(2)
         ]  # fmt: skip
-        steps[f"ours, {flush}"] = (flush, _our_epoch(our_trainer("elbo", 1, vae), streams[0]))
-        steps[f"hand-written, {flush}"] = (flush, _hand_epoch(hand, streams[1], len(train)))
+        trainer = our_trainer("elbo", 1, vae)
+        steps[f"ours, {flush}"] = (
+            flush,
+            lambda t=trainer, b=streams[0]: t.train_epoch(b),
+            lambda t=trainer: t.optimizer,
+        )
+        steps[f"hand-written, {flush}"] = (flush, *_hand_epoch(hand, streams[1], len(train)))
     seconds = {name: [] for name in steps}
-    objective = {}
+    objective, denormal = {}, {name: [] for name in steps}
     rng_states = {name: torch.random.manual_seed(seed).get_state() for name in steps}
     for _ in range(epochs):
-        for name, (flush, epoch) in steps.items():
+        for name, (flush, epoch, optimizer) in steps.items():
             torch.set_rng_state(rng_states[name])  # each run draws its particle noise as if it ran alone
             with flushing_denormals(flush == "on"):
                 start = time.perf_counter()
                 objective[name] = epoch()
                 seconds[name].append(time.perf_counter() - start)
             rng_states[name] = torch.get_rng_state()
-    return {"seconds": seconds, "objective": objective}
+            denormal[name].append(denormal_fraction(optimizer()))
+    return {"seconds": seconds, "objective": objective, "denormal_fraction": denormal}
 
 
-def _our_epoch(trainer, stream):
-    return lambda: trainer.train_epoch(stream)
+def denormal_fraction(optimizer) -> float:
+    """The fraction of the values in ``optimizer``'s parameters and state (Adam's moments) that are denormal."""
+    tensors = [p for group in optimizer.param_groups for p in group["params"]]
+    tensors += [v for state in optimizer.state.values() for v in state.values() if v.dim() > 0]
+    tiny = torch.finfo(torch.float32).tiny
+    count = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors)
+    return count / sum(t.numel() for t in tensors)
 
 
 def _hand_epoch(hand, stream, num_data):
+    """``(epoch, optimizer)``: one epoch of the hand-written loop, and a getter of its optimizer."""
     optimizer = torch.optim.Adam(hand.parameters(), lr=1e-3, fused=True)
 
     def epoch():
@@ -425,7 +437,7 @@ def _hand_epoch(hand, stream, num_data):
             total = total + hand_step("elbo", hand, x, eps, num_data, optimizer) * (x.shape[0] / num_data)
         return -float(total) / num_data
 
-    return epoch
+    return epoch, lambda: optimizer
 
 
 def whole_run_summary(seconds) -> dict:
@@ -459,6 +471,8 @@ def main_whole_run(args) -> list:
                                                                  seconds[f"hand-written, {flush}"]))
                   for flush in ("off", "on")}  # fmt: skip
         lines.append(["ours / hand-written (median)", f"{ratios['off']:.2f}", "", f"{ratios['on']:.2f}", ""])
+        lines.append(["denormal values after the last epoch", *[f"{result['denormal_fraction'][name][-1]:.2e}"
+                                                                for name in seconds]])  # fmt: skip
         print_table(header, lines, {"seed": seed, **result, "summary": summary, "ours_over_hand": ratios})
         results.append({"seed": seed, **result, "summary": summary, "ours_over_hand": ratios})
     return results

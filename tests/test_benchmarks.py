@@ -119,6 +119,9 @@ def test_the_whole_run_mode_trains_ours_and_the_hand_written_loop_on_the_same_st
     assert objective["ours, on"] == pytest.approx(objective["hand-written, on"], rel=1e-5)
     assert objective["ours, on"] == pytest.approx(objective["ours, off"], rel=1e-6)
     assert -800 < objective["ours, on"] < -300
+    assert all(0 <= f < 1 for fractions in result["denormal_fraction"].values() for f in fractions)
+    adam = torch.optim.Adam([torch.tensor([1e-39, 1.0, 0.0, 2e-39])])
+    assert script.denormal_fraction(adam) == 0.5
     summary = script.whole_run_summary({"a": [1.0] * 8 + [1.5] * 12})["a"]
     assert summary["late_over_early"] == pytest.approx(1.5) and summary["total_s"] == pytest.approx(26.0)
 
