@@ -62,6 +62,9 @@ class Splits:
     binary_ok: bool  # every value lies in [0, 1], so it can be read as a Bernoulli mean
     seed: int = 0
     source: Optional[LinearGaussian] = None  # the generating model, when the data are synthetic
+    #: How the rows were split: "seeded" (by ``seed``, from one pool), "official" (the official test set, validation
+    #: held out of the official training set by ``seed``) or "file" (the user's file's own train/val/test arrays).
+    split_source: str = "seeded"
 
     @property
     def data_dim(self) -> int:
@@ -69,7 +72,10 @@ class Splits:
 
     def __repr__(self):
         sizes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in ("train", "val", "test"))
-        return f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed})"
+        return (
+            f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed}, "
+            f"split_source={self.split_source!r})"
+        )
 
 
 def load_dataset(
@@ -343,6 +349,7 @@ def _split_official(name, train_images, test_images, seed) -> Splits:
         image_shape=tuple(train_images.shape[1:]),
         binary_ok=True,
         seed=seed,
+        split_source="official",
     )
 
 
@@ -421,6 +428,7 @@ def _load_mnist_family(name, torchvision_name, root, download, seed, system_fold
         image_shape=image_shape,
         binary_ok=True,
         seed=seed,
+        split_source="official",
     )
 
 
