@@ -9,10 +9,16 @@ import pytest
 
 from pyro_vae.cli.main import main
 from pyro_vae.compare import Grid, run_comparison
-from pyro_vae.config import RunConfig, apply_overrides
+from pyro_vae.config import RunConfig, apply_overrides, load_plugins
 from pyro_vae.runs import evaluate_run, read_metrics, train_run
 
 PROBE = os.path.join(os.path.dirname(__file__), "denormal_probe.py")
+
+
+@pytest.fixture(autouse=True)
+def probe_plugin():
+    """The probe's encoder registered, as a user names a plugin in Python (a configuration only records it)."""
+    load_plugins([PROBE])
 
 
 def probe_tree(record) -> dict:
@@ -59,10 +65,12 @@ def test_both_ranks_of_nproc_train_and_evaluate_flush_denormals(tmp_path):
     config = tmp_path / "probe.json"
     config.write_text(json.dumps(probe_tree(record)))
     run = str(tmp_path / "run")
-    assert main(["train", "--config", str(config), "--out", run, "--nproc", "2", "--no-progress"]) == 0
+    train = ["train", "--config", str(config), "--out", run, "--nproc", "2", "--no-progress", "--plugin", PROBE]
+    assert main(train) == 0
     trained = probed(record)
     assert len({pid for pid, _ in trained}) == 2 and all(trained.values()), trained
-    evaluate = ["evaluate", run, "--nproc", "2", "--data-batch-size", "20", "--no-progress", "--posterior-examples"]
+    evaluate = ["evaluate", run, "--nproc", "2", "--data-batch-size", "20", "--no-progress", "--plugin", PROBE]
+    evaluate += ["--posterior-examples"]
     assert main(evaluate) == 0
     evaluated = {key: value for key, value in probed(record).items() if key not in trained}
     assert len({pid for pid, _ in evaluated}) == 2 and all(evaluated.values()), evaluated
