@@ -13,6 +13,12 @@ and ``elbo-analytic-kl`` a third reference is the same VAE as a minimal Pyro pro
     python benchmarks/train_speed.py --estimators elbo:1 iwae:50 --batch-sizes 128   # some of the cases
     python benchmarks/train_speed.py --device cuda          # on a GPU (the default when one is present)
     python benchmarks/train_speed.py --keep-freed-memory    # with malloc set as `pyro-vae train` sets it
+    python benchmarks/train_speed.py --whole-run --seeds 0 1 2   # per-epoch times of whole runs (below)
+
+``--whole-run`` times every epoch of whole training runs (:func:`whole_run`; by default issue 27's: binarized
+Fashion-MNIST, 10,000 training examples, 784-400-400-20 ReLU, batch 100, 20 epochs), ours against the hand-written
+loop, each with denormal floats flushed and kept (:mod:`inference.denormals`): steps near initialisation never meet
+the denormals that late epochs do.
 
 The model is the issue's MLP VAE: 784-400-20 softplus encoder and 20-400-784 decoder, Bernoulli likelihood,
 diagonal-normal guide, Adam, on random binary data (time does not depend on the values). Before timing, each
@@ -71,13 +77,13 @@ def estimator_options(name, k):
     return {"num_particles": k, **{"renyi": {"alpha": RENYI_ALPHA}, "ciwae": {"beta": CIWAE_BETA}}.get(name, {})}
 
 
-def build(seed=0, num_data=60000, device="cpu"):
+def build(seed=0, num_data=60000, device="cpu", hidden_sizes=(400,), activation="softplus"):
     import pyro
 
     from pyro_vae import build_vae
 
     pyro.set_rng_seed(seed)
-    return build_vae(784, latent_dim=20, hidden_sizes=(400,), activation="softplus", num_data=num_data).to(device)
+    return build_vae(784, latent_dim=20, hidden_sizes=hidden_sizes, activation=activation, num_data=num_data).to(device)
 
 
 def synchronize(device):
@@ -90,13 +96,13 @@ class HandWritten(torch.nn.Module):
     """A VAE's encoder and decoder as plain ``torch.nn`` modules with the same weights, as a hand-written script
     holds them (the VAE's own networks are PyroModules, whose every parameter read passes Pyro's handlers)."""
 
-    def __init__(self, vae):
+    def __init__(self, vae, hidden_sizes=(400,), activation="softplus"):
         from pyro_vae.components.networks import MLP
 
         super().__init__()
         with torch.random.fork_rng():  # their initialisation must not move the generator the draws come from
-            self.encoder = MLP(784, 40, hidden_sizes=(400,), activation="softplus")
-            self.decoder = MLP(20, 784, hidden_sizes=(400,), activation="softplus")
+            self.encoder = MLP(784, 40, hidden_sizes=hidden_sizes, activation=activation)
+            self.decoder = MLP(20, 784, hidden_sizes=hidden_sizes[::-1], activation=activation)
         self.encoder.load_state_dict(vae.encoder.state_dict())
         self.decoder.load_state_dict(vae.decoder.state_dict())
         self.min_scale = vae.guide_family.min_scale
@@ -364,6 +370,114 @@ def benchmark(name, k, batch_size, steps, num_data=60000, device="cpu"):
     return row
 
 
+#: The whole run of issue 27, as ``pyro-vae train --dataset fashion-mnist --num-train 10000 --latent-dim 20
+#: --hidden-sizes 400 400 --activation relu --batch-size 100`` trains it (dynamic binarization, Adam 1e-3).
+WHOLE_RUN_NETWORKS = {"hidden_sizes": (400, 400), "activation": "relu"}
+#: Epochs 1 to 8 are "early", the rest "late" (the issue saw the epochs slow down from the 9th).
+EARLY_EPOCHS = 8
+
+
+def whole_run(train, epochs, batch_size=100, seed=0):
+    """Training-epoch seconds over a whole run, ours and the hand-written loop (fused Adam), each with denormals
+    flushed (``on``) and kept (``off``): four trainings from the same initial weights and data stream, one epoch of
+    each in turn, so that a load that comes and goes on a shared machine falls on all four. Returns
+    ``{"seconds": {run: [per epoch]}, "objective": {run: last epoch's mean training objective}}``."""
+    from inference.denormals import flushing_denormals
+    from pyro_vae.data import batches
+
+    steps = {}
+    for flush in ("off", "on"):
+        with flushing_denormals(flush == "on"):
+            vae = build(seed, len(train), **WHOLE_RUN_NETWORKS)
+            hand = HandWritten(build(seed, len(train), **WHOLE_RUN_NETWORKS), **WHOLE_RUN_NETWORKS)
+        streams = [
+            batches(train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                    dynamic_binarization=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        trainer = our_trainer("elbo", 1, vae)
+        steps[f"ours, {flush}"] = (
+            flush,
+            lambda t=trainer, b=streams[0]: t.train_epoch(b),
+            lambda t=trainer: t.optimizer,
+        )
+        steps[f"hand-written, {flush}"] = (flush, *_hand_epoch(hand, streams[1], len(train)))
+    seconds = {name: [] for name in steps}
+    objective, denormal = {}, {name: [] for name in steps}
+    rng_states = {name: torch.random.manual_seed(seed).get_state() for name in steps}
+    for _ in range(epochs):
+        for name, (flush, epoch, optimizer) in steps.items():
+            torch.set_rng_state(rng_states[name])  # each run draws its particle noise as if it ran alone
+            with flushing_denormals(flush == "on"):
+                start = time.perf_counter()
+                objective[name] = epoch()
+                seconds[name].append(time.perf_counter() - start)
+            rng_states[name] = torch.get_rng_state()
+            denormal[name].append(denormal_fraction(optimizer()))
+    return {"seconds": seconds, "objective": objective, "denormal_fraction": denormal}
+
+
+def denormal_fraction(optimizer) -> float:
+    """The fraction of the values in ``optimizer``'s parameters and state (Adam's moments) that are denormal."""
+    tensors = [p for group in optimizer.param_groups for p in group["params"]]
+    tensors += [v for state in optimizer.state.values() for v in state.values() if v.dim() > 0]
+    tiny = torch.finfo(torch.float32).tiny
+    count = sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors)
+    return count / sum(t.numel() for t in tensors)
+
+
+def _hand_epoch(hand, stream, num_data):
+    """``(epoch, optimizer)``: one epoch of the hand-written loop, and a getter of its optimizer."""
+    optimizer = torch.optim.Adam(hand.parameters(), lr=1e-3, fused=True)
+
+    def epoch():
+        total = 0.0
+        for (x,) in stream:
+            eps = torch.randn(1, x.shape[0], 20)
+            total = total + hand_step("elbo", hand, x, eps, num_data, optimizer) * (x.shape[0] / num_data)
+        return -float(total) / num_data
+
+    return epoch, lambda: optimizer
+
+
+def whole_run_summary(seconds) -> dict:
+    """Per run: mean seconds of the early and the late epochs, late over early, and the whole run's seconds."""
+    summary = {}
+    for name, times in seconds.items():
+        early, late = statistics.mean(times[:EARLY_EPOCHS]), statistics.mean(times[EARLY_EPOCHS:] or times)
+        summary[name] = {"early_s": early, "late_s": late, "late_over_early": late / early, "total_s": sum(times)}
+    return summary
+
+
+def main_whole_run(args) -> list:
+    from pyro_vae.data import load_dataset
+
+    train = load_dataset(args.dataset, num_train=args.num_train).train
+    results = []
+    for seed in args.seeds:
+        result = whole_run(train, args.epochs, args.batch_size, seed)
+        seconds = result["seconds"]
+        print(
+            f"seed {seed}: {args.dataset}, {len(train)} training examples, {args.epochs} epochs, "
+            f"batch {args.batch_size}"
+        )
+        header = ["epoch", *[f"{name} (s)" for name in seconds]]
+        lines = [[e + 1, *[f"{seconds[name][e]:.3f}" for name in seconds]] for e in range(args.epochs)]
+        summary = whole_run_summary(seconds)
+        for key, label in (("early_s", f"mean 1-{EARLY_EPOCHS}"), ("late_s", f"mean {EARLY_EPOCHS + 1}-"),
+                           ("late_over_early", "late / early"), ("total_s", "whole run")):  # fmt: skip
+            lines.append([label, *[f"{summary[name][key]:.3f}" for name in seconds]])
+        ratios = {flush: statistics.median(a / b for a, b in zip(seconds[f"ours, {flush}"],
+                                                                 seconds[f"hand-written, {flush}"]))
+                  for flush in ("off", "on")}  # fmt: skip
+        lines.append(["ours / hand-written (median)", f"{ratios['off']:.2f}", "", f"{ratios['on']:.2f}", ""])
+        lines.append(["denormal values after the last epoch", *[f"{result['denormal_fraction'][name][-1]:.2e}"
+                                                                for name in seconds]])  # fmt: skip
+        print_table(header, lines, {"seed": seed, **result, "summary": summary, "ours_over_hand": ratios})
+        results.append({"seed": seed, **result, "summary": summary, "ours_over_hand": ratios})
+    return results
+
+
 def print_table(header, lines, rows) -> None:
     """A markdown table (``header``'s cells, then each of ``lines``) and, under it, ``rows`` as JSON."""
     print("| " + " | ".join(header) + " |")
@@ -386,7 +500,19 @@ def main(argv=None):
     parser.add_argument(
         "--keep-freed-memory", action="store_true", help="set malloc as `pyro-vae train` does (inference/allocator.py)"
     )
+    whole = parser.add_argument_group(
+        "whole run", "per-epoch times over a whole run, denormals flushed and kept (the issue's run by default)"
+    )
+    whole.add_argument("--whole-run", action="store_true", help="time whole training runs instead of steps")
+    whole.add_argument("--dataset", default="fashion-mnist")
+    whole.add_argument("--num-train", type=int, default=10000)
+    whole.add_argument("--epochs", type=int, default=20)
+    whole.add_argument("--batch-size", type=int, default=100)
+    whole.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
+    if args.whole_run:
+        torch.set_num_threads(args.threads)
+        return main_whole_run(args)
     if args.keep_freed_memory:
         from inference.allocator import keep_freed_memory
 

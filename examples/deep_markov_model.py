@@ -1,7 +1,7 @@
 """A small deep Markov model (Krishnan et al. 2017) on synthetic sequences of unequal lengths, trained with KL
 annealing under three estimators and judged by importance sampling and annealed importance sampling.
 
-    python examples/deep_markov_model.py             # a few minutes on 2 CPU cores
+    python examples/deep_markov_model.py             # about 15 minutes of CPU time (BENCHMARKS.md)
     python examples/deep_markov_model.py --quick     # well under a minute
 
 **Data.** Sequences of 4-dimensional observations from a known linear-Gaussian state-space model with a 2-dimensional

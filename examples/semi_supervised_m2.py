@@ -2,7 +2,7 @@
 estimators; reports the classifier's test accuracy and test log p(x) by importance sampling and by a stratified
 annealed importance sampling.
 
-    python examples/semi_supervised_m2.py                 # 1000 labels, a few minutes on 2 CPU cores
+    python examples/semi_supervised_m2.py                 # 1000 labels, about 4 minutes of CPU time
     python examples/semi_supervised_m2.py --quick         # 100 labels, well under a minute
 
 Needs the Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist (``apt-get install dataset-fashion-mnist``)

@@ -136,8 +136,16 @@ def run_bandit(config, decoders, policy="ucb1", policy_options=None, steps=1000,
         :class:`~pyro_vae.config.Component`); ``names`` label them in the result (default: their names and
         options). The policy's randomness and the minibatch order follow ``config.train.seed``.
     :returns: ``{"policy", "steps", "decoders", "pulls", "mean_reward", "choices", "rewards", "val_elbo",
-        "chosen"}``, where ``chosen`` is the arm with the best mean reward over its last pulls.
+        "chosen"}``, where ``chosen`` is the arm with the best mean reward over its last pulls. Denormal floats
+        are flushed as ``config.flush_denormals`` says.
     """
+    from inference.denormals import flushing_denormals
+
+    with flushing_denormals(config.flush_denormals):
+        return _run_bandit(config, decoders, policy, policy_options, steps, names, progress)
+
+
+def _run_bandit(config, decoders, policy, policy_options, steps, names, progress) -> dict:
     from tqdm.auto import tqdm
 
     from inference.training.trainer import Trainer, evaluate_objectives

@@ -1,6 +1,6 @@
 """One configuration tree for a run, shared by the Python API, ``config.json``, TOML files and the command line.
 
-A run is four sections plus a device::
+A run is four sections plus a device and the CPU's handling of denormal floats::
 
     data:   name, root, download, num_train, num_val, num_test, dequantize, seed (the split and the fixed binarization
             of the evaluation splits: runs with different training seeds see the very same test examples)
@@ -9,6 +9,8 @@ A run is four sections plus a device::
             val_num_samples, on_non_finite (stop, or rollback with half the learning rate),
             seed (initialisation, minibatch order, dynamic binarization, particle noise)
     eval:   method (a component: "is", "ais", ... with its options), split, data_batch_size, seed
+    device, flush_denormals (true: denormal floats are read and written as zero on the CPU, in every process that
+            trains or evaluates the run; :mod:`inference.denormals`)
 
 A **component** is a name from one of the registries plus its options, ``{"name": "iwae", "options":
 {"num_particles": 5}}``. Options are checked against the builder's signature when the configuration is built,
@@ -104,6 +106,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     device: str = "auto"
+    #: Flush denormal floats to zero on the CPU while training and evaluating (:mod:`inference.denormals`).
+    flush_denormals: bool = True
     #: Python files or modules that register the user's own components. A configuration only records them: they
     #: run when the user names them (``--plugin``, or :func:`load_plugins` in Python), never because a file lists them.
     plugins: list = field(default_factory=list)

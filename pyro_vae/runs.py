@@ -32,6 +32,7 @@ import torch
 
 from inference import UnreliableEstimateWarning, estimator, log_marginal_likelihood, log_px_method
 from inference.atomic import atomic_write
+from inference.denormals import flushing_denormals
 from inference.evaluation.diagnostics import (
     importance_resampled_latents,
     kl_from_prior,
@@ -234,13 +235,18 @@ def train_run(config: RunConfig, run_dir, *, resume=False, progress=True, callba
     Launched by ``torchrun`` (or ``pyro-vae train --nproc N``), every process runs this function: they join one
     process group, each trains on its shard of every minibatch with gradients averaged over processes
     (:mod:`inference.training.distributed`; ``train.batch_size`` stays the global batch), and rank 0 alone writes
-    the folder, which must be on a file system every process can read to resume.
+    the folder, which must be on a file system every process can read to resume. Every process flushes denormal
+    floats as ``config.flush_denormals`` says, for the duration of the call.
     """
-    extra_callbacks = list(callbacks)
     resume = resume and os.path.exists(os.path.join(run_dir, CONFIG_FILE))  # nothing to resume: a fresh run
     config = _config_to_resume(config, run_dir) if resume else config
     if config is None:
         raise ConfigError("train_run needs a configuration (or resume=True with a run folder that has one)")
+    with flushing_denormals(config.flush_denormals):
+        return _train(config, run_dir, resume, progress, list(callbacks))
+
+
+def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> VAE:
     device = distributed.init_from_environment(resolve_device(config.device))
     main_process = distributed.is_main_process()
     splits = prepare_data(config)
@@ -428,12 +434,14 @@ def evaluate_run(
     Each chunk of ``data_batch_size`` examples draws from a generator seeded by the evaluation seed and its
     first index, so the estimates do not depend on the number of processes: launched by ``torchrun`` (or
     ``pyro-vae evaluate --nproc N``), the processes share out the chunks and rank 0 gathers, writes and returns
-    the report (the other ranks return the estimate's summary alone).
+    the report (the other ranks return the estimate's summary alone). Every process flushes denormal floats as the
+    run's ``flush_denormals`` says.
     """
-    load_config(run_dir)  # a folder that is not a run gets its own message, and no lock file
+    saved = load_config(run_dir)  # a folder that is not a run gets its own message, and no lock file
     device = distributed.init_from_environment(resolve_device(device))
     main_process = distributed.is_main_process()
-    with RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext():
+    lock = RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext()
+    with lock, flushing_denormals(saved.flush_denormals):
         status = require_finished(run_dir, allow_unfinished)
         config, splits, vae, checkpoint = load_run(run_dir, device, with_checkpoint=True)
         config = _evaluation_config(config, method, method_options, split, data_batch_size, seed)
@@ -490,6 +498,7 @@ def evaluate_run(
             **({"dequantization_correction": correction, "log_px_density": density} if correction else {}),
             "dataset": config.data.name,
             "split": evaluation.split,
+            "split_source": splits.split_source,
             "data_seed": config.data.seed,
             "train_seed": config.train.seed,
             "seed": evaluation.seed,

@@ -106,3 +106,32 @@ def test_step_variants_compute_the_same_steps_and_run_in_quick_mode():
     rows = load("step_variants").main(["--quick", "--threads", "1", "--batch-size", "16", "--device", "cpu"])
     assert [r["variant"] for r in rows] == ["queued", "stl", "networks"]
     assert all(r["parameter_difference"] == 0.0 and r["a_ms"] > 0 and r["b_ms"] > 0 for r in rows)
+
+
+def test_the_whole_run_mode_trains_ours_and_the_hand_written_loop_on_the_same_stream():
+    import torch
+
+    script = load("train_speed")
+    train = torch.rand(120, 784, generator=torch.Generator().manual_seed(0))
+    result = script.whole_run(train, epochs=2, batch_size=40)
+    assert all(len(times) == 2 and min(times) > 0 for times in result["seconds"].values())
+    objective = result["objective"]  # mean per-example ELBO of the last epoch, the same draws in all four
+    assert objective["ours, on"] == pytest.approx(objective["hand-written, on"], rel=1e-5)
+    assert objective["ours, on"] == pytest.approx(objective["ours, off"], rel=1e-6)
+    assert -800 < objective["ours, on"] < -300
+    assert all(0 <= f < 1 for fractions in result["denormal_fraction"].values() for f in fractions)
+    adam = torch.optim.Adam([torch.tensor([1e-39, 1.0, 0.0, 2e-39])])
+    assert script.denormal_fraction(adam) == 0.5
+    summary = script.whole_run_summary({"a": [1.0] * 8 + [1.5] * 12})["a"]
+    assert summary["late_over_early"] == pytest.approx(1.5) and summary["total_s"] == pytest.approx(26.0)
+
+
+@pytest.mark.slow
+def test_the_pythae_side_by_side_runs_both_tools_and_three_evaluations():
+    pytest.importorskip("pythae")
+    rows = load("pythae_side_by_side").main(["--epochs", "1", "--num-train", "300", "--num-test", "5",
+                                             "--num-samples", "10", "--threads", "1"])  # fmt: skip
+    assert [r["model"] for r in rows] == ["vae", "iwae"]
+    for r in rows:
+        assert all(len(times) == 1 for times in r["seconds"].values())
+        assert all(-800 < value < -100 for value, _ in r["log_px"].values())  # nats per example, 784 pixels

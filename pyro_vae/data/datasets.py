@@ -62,9 +62,11 @@ class Splits:
     binary_ok: bool  # every value lies in [0, 1], so it can be read as a Bernoulli mean
     seed: int = 0
     source: Optional[LinearGaussian] = None  # the generating model, when the data are synthetic
-    eight_bit: bool = (
-        False  # every value is an integer level 0..255 and some exceed 1: grey levels not scaled to [0, 1]
-    )
+    #: How the rows were split: "seeded" (by ``seed``, from one pool), "official" (the official test set, validation
+    #: held out of the official training set by ``seed``) or "file" (the user's file's own train/val/test arrays).
+    split_source: str = "seeded"
+    #: Every value is an integer level 0..255 and some exceed 1: grey levels not scaled to [0, 1].
+    eight_bit: bool = False
 
     @property
     def data_dim(self) -> int:
@@ -72,7 +74,10 @@ class Splits:
 
     def __repr__(self):
         sizes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in ("train", "val", "test"))
-        return f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed})"
+        return (
+            f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed}, "
+            f"split_source={self.split_source!r})"
+        )
 
 
 def load_dataset(
@@ -346,6 +351,7 @@ def _split_official(name, train_images, test_images, seed) -> Splits:
         image_shape=tuple(train_images.shape[1:]),
         binary_ok=True,
         seed=seed,
+        split_source="official",
     )
 
 
@@ -415,6 +421,7 @@ def _load_mnist_family(name, torchvision_name, root, download, seed, system_fold
         image_shape=image_shape,
         binary_ok=True,
         seed=seed,
+        split_source="official",
     )
 
 

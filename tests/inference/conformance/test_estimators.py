@@ -120,7 +120,7 @@ def test_k1_equals_pyros_trace_elbo_or_refuses(key, name, float64):
             assert torch.allclose(grad, ref_grads[param], rtol=1e-6, atol=1e-9), param
 
 
-@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("name", ESTIMATORS + ["mmd", "js"])
 def test_the_same_gradient_with_and_without_a_data_plate_on_one_data_point(name, float64):
     """One data point is a batch of one: ``data_plate="data"`` and ``data_plate=None`` must agree. (VIMCO's
     leave-one-out step once broadcast the plate-free ``(K,)`` weights to ``(K, K, K)``: K times the gradient.)"""

@@ -170,7 +170,7 @@ TINY = ["--epochs", "1", "--num-train", "200", "--num-val", "50", "--num-test", 
         (["--dataset", "linear-gaussian"], "choose --likelihood gaussian"),
         (["--estimator", "elbo-analytic-kl", "--prior", "vamp"], "use 'elbo', which estimates the KL by Monte Carlo"),
         (["--likelihood", "beta"], "outside the support of the 'beta' likelihood"),  # digits have exact 0s
-        (["--estimator", "elbo-analytic-kl", "--set", "model.top_latent_dim=2"], "draw them in the model's order, or use 'elbo'"),
+        (["--estimator", "elbo-analytic-kl", "--set", "model.top_latent_dim=2"], "in the model's order, or use 'elbo'"),
         (["--prior", "bernoulli", "--guide", "bernoulli", "--set", "model.top_latent_dim=2"], "a continuous guide"),
         (["--set", "model.top_latent_dim=0"], "must be positive"),
         (["--plugin", "no-such-plugin.py"], "no plugin file"),

@@ -83,7 +83,53 @@ def test_user_data_trains_from_the_cli(tmp_path, capsys):
     args = ["--dataset", str(path), "--epochs", "1", "--batch-size", "10", "--hidden-sizes", "8", "--no-progress"]
     assert main(["train", *args, "--out", str(out)]) == 0
     assert main(["evaluate", str(out), "--num-samples", "10", "--no-progress"]) == 0
-    assert '"dataset": "' + str(path) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert '"dataset": "' + str(path) in printed and '"split_source": "seeded"' in printed
+
+
+def own_split(path, **changes):
+    """An ``.npz`` holding the user's own split of :data:`ROWS` (30 / 10 / 10 rows, in file order) and labels."""
+    arrays = {"train": ROWS[:30], "valid": ROWS[30:40], "test": ROWS[40:], "train_labels": np.arange(30), **changes}
+    np.savez(path, **{name: array for name, array in arrays.items() if array is not None})
+    return str(path)
+
+
+def test_a_file_with_its_own_split_is_used_as_given(tmp_path):
+    splits = load_dataset(own_split(tmp_path / "own.npz"), seed=3, num_test=4)
+    assert splits.split_source == "file"
+    assert torch.equal(splits.train, torch.from_numpy(ROWS[:30]).float())  # not permuted by the seed
+    assert torch.equal(splits.val, torch.from_numpy(ROWS[30:40]).float())
+    assert torch.equal(splits.test, torch.from_numpy(ROWS[40:44]).float())
+    assert load_dataset(str(_npy(tmp_path))).split_source == "seeded"
+
+
+def test_the_evaluation_records_that_the_split_came_from_the_file(tmp_path):
+    import json
+
+    path, out = own_split(tmp_path / "own.npz"), tmp_path / "run"
+    args = ["--dataset", path, "--epochs", "1", "--batch-size", "10", "--hidden-sizes", "8", "--no-progress"]
+    assert main(["train", *args, "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "10", "--no-progress", "--posterior-examples"]) == 0
+    with open(out / "eval" / "is-test.json") as f:
+        report = json.load(f)
+    assert report["split_source"] == "file" and report["num_examples"] == 10
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"test": ROWS[40:, :5]}, "splits of different widths (train (6,), val (6,), test (5,))"),
+        ({"test": np.concatenate([ROWS[40:], ROWS[7:8]])}, "test row 10 equals train row 7: the splits overlap"),
+        ({"valid": ROWS[29:39]}, "val row 0 equals train row 29: the splits overlap"),
+        ({"train": None}, "but no 'train'"),
+        ({"val": ROWS[30:40]}, "both 'val' and 'valid'"),
+    ],
+)
+def test_a_split_that_does_not_fit_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys, changes, message):
+    path, out = own_split(tmp_path / "own.npz", **changes), tmp_path / "run"
+    assert main(["train", "--dataset", path, "--batch-size", "10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not out.exists(), err
 
 
 @pytest.mark.parametrize("garbage", ["random", "not-gzip"])
