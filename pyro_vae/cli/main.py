@@ -223,14 +223,14 @@ def _train(args):
     else:
         base = load_config_file(args.config) if args.config else RunConfig()
     config = apply_overrides(base, train_overrides(args))
-    if runs.trains_the_elbo_by_another_name(config):
-        print(f"pyro-vae train: warning: {_one_particle(config.train.estimator.name)}", file=sys.stderr)
     runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     from inference import ESTIMATORS
     from inference.training import distributed
 
     if not distributed.is_main_process():
         return
+    if runs.trains_the_elbo_by_another_name(config):  # after the run: a refused command prints its error alone
+        print(f"pyro-vae train: warning: {_one_particle(config.train.estimator.name)}", file=sys.stderr)
 
     last = runs.read_metrics(args.out)[-1]
     name = runs.load_config(args.out).train.estimator.name
@@ -505,12 +505,6 @@ def _compare(args):
     from pyro_vae.compare.report import table_rows
 
     grid = compare_grid(args)
-    for cell in grid.expand():
-        config = grid.config(cell, grid.seeds[0])
-        if runs.trains_the_elbo_by_another_name(config):
-            fix = "--vary train.estimator.options.num_particles=K"  # a varied estimator takes only varied options
-            warning = _one_particle(config.train.estimator.name, fix)
-            print(f"pyro-vae compare: warning: cell '{cell.label}': {warning}", file=sys.stderr)
     result = run_comparison(
         grid,
         args.out,
@@ -533,6 +527,12 @@ def _compare(args):
         f"report: {result['paths']['report.md']} and {result['paths']['report.html']}; "
         f"per run: {result['paths']['results.csv']}"
     )
+    for cell in grid.expand():  # after the runs: a refused command prints its error alone
+        config = grid.config(cell, grid.seeds[0])
+        if runs.trains_the_elbo_by_another_name(config):
+            fix = "--vary train.estimator.options.num_particles=K"  # a varied estimator takes only varied options
+            warning = _one_particle(config.train.estimator.name, fix)
+            print(f"pyro-vae compare: warning: cell '{cell.label}': {warning}", file=sys.stderr)
     if result["failures"]:
         for failure in result["failures"]:
             print(f"pyro-vae compare: run {failure['run_dir']} failed: {failure['error']}", file=sys.stderr)
