@@ -29,7 +29,6 @@ import dataclasses
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -37,6 +36,8 @@ import torch
 
 from inference.registry import Registry
 from pyro_vae.data.linear_gaussian import LinearGaussian
+from pyro_vae.data.splits import DataError, Splits, split_by_permutation
+from pyro_vae.data.user import is_user_data, load_user_data
 
 DATASETS = Registry("dataset")
 
@@ -48,36 +49,6 @@ DEFAULT_DOWNLOAD_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "pyro-va
 IDX_IMAGE_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 #: Fraction of the official MNIST-family training set held out for validation.
 VALIDATION_FRACTION = 0.1
-
-
-@dataclass
-class Splits:
-    """A dataset split three ways; each split is a float32 tensor ``[N, D]``."""
-
-    name: str
-    train: torch.Tensor
-    val: torch.Tensor
-    test: torch.Tensor
-    image_shape: Optional[tuple]  # (channels, height, width) of one flattened row; None for non-images
-    binary_ok: bool  # every value lies in [0, 1], so it can be read as a Bernoulli mean
-    seed: int = 0
-    source: Optional[LinearGaussian] = None  # the generating model, when the data are synthetic
-    #: How the rows were split: "seeded" (by ``seed``, from one pool), "official" (the official test set, validation
-    #: held out of the official training set by ``seed``) or "file" (the user's file's own train/val/test arrays).
-    split_source: str = "seeded"
-    #: Every value is an integer level 0..255 and some exceed 1: grey levels not scaled to [0, 1].
-    eight_bit: bool = False
-
-    @property
-    def data_dim(self) -> int:
-        return self.train.shape[-1]
-
-    def __repr__(self):
-        sizes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in ("train", "val", "test"))
-        return (
-            f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed}, "
-            f"split_source={self.split_source!r})"
-        )
 
 
 def load_dataset(
@@ -100,8 +71,6 @@ def load_dataset(
     :param num_train, num_val, num_test: keep only the first this many examples of a split (fast subsets; the
         train and validation splits are already in seeded random order).
     """
-    from pyro_vae.data.user import is_user_data, load_user_data
-
     if is_user_data(name):
         splits = load_user_data(name, seed=seed)
     else:
@@ -137,12 +106,6 @@ def truncate(splits: Splits, **sizes: Optional[int]) -> Splits:
             )
         kept[split] = getattr(splits, split)[:size]
     return dataclasses.replace(splits, **kept)
-
-
-def split_by_permutation(data: torch.Tensor, sizes, seed: int):
-    """Rows of ``data`` in a seeded random order, cut into consecutive pieces of the given ``sizes``."""
-    order = torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(seed))
-    return [data[idx] for idx in order.split(list(sizes))]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -392,10 +355,6 @@ def load_linear_gaussian(*, root=None, download=False, seed=0, num_train=10000, 
     data = source.sample(num_train + num_val + num_test, seed=data_seed)
     train, val, test = data.split([num_train, num_val, num_test])
     return Splits("linear-gaussian", train, val, test, image_shape=None, binary_ok=False, seed=seed, source=source)
-
-
-class DataError(ValueError):
-    """Data that cannot be used as given; the message names the file or the problem and the fix."""
 
 
 def _load_mnist_family(name, torchvision_name, root, download, seed, system_folders) -> Splits:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from inference.training.checkpoint import UnreadableFileError, load_plain_data
-from pyro_vae.data.datasets import DataError, Splits, split_by_permutation
+from pyro_vae.data.splits import DataError, Splits, split_by_permutation
 
 SUFFIXES = (".npy", ".npz", ".pt", ".csv")
 LABEL_NAMES = ("y", "labels", "label")
