@@ -54,6 +54,13 @@ def require_data(available: bool, what: str, fix: str):
     pytest.skip(message)
 
 
+def require_module(name: str, fix: str):
+    """Skip when an optional package is missing on a developer's machine; fail under CI (see :func:`require_data`)."""
+    import importlib.util
+
+    require_data(importlib.util.find_spec(name) is not None, f"the package '{name}'", fix)
+
+
 def require_fashion_mnist():
     from pyro_vae.data.datasets import FASHION_MNIST_SYSTEM_FOLDERS, find_idx_image_files
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import load_script
+from tests.conftest import load_script, require_module
 
 BENCHMARKS = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
 
@@ -128,7 +128,7 @@ def test_the_whole_run_mode_trains_ours_and_the_hand_written_loop_on_the_same_st
 
 @pytest.mark.slow
 def test_the_pythae_side_by_side_runs_both_tools_and_three_evaluations():
-    pytest.importorskip("pythae")
+    require_module("pythae", "pip install -e '.[bench]'")
     rows = load("pythae_side_by_side").main(["--epochs", "1", "--num-train", "300", "--num-test", "5",
                                              "--num-samples", "10", "--threads", "1"])  # fmt: skip
     assert [r["model"] for r in rows] == ["vae", "iwae"]

@@ -11,6 +11,7 @@ from pyro_vae.cli.main import main
 from pyro_vae.compare import Grid, run_comparison
 from pyro_vae.config import RunConfig, apply_overrides, load_plugins
 from pyro_vae.runs import evaluate_run, read_metrics, train_run
+from tests.conftest import require_module
 
 PROBE = os.path.join(os.path.dirname(__file__), "denormal_probe.py")
 
@@ -79,7 +80,7 @@ def test_both_ranks_of_nproc_train_and_evaluate_flush_denormals(tmp_path):
 @pytest.mark.parametrize("ray", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["jobs", "ray"])
 def test_every_worker_of_a_comparison_flushes_denormals(tmp_path, ray):
     if ray:
-        pytest.importorskip("ray")
+        require_module("ray", "pip install -e '.[ray]'")
     record = tmp_path / "record"
     record.mkdir()
     grid = Grid(base=probe_tree(record), axes={"train.estimator": ["elbo", "iwae"]}, seeds=[0])

@@ -9,14 +9,11 @@ import pytest
 
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides
 from pyro_vae.search import parse_space, run_search
-from tests.conftest import require_data
+from tests.conftest import require_module
 
 
 def optuna_or_fail():
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        require_data(False, "Optuna", "pip install -e '.[search]'")
+    require_module("optuna", "pip install -e '.[search]'")
 
 
 def base():

@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from pyro_vae.cli.main import main
+from tests.conftest import require_fashion_mnist, require_module
 from tests.pyro_vae.test_folder import TINY, finished  # noqa: F401 (its module-scoped two-epoch run, here too)
 
 
@@ -136,7 +137,7 @@ def test_compare_refuses_a_path_varied_twice_and_its_advice_works(tmp_path, caps
 
 
 def test_search_refuses_a_path_searched_twice_and_its_advice_works(tmp_path, capsys):
-    pytest.importorskip("optuna")
+    require_module("optuna", "pip install -e '.[search]'")
     out = tmp_path / "search"
     command = ["search", *SMALL_GRID, "--trials", "1", "--out", str(out)]
     twice = ["--space", "model.latent_dim=int(2,3)", "--space", "model.latent_dim=choice(2,4)"]
@@ -164,7 +165,7 @@ def test_a_damaged_json_file_of_a_run_is_named(run, capsys, name):
 
 
 def test_search_refuses_a_storage_it_cannot_open_and_leaves_no_folder(tmp_path, capsys):
-    pytest.importorskip("optuna")
+    require_module("optuna", "pip install -e '.[search]'")
     out = tmp_path / "search"
     command = ["search", *SMALL_GRID, "--trials", "1", "--space", "model.latent_dim=int(2,3)", "--out", str(out)]
     for storage in ("ftp://host/db", "notaurl"):
@@ -266,9 +267,8 @@ def test_an_empty_data_root_is_said_to_lack_the_files_and_its_fixes_train(tmp_pa
     from pyro_vae.data import FASHION_MNIST_SYSTEM_FOLDERS
     from pyro_vae.data.datasets import find_idx_image_files
 
+    require_fashion_mnist()
     installed = find_idx_image_files(FASHION_MNIST_SYSTEM_FOLDERS)
-    if installed is None:
-        pytest.skip("no installed Fashion-MNIST to copy")
     root = tmp_path / "empty"
     root.mkdir()
     command = ["train", "--dataset", "fashion-mnist", *TINY[:-1]]

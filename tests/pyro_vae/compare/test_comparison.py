@@ -18,7 +18,7 @@ from pyro_vae.compare import Grid, run_comparison
 from pyro_vae.compare.grid import Cell, load_grid_file
 from pyro_vae.compare.report import table_rows
 from pyro_vae.config import ConfigError
-from tests.conftest import require_data
+from tests.conftest import require_module
 
 TIMING_COLUMNS = {"train_seconds", "seconds", "eval_seconds", "seconds_per_epoch"}
 
@@ -214,10 +214,7 @@ def test_killed_comparison_resumes_to_the_same_results(tmp_path):
 
 
 def test_ray_gives_the_same_results_as_a_local_pool(tiny, tmp_path):
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        require_data(False, "Ray", "pip install -e '.[ray]'")
+    require_module("ray", "pip install -e '.[ray]'")
     root, _, _ = tiny
     ray_root = str(tmp_path / "ray")
     result = run_comparison(tiny_grid(), ray_root, jobs=2, ray=True, progress=False, pictures=False)
