@@ -38,7 +38,7 @@ Gradient estimators need those log weights split into their parts (likelihood, p
 the estimator, with some gradient paths stopped: :func:`per_example_log_weight_parts` gives them all from one pass.
 """
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple, Optional
 
 import pyro
@@ -151,14 +151,10 @@ def vectorized_traces(
         trace = poutine.trace(poutine.replay(vectorize_fn(model), trace=guide_trace)).get_trace(*args, **kwargs)
         return prune_subsample_sites(trace)
 
-    try:
+    with noted_on_failure(PARTICLE_DIMENSION_NOTE if vectorize else None):
         guide_trace = poutine.trace(vectorize_fn(guide)).get_trace(*args, **kwargs)
         model_trace_at_detached_z = replayed_model(detached_values(guide_trace)) if model_at_detached_z else None
         model_trace = replayed_model(replayed_values(guide_trace) if replayed_values is not None else guide_trace)
-    except (RuntimeError, ValueError, IndexError) as error:
-        if vectorize:
-            error.add_note(PARTICLE_DIMENSION_NOTE)
-        raise
     return ImportanceTraces(
         model_trace, prune_subsample_sites(guide_trace), particle_dim, num_particles, model_trace_at_detached_z
     )
@@ -169,6 +165,27 @@ PARTICLE_DIMENSION_NOTE = (
     "If the model or guide cannot take one (it indexes or stacks its batch positionally, e.g. states[:, t]), pass "
     "vectorize_particles=False: each particle is then drawn in a pass of its own, without that dimension."
 )
+
+
+def auxiliary_sites(guide_trace) -> list:
+    """The names of a guide trace's auxiliary sample sites (where an autoguide draws; its model sites are ``Delta``s
+    of those draws, so its density at given latents is not what running it conditioned on them gives)."""
+    return [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and site["infer"].get("is_auxiliary")
+    ]
+
+
+@contextmanager
+def noted_on_failure(note):
+    """Add ``note`` to a shape error raised inside (what the user can change to avoid it)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, IndexError) as error:
+        if note is not None:
+            error.add_note(note)
+        raise
 
 
 def is_enumerated(site) -> bool:
@@ -425,10 +442,11 @@ def check_has_density(guide_trace, estimator_name):
     a score-function gradient ``f(z) grad log q(z)`` needs a density, and a point mass gives its parameters no
     gradient that way. (An autoguide's ``Delta`` sites pass on a value drawn at an auxiliary site, whose density
     carries the score.)"""
-    sites = [site for site in guide_trace.nodes.values() if site["type"] == "sample" and not site["is_observed"]]
-    if any(site["infer"].get("is_auxiliary") for site in sites):
+    if auxiliary_sites(guide_trace):
         return
-    for site in sites:
+    for site in guide_trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
         if isinstance(site["fn"], dist.Delta):
             raise ValueError(
                 f"'{estimator_name}' uses score-function gradients, which need a guide with a density, but guide "

@@ -43,6 +43,7 @@ from torch.distributions import biject_to
 from tqdm.auto import tqdm
 
 from inference.importance import (
+    auxiliary_sites,
     data_plate_frame,
     guess_max_plate_nesting,
     guide_and_model_traces,
@@ -241,11 +242,7 @@ def _initial_trace(model, guide, args, kwargs, num_chains, particle_dim, proposa
 def check_guide_density_at_given_latents(guide_trace):
     """Refuse a guide that draws at auxiliary sites (an autoguide): AIS needs ``q_0(z)`` at every point of its
     path, and such a guide's density at a given ``z`` is not what running it conditioned on ``z`` gives."""
-    auxiliary = [
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and site["infer"].get("is_auxiliary")
-    ]
+    auxiliary = auxiliary_sites(guide_trace)
     if auxiliary:
         raise ValueError(
             f"AIS needs the proposal's density at any z, but the guide draws at auxiliary site(s) {auxiliary} (an "

@@ -52,7 +52,7 @@ from inference.data_rows import num_rows, rows, rows_in
 from inference.evaluation.ais import annealed_importance_sampling, prior_proposal
 from inference.evaluation.diagnostics import KHAT_BAD, effective_sample_size, pareto_khat
 from inference.evaluation.exact import exact_log_marginal
-from inference.importance import forked_rng, guess_max_plate_nesting, per_example_log_weights
+from inference.importance import forked_rng, guess_max_plate_nesting, noted_on_failure, per_example_log_weights
 from inference.registry import Registry
 from inference.training import distributed
 
@@ -529,17 +529,6 @@ CHUNK_NOTE = (
     "The evaluation split the data into chunks of data_batch_size points. A guide with parameters for each data "
     "point (an AutoNormal or a pyro.param fitted on the whole set) cannot take a chunk: pass data_batch_size=None."
 )
-
-
-@contextlib.contextmanager
-def noted_on_failure(note):
-    """Add ``note`` to a shape error raised inside (what the user can change to avoid it)."""
-    try:
-        yield
-    except (RuntimeError, ValueError, IndexError) as error:
-        if note is not None:
-            error.add_note(note)
-        raise
 
 
 def chunk_seeded(seed, start):

@@ -4,7 +4,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 
-from inference.importance import data_plate_scale, per_example_log_prob
+from inference.importance import auxiliary_sites, data_plate_scale, per_example_log_prob
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import (
     ImportanceWeightedObjective,
@@ -45,9 +45,7 @@ def observations_replaced(model_trace, args, kwargs):
 def check_scores_given_latents(guide_trace):
     """Refuse a guide that draws at auxiliary sites (an autoguide): replayed on the model's latents it draws its
     auxiliary values afresh, so its density at those latents is not what the sleep phase scores."""
-    auxiliary = [
-        n for n, site in guide_trace.nodes.items() if site["type"] == "sample" and site["infer"].get("is_auxiliary")
-    ]
+    auxiliary = auxiliary_sites(guide_trace)
     if auxiliary:
         raise ValueError(
             f"the sleep phase scores log q at latents drawn from the model, but the guide draws at auxiliary site(s) "

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from inference.data_rows import rows_in
 from inference.importance import guess_max_plate_nesting
 from inference.parameters import params_read_by
 from inference.training import distributed
@@ -77,11 +78,11 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
 
 
 def batch_size_of(batch) -> int:
-    """The number of data points in a batch: the first dimension of its first tensor argument."""
-    for arg in batch:
-        if torch.is_tensor(arg) and arg.dim() > 0:
-            return arg.shape[0]
-    raise ValueError("a training batch must contain at least one tensor whose first dimension indexes data points")
+    """The number of data points in a batch: the rows of its first batched argument (:mod:`inference.data_rows`)."""
+    size = rows_in(batch, default=None)
+    if size is None:
+        raise ValueError("a training batch must contain at least one tensor whose first dimension indexes data points")
+    return size
 
 
 class Trainer:
