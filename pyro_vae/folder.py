@@ -136,7 +136,7 @@ def read_status(run_dir) -> dict:
 
 def write_status(run_dir, **fields) -> dict:
     status = {**read_status(run_dir), **fields, "updated": now()}
-    status.pop("error", None) if fields.get("state") != "failed" else None
+    status.pop("error", None) if fields.get("state") not in ("failed", "interrupted") else None
     write_json(status, os.path.join(run_dir, STATUS_FILE))
     return status
 

@@ -345,7 +345,8 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> VAE
             if not os.path.exists(checkpoint_path):  # nothing trained: leave nothing behind
                 _remove_run_files(run_dir, remove_folder=created)
             else:
-                write_status(run_dir, state="failed", error=f"{type(error).__name__}: {error}")
+                stopped = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"  # Ctrl-C, SIGTERM
+                write_status(run_dir, state=stopped, error=f"{type(error).__name__}: {error}")
             raise
         if main_process:
             write_status(run_dir, state="finished", epochs_done=len(trainer.metrics))

@@ -137,22 +137,52 @@ def gather_in_order(pieces: dict) -> list:
     return [merged[i] for i in sorted(merged)]
 
 
-def launch_local(fn, num_processes: int, *args) -> None:
+def launch_local(fn, num_processes: int, *args, grace_seconds: float = 60.0) -> None:
     """Run ``fn(*args)`` in ``num_processes`` fresh processes of this machine, with the environment of one process
     group (what ``torchrun --standalone --nproc_per_node=N`` does; ``fn`` joins it, e.g. by
     :func:`init_from_environment`), each with its share of the CPU threads. A process that
     raises or exits with a non-zero code stops the others; the error is raised here
-    (:class:`torch.multiprocessing.ProcessRaisedException` or ``ProcessExitedException``)."""
+    (:class:`torch.multiprocessing.ProcessRaisedException` or ``ProcessExitedException``).
+
+    SIGINT or SIGTERM to this process alone is passed on to every process, which stops as if it had received it
+    itself (:func:`~inference.training.interruption.stop_on_signals`); this one waits up to ``grace_seconds`` for
+    them to finish cleaning up (then kills them) and raises
+    :class:`~inference.training.interruption.Interrupted`: no rank outlives its launcher."""
     import torch.multiprocessing as mp
+
+    from inference.training.interruption import forward_signals
 
     if num_processes < 1:
         raise ValueError(f"the number of processes must be a positive integer, got {num_processes}")
     port = _free_port()
-    mp.start_processes(_worker, args=(fn, num_processes, port, args), nprocs=num_processes, start_method="spawn")
+    context = mp.start_processes(
+        _worker, args=(fn, num_processes, port, args), nprocs=num_processes, join=False, start_method="spawn"
+    )
+    with forward_signals(context.pids()):  # which ignores a second signal while the processes clean up
+        try:
+            while not context.join():
+                pass
+        except KeyboardInterrupt:
+            _wait_for(context.processes, grace_seconds)
+            raise
+
+
+def _wait_for(processes, grace_seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + grace_seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _worker(local_rank, fn, num_processes, port, args):
     import sys
+
+    from inference.training.interruption import stop_on_signals
 
     os.environ.update(
         RANK=str(local_rank),
@@ -163,7 +193,8 @@ def _worker(local_rank, fn, num_processes, port, args):
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_processes))
-    code = fn(*args)
+    with stop_on_signals():  # also where the shell left SIGINT ignored (a background job)
+        code = fn(*args)
     if isinstance(code, int) and code:  # a command line's exit status: the launcher stops the other ranks
         sys.exit(code)
     shutdown()

@@ -208,6 +208,11 @@ def _train(args):
     from pyro_vae.folder import foreign_files
 
     saved = os.path.exists(os.path.join(args.out, runs.CONFIG_FILE))
+    if args.resume and not os.path.isdir(args.out):  # a typo: a run killed before it wrote anything left its folder
+        raise ConfigError(
+            f"'{args.out}' does not exist, so there is no run to resume: check the folder's name, or drop --resume "
+            "to start a new run there"
+        )
     if args.resume and not saved and foreign_files(args.out):  # a typo, not a run killed before it wrote anything
         raise ConfigError(
             f"'{args.out}' holds no run to resume (no {runs.CONFIG_FILE}): check the folder's name, or drop --resume "
@@ -689,8 +694,18 @@ def main(argv=None):
     if nproc is not None and nproc < 1:
         print(f"pyro-vae {args.command}: error: --nproc must be a positive integer, got {nproc}", file=sys.stderr)
         return 2
+    if args.command == "list":  # which loads no torch
+        return _run(args, argv, nproc)
+    from inference.training.interruption import stop_on_signals
+
+    with stop_on_signals():  # SIGTERM cleans up as Ctrl-C does: no run folder is left "training" by a killed command
+        return _run(args, argv, nproc)
+
+
+def _run(args, argv, nproc) -> int:
+    launcher = False
     try:
-        if args.command != "list":  # which loads no torch, and allocates no tensor
+        if args.command != "list":  # which allocates no tensor
             from inference.allocator import keep_freed_memory
 
             keep_freed_memory()  # before the first tensor
@@ -699,8 +714,9 @@ def main(argv=None):
 
             load_plugins(args.plugin)
 
-        if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:
-            _launch_processes(argv, nproc)
+        launcher = nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ
+        if launcher:
+            return _launch_processes(argv, nproc)
         else:
             args.run(args)
             if "WORLD_SIZE" in os.environ:  # one rank of a process group (torchrun or --nproc): leave it together
@@ -710,25 +726,49 @@ def main(argv=None):
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError, ImportError) as e:
         if args.debug:
             raise
-        print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
+        if not _stopped_by_a_peer(e):
+            print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        from inference.training.interruption import exit_status
+
+        if not launcher and os.environ.get("RANK", "0") == "0":  # one line for a process group: its first rank's
+            print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
+        return exit_status(interrupt)
     return 0
 
 
-def _launch_processes(argv, nproc) -> None:
-    """Run this command line (less ``--nproc``) in ``nproc`` processes that form one process group; a process
-    that fails becomes a RuntimeError naming it (its own message is printed above)."""
+def _launch_processes(argv, nproc) -> int:
+    """Run this command line (less ``--nproc``) in ``nproc`` processes that form one process group. A rank that
+    refused with its own message (exit status 2) makes that the exit status; any other failure becomes a
+    RuntimeError naming the process."""
+    import logging
+
     import torch.multiprocessing as mp
 
     from inference.training.distributed import launch_local
 
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # not "Terminating process ..." per rank
     try:
         launch_local(main, nproc, _without_nproc(argv))
-    except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+    except mp.ProcessExitedException as e:
+        if e.exit_code == 2:  # the rank printed its one-line error
+            return 2
         raise RuntimeError(f"{str(e).splitlines()[0]} (its message is above)") from None
+    except mp.ProcessRaisedException as e:
+        raise RuntimeError(f"{str(e).strip().splitlines()[0]} (its message is above)") from None
+    return 0
+
+
+def _stopped_by_a_peer(error) -> bool:
+    """A rank other than the first whose collective failed because another rank stopped: that one says why."""
+    if os.environ.get("RANK", "0") == "0":
+        return False
+    import torch.distributed as dist
+
+    if isinstance(error, dist.DistError):
+        return True
+    return isinstance(error, RuntimeError) and any(word in str(error) for word in ("gloo", "NCCL", "closed by peer"))
 
 
 def _without_nproc(argv) -> list:

@@ -4,12 +4,17 @@ one process."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from pyro_vae.cli.main import main
 from pyro_vae.config import ConfigError, resolve_device
+from pyro_vae.folder import RunLock
 
 SMALL = ["--dataset", "digits", "--hidden-sizes", "64", "--latent-dim", "4", "--no-progress"]
 EVALUATE = ["--num-samples", "100", "--data-batch-size", "40", "--no-progress", "--posterior-examples"]
@@ -97,3 +102,93 @@ def test_more_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="2 processes on this machine need a GPU each .* it has 1: use --device cpu"):
         resolve_device("cuda")
+
+
+# --- signals: the launcher passes SIGINT and SIGTERM on to its ranks and waits for them (issue 23, items 14, 15)
+
+LONG = [sys.executable, "-m", "pyro_vae.cli", "train", *SMALL, "--epochs", "100000", "--out"]
+
+
+def _start_training(out, *extra, ignore_sigint=False):
+    """A run that trains for hours, started as a background job is (SIGINT ignored when asked: then only a
+    signal passed on by the launcher can stop its ranks). Returns once its first epoch is saved."""
+    process = subprocess.Popen(
+        [*LONG, str(out), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
+    )
+    deadline = time.monotonic() + 120
+    while not os.path.exists(out / "checkpoint.pt"):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no epoch within two minutes"
+        time.sleep(0.2)
+    return process
+
+
+def _children(pid) -> list:
+    """The pids of the live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_the_launcher_alone_stops_every_rank_before_it_exits(tmp_path, signum, status):
+    """Before: SIGINT left the ranks training every epoch; SIGTERM left them as orphans holding the lock."""
+    out = tmp_path / "run"
+    process = _start_training(out, "--nproc", "2", ignore_sigint=True)
+    ranks = [pid for pid in _children(process.pid) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+    assert len(ranks) == 2
+    process.send_signal(signum)
+    assert process.wait(timeout=90) == status
+    assert not [pid for pid in ranks if _alive(pid)]  # none outlives the launcher
+    assert process.stderr.read().strip() == "pyro-vae train: interrupted"
+    with open(out / "status.json") as f:
+        assert json.load(f)["state"] == "interrupted"
+    with RunLock(out, "test"):  # nobody holds the folder
+        pass
+
+
+def test_a_busy_folder_refused_under_nproc_says_so_in_one_line(tmp_path, capsys):
+    """Before: the refusal came with a gloo 'Connection closed by peer' from rank 1, torch's 'Terminating process'
+    and 'process 0 terminated with exit code 2'."""
+    out = tmp_path / "run"
+    process = _start_training(out)
+    try:
+        command = [sys.executable, "-m", "pyro_vae.cli", "train", "--resume", "--out", str(out), "--nproc", "2"]
+        refused = subprocess.run([*command, "--epochs", "200000"], capture_output=True, text=True, timeout=120)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is in use by pid" in lines[0], refused.stderr
+
+
+def test_sigterm_to_one_process_cleans_up_as_ctrl_c_does(tmp_path):
+    """Before: SIGTERM ended the process at once, leaving status.json at "training"."""
+    process = _start_training(tmp_path / "run")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert process.stderr.read().strip() == "pyro-vae train: interrupted"
+    with open(tmp_path / "run" / "status.json") as f:
+        status = json.load(f)
+    assert status["state"] == "interrupted" and status["error"] == "Interrupted: SIGTERM"

@@ -114,6 +114,16 @@ def test_resuming_a_folder_that_holds_no_run_is_refused(tmp_path, capsys):
     assert os.path.exists(folder / "checkpoint.pt") and (folder / "mine.txt").read_text() == "the user's own file\n"
 
 
+def test_resuming_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    """Before: a mistyped --out with --resume trained a new run there and exited 0."""
+    folder = tmp_path / "runs" / "digts"
+    err = refused(["train", "--resume", "--out", str(folder), *TINY], capsys)
+    assert "does not exist, so there is no run to resume" in err and "drop --resume" in err
+    assert not os.path.exists(tmp_path / "runs")
+    assert main(["train", "--out", str(folder), *TINY]) == 0  # the advice works
+    assert os.path.exists(folder / "checkpoint.pt")
+
+
 SMALL_GRID = ["--dataset", "digits", "--num-train", "100", "--num-val", "20", "--num-test", "20", "--epochs", "1"]
 SMALL_GRID += ["--hidden-sizes", "8", "--latent-dim", "2", "--no-progress"]
 
