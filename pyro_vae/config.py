@@ -59,6 +59,9 @@ class DataConfig:
     #: Model 8-bit pixels ``k`` by a density on ``y = (k + u) / 256``, ``u ~ U(0, 1)`` (uniform dequantization);
     #: evaluation then reports the bound on the 8-bit mass (see :func:`pyro_vae.runs.dequantization_correction`).
     dequantize: bool = False
+    #: Read the user's ``.npy`` / ``.npz`` from disk a batch at a time instead of whole (data larger than memory);
+    #: ``None``: for files larger than 1 GiB. The numbers are the same either way.
+    memory_map: Optional[bool] = None
 
 
 @dataclass

@@ -37,7 +37,7 @@ from inference.evaluation.diagnostics import (
     importance_resampled_latents,
     kl_from_prior,
     kl_per_dimension,
-    latent_activity,
+    posterior_means,
     save_inference_data,
 )
 from inference.importance import forked_rng
@@ -55,6 +55,7 @@ from inference.training.trainer import Trainer
 from pyro_vae.components import LIKELIHOODS
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides, resolve_device
 from pyro_vae.data import batches, fixed_binarization, fixed_dequantization, load_dataset
+from pyro_vae.data.mapped import RowChunks, first_rows, is_lazy
 from pyro_vae.folder import (
     RunLock,
     command_line,
@@ -129,6 +130,7 @@ def prepare_data(config: RunConfig):
         num_train=data.num_train,
         num_val=data.num_val,
         num_test=data.num_test,
+        memory_map=data.memory_map,
     )
     representation = data_representation(config)
     if config.data.dequantize and representation != "dequantized":
@@ -171,8 +173,17 @@ def _checked_batch_size(config: RunConfig, splits):
 
 def to_eight_bit(splits):
     """Grey levels in [0, 1] as the integers 0..255 (stored as floats) that 8-bit likelihoods read."""
-    scaled = {split: (getattr(splits, split) * 255).round() for split in ("train", "val", "test")}
+    scaled = {split: _scaled_to_levels(getattr(splits, split)) for split in ("train", "val", "test")}
     return dataclasses.replace(splits, **scaled, binary_ok=False)
+
+
+def _scaled_to_levels(x):
+    """``round(255 x)``, of a tensor at once or of rows on disk as they are read."""
+    return x.transformed(_to_levels) if is_lazy(x) else _to_levels(x)
+
+
+def _to_levels(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255).round()
 
 
 def eval_split(config: RunConfig, splits, split: str) -> torch.Tensor:
@@ -265,7 +276,7 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> VAE
     check_data_support(config, vae, val_x, "validation")
     if not binary_data(config):  # 0/1 likelihoods see binarized draws of the grey levels, checked above
         check_data_support(config, vae, eval_split(config, splits, "train").to(device), "training")
-    val_batches = [(val_x[i : i + 500],) for i in range(0, len(val_x), 500)]
+    val_batches = RowChunks(val_x, 500)
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
     checkpoint = Checkpoint(checkpoint_path, resume=resume, extra={"config": config.to_dict()})
     callbacks = []
@@ -455,7 +466,7 @@ def evaluate_run(
                     f"num_examples={num_examples}: the {evaluation.split} split has {len(x)} examples; ask for 1 to "
                     f"{len(x)}"
                 )
-            x = x[:num_examples]  # the first N, in the split's fixed order: the same N for every run
+            x = first_rows(x, num_examples)  # the first N, in the split's fixed order: the same N for every run
         bad = [i for i in posterior_examples if not 0 <= i < len(x)]
         if bad:
             raise ValueError(
@@ -485,7 +496,7 @@ def evaluate_run(
         with torch.no_grad():
             kl, kl_dims = _kl_diagnostics(vae, x, evaluation.data_batch_size)
             distortion = reconstruction_error(vae, x, evaluation.data_batch_size)
-            activity = latent_activity(vae.guide, x, site=vae.latent_site)
+            activity = _latent_activity(vae, x, evaluation.data_batch_size)
         paths = evaluation_paths(run_dir, evaluation.method.name, evaluation.split)
         report = {
             **result.summary(),
@@ -562,13 +573,22 @@ def _kl_diagnostics(vae, x, chunk):
     if getattr(vae.guide_family, "point_mass", False):
         return None, None
     site = vae.latent_site
-    pieces = [x[start : start + chunk] for start in range(0, len(x), chunk)]
-    total = sum(kl_from_prior(vae.model, vae.guide, piece, site=site).sum().item() for piece in pieces) / len(x)
+    pieces = RowChunks(x, chunk)  # read as they are used: rows on disk stay there
+    total = sum(kl_from_prior(vae.model, vae.guide, piece, site=site).sum().item() for (piece,) in pieces) / len(x)
     try:
-        per_dim = sum(kl_per_dimension(vae.model, vae.guide, p, site=site) * len(p) for p in pieces) / len(x)
+        per_dim = sum(kl_per_dimension(vae.model, vae.guide, p, site=site) * len(p) for (p,) in pieces) / len(x)
     except ValueError:  # a mixture or flow prior, a correlated guide: no per-dimension split
         return total, None
     return total, per_dim.tolist()
+
+
+def _latent_activity(vae, x, chunk):
+    """:func:`~inference.evaluation.diagnostics.latent_activity` over ``x``, its posterior means computed
+    ``chunk`` examples at a time."""
+    means = torch.cat([posterior_means(vae.guide, piece, site=vae.latent_site) for (piece,) in RowChunks(x, chunk)])
+    if len(means) < 2:
+        raise ValueError("latent activity is a variance over data points; evaluate at least two data points")
+    return means.var(0, unbiased=True)
 
 
 def _evaluation_config(config, method, method_options, split, data_batch_size, seed):

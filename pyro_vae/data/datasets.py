@@ -36,6 +36,7 @@ import torch
 
 from inference.registry import Registry
 from pyro_vae.data.linear_gaussian import LinearGaussian
+from pyro_vae.data.mapped import DrawnRows, first_rows, is_lazy, row_chunks
 from pyro_vae.data.splits import DataError, Splits, split_by_permutation
 from pyro_vae.data.user import is_user_data, load_user_data
 
@@ -60,6 +61,7 @@ def load_dataset(
     num_train: Optional[int] = None,
     num_val: Optional[int] = None,
     num_test: Optional[int] = None,
+    memory_map: Optional[bool] = None,
 ) -> Splits:
     """Load dataset ``name`` (one of ``DATASETS.names()``) split by ``seed``.
 
@@ -70,9 +72,11 @@ def load_dataset(
     :param download: let torchvision download missing files into ``root`` (needs internet).
     :param num_train, num_val, num_test: keep only the first this many examples of a split (fast subsets; the
         train and validation splits are already in seeded random order).
+    :param memory_map: for the user's ``.npy`` or ``.npz``: read the rows from disk as they are used, so the data
+        need not fit in memory (:mod:`pyro_vae.data.mapped`); ``None`` does so for files larger than 1 GiB.
     """
     if is_user_data(name):
-        splits = load_user_data(name, seed=seed)
+        splits = load_user_data(name, seed=seed, memory_map=memory_map)
     else:
         splits = DATASETS.build(name, root=root, download=download, seed=seed)
     check_finite(splits)
@@ -82,8 +86,8 @@ def load_dataset(
 def check_finite(splits: Splits) -> None:
     """Refuse data with NaN or infinite values, naming the split and the first bad row."""
     for split in ("train", "val", "test"):
-        x = getattr(splits, split)
-        bad = (~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()
+        bad = torch.cat([(~torch.isfinite(x)).reshape(len(x), -1).any(1) for x in row_chunks(getattr(splits, split))])
+        bad = bad.nonzero()
         if len(bad):
             raise DataError(
                 f"data set '{splits.name}' has NaN or infinite values in {len(bad)} {split} rows (the first is row "
@@ -104,7 +108,7 @@ def truncate(splits: Splits, **sizes: Optional[int]) -> Splits:
                 f"{key}={size!r}: dataset '{splits.name}' has {available} {split} examples; "
                 f"ask for an integer between 1 and {available}, or None for all of them"
             )
-        kept[split] = getattr(splits, split)[:size]
+        kept[split] = first_rows(getattr(splits, split), size)
     return dataclasses.replace(splits, **kept)
 
 
@@ -126,27 +130,41 @@ def dequantize(k: torch.Tensor, generator: Optional[torch.Generator] = None) -> 
     return (k + u) / 256
 
 
-def fixed_dequantization(k: torch.Tensor, seed: int) -> torch.Tensor:
-    """:func:`dequantize` with a generator seeded by ``seed``: the same values every call (for evaluation)."""
+def fixed_dequantization(k, seed: int):
+    """:func:`dequantize` with a generator seeded by ``seed``: the same values every call (for evaluation). Rows
+    on disk give rows on disk, dequantized as they are read (:class:`~pyro_vae.data.mapped.DrawnRows`)."""
+    if is_lazy(k):
+        return DrawnRows(k, dequantize, seed)
     return dequantize(k, torch.Generator(device=k.device).manual_seed(seed))
 
 
-def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """:func:`binarize` with a generator seeded by ``seed``: the same binary data every call (for evaluation)."""
+def fixed_binarization(x, seed: int):
+    """:func:`binarize` with a generator seeded by ``seed``: the same binary data every call (for evaluation). Rows
+    on disk give rows on disk, binarized as they are read (:class:`~pyro_vae.data.mapped.DrawnRows`)."""
+    if is_lazy(x):
+        _check_probabilities(x, "binarize")
+        return DrawnRows(x, binarize, seed)
     return binarize(x, torch.Generator(device=x.device).manual_seed(seed))
 
 
-def _check_probabilities(x: torch.Tensor, caller: str):
-    if not torch.is_floating_point(x):
+def _check_probabilities(x, caller: str):
+    if not x.dtype.is_floating_point:
         raise TypeError(f"{caller} expects a floating point tensor of probabilities, got {x.dtype}")
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
-        finite = x[torch.isfinite(x)]
-        value_range = f"[{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else "none"
-        raise ValueError(
-            f"{caller} expects Bernoulli means in [0, 1], but the data has values outside it (finite range "
-            f"{value_range}, NaN present: {bool(torch.isnan(x).any())}). Binarize only pixel data scaled to "
-            f"[0, 1] (Splits.binary_ok), or use a likelihood for real-valued data."
-        )
+    pieces = (lambda: row_chunks(x)) if is_lazy(x) else (lambda: [x])  # rows on disk: a chunk at a time
+    if all(bool(((p >= 0) & (p <= 1)).all()) for p in pieces() if p.numel()):
+        return
+    low, high, nan = math.inf, -math.inf, False
+    for p in pieces():
+        finite = p[torch.isfinite(p)]
+        if finite.numel():
+            low, high = min(low, finite.min().item()), max(high, finite.max().item())
+        nan = nan or bool(torch.isnan(p).any())
+    value_range = f"[{low:.4g}, {high:.4g}]" if low <= high else "none"
+    raise ValueError(
+        f"{caller} expects Bernoulli means in [0, 1], but the data has values outside it (finite range "
+        f"{value_range}, NaN present: {nan}). Binarize only pixel data scaled to [0, 1] (Splits.binary_ok), or "
+        "use a likelihood for real-valued data."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,8 +184,8 @@ class Batches:
     """
 
     def __init__(self, x, batch_size, *, shuffle, generator=None, dynamic_binarization=False, dequantization=False):
-        if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] == 0:
-            raise ValueError("batches needs a tensor with at least one row (one example per row)")
+        if not (isinstance(x, torch.Tensor) or is_lazy(x)) or x.dim() == 0 or x.shape[0] == 0:
+            raise ValueError("batches needs a tensor (or rows on disk) with at least one row (one example per row)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if dynamic_binarization:
