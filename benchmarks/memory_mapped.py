@@ -51,11 +51,12 @@ def commands(folder, data, memory_map):
     return {"train": train, "evaluate": evaluate}
 
 
-def main():
+def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=1024, help="size of the large file")
     parser.add_argument("--skip-whole", action="store_true", help="do not also read the large file whole")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         large, small = os.path.join(folder, "large.npy"), os.path.join(folder, "small.npy")
         write_rows(large, args.megabytes * 2**20 // (WIDTH * 4))
@@ -72,6 +73,8 @@ def main():
                 baseline.setdefault(command, resident)
                 growth = (resident - baseline[command]) / size
                 print(f"{name:<24} {command:<9} {resident / 2**20:>9.0f} {seconds:>8.1f} {growth:>19.3f}")
+                rows.append({"case": name, "command": command, "peak_bytes": resident, "growth_over_file": growth})
+    return rows
 
 
 if __name__ == "__main__":

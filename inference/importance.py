@@ -39,6 +39,7 @@ the estimator, with some gradient paths stopped: :func:`per_example_log_weight_p
 """
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
 
 import pyro
@@ -372,8 +373,8 @@ class LogWeightParts(NamedTuple):
 
         log w_nk = log p(x_n | z_nk) + beta (log p(z_nk) - log q(z_nk | x_n))
 
-    ``log_guide_stopped``, ``log_joint_at_detached_z`` and ``model_pathwise_scale`` are ``None`` unless requested
-    from :func:`per_example_log_weight_parts`.
+    ``log_guide_stopped``, ``log_joint_at_detached_z``, ``log_guide_score`` and ``model_pathwise_scale`` are
+    ``None`` unless the estimator's :class:`GradientNeeds` ask for them.
     """
 
     log_likelihood: torch.Tensor  # observed model sites: log p(x_n | z_nk)
@@ -390,10 +391,10 @@ class LogWeightParts(NamedTuple):
     #: Per latent site ``{"value": z (K, B, ...), "guide": q's distribution, "prior": p's distribution}`` (from one
     #: vectorized pass; objectives on the aggregate posterior read them).
     sites: Optional[dict] = None
-    #: With ``detach_samples``: every guide site's ``log q``, unscaled, for estimators whose guide gradient is all
+    #: With ``needs.detach_samples``: every guide site's ``log q``, unscaled, for estimators whose guide gradient is all
     #: score function (as ``log_guide_nonreparam``).
     log_guide_score: Optional[torch.Tensor] = None
-    #: With ``scale_model_pathwise``: the factor on the gradient through ``z`` into the model parts
+    #: With ``needs.scale_model_pathwise``: the factor on the gradient through ``z`` into the model parts
     #: (``log_likelihood``, ``log_prior``), which the estimator sets before its surrogate is differentiated.
     model_pathwise_scale: Optional[PathwiseGradientScale] = None
 
@@ -455,119 +456,108 @@ def check_has_density(guide_trace, estimator_name):
             )
 
 
-def per_example_log_weight_parts(
-    model,
-    guide,
-    args,
-    kwargs,
-    *,
-    num_particles=1,
-    max_plate_nesting=None,
-    data_plate="data",
-    kl_weight=1.0,
-    vectorize_particles=True,
-    detach_samples=False,
-    require_rsample=False,
-    stop_guide_parameters=False,
-    model_at_detached_z=False,
-    scale_model_pathwise=False,
-    estimator_name="estimator",
-    enumerate_guide=False,
-) -> LogWeightParts:
-    """Draw ``num_particles`` guide samples per data point in one batched pass and split the log weights into the
-    parts of :class:`LogWeightParts`.
+@dataclass(frozen=True)
+class GradientNeeds:
+    """Which parts of the log weights an estimator's gradient needs, beyond ``log p(x | z)``, ``log p(z)`` and
+    ``log q(z | x)``; every importance-weighted estimator declares its own (``needs = GradientNeeds(...)``), and
+    :func:`per_example_log_weight_parts` computes just those.
 
-    :param bool vectorize_particles: ``False`` draws the particles one pass at a time, without a particle plate, so
-        the programs see no extra batch dimension (less memory, same result).
-    :param bool detach_samples: detach every latent value (see :class:`~inference.stop_gradient.DetachSamples`), so
-        the parts carry gradients only through distribution parameters: ``log p`` to the model, ``log q`` to the
-        guide.
-    :param bool require_rsample: refuse guide sites without ``rsample`` (naming ``estimator_name``).
-    :param bool stop_guide_parameters: also compute ``log_guide_stopped``.
-    :param bool model_at_detached_z: also compute ``log_joint_at_detached_z`` (the model replayed a second time).
+    :param bool require_rsample: pathwise gradients: refuse guide sites without ``rsample`` (else a site needs a
+        density, for its score-function term).
+    :param bool detach_samples: detach every latent value (:class:`~inference.stop_gradient.DetachSamples`), so
+        the parts carry gradients only through distribution parameters (``log p`` to the model, ``log q`` to the
+        guide), and give ``log_guide_score``.
+    :param bool stop_guide_parameters: also give ``log_guide_stopped``, ``log q`` with the guide's parameters
+        detached (sticking-the-landing, DReG); the guide's distributions must allow it.
+    :param bool model_at_detached_z: also give ``log_joint_at_detached_z`` (the model replayed a second time).
     :param bool scale_model_pathwise: replay the model on values whose gradient passes through a
         :class:`~inference.stop_gradient.PathwiseGradientScale` (``model_pathwise_scale``), so one model pass gives
         its parameters and the path through ``z`` different weights.
     :param bool enumerate_guide: sum the sites marked for parallel enumeration exactly (module docstring); the
-        parts then have the enumerated values' dimensions left of ``(K, B)``, which :attr:`LogWeightParts.log_weights`
-        sums.
+        parts then have the enumerated values' dimensions left of ``(K, B)``, which
+        :attr:`LogWeightParts.log_weights` sums.
     """
-    if max_plate_nesting is None:
-        max_plate_nesting = guess_max_plate_nesting(model, guide, *args, **kwargs)
-    options = dict(
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
-        kl_weight=kl_weight,
-        detach_samples=detach_samples,
-        require_rsample=require_rsample,
-        stop_guide_parameters=stop_guide_parameters,
-        model_at_detached_z=model_at_detached_z,
-        scale_model_pathwise=scale_model_pathwise,
-        estimator_name=estimator_name,
-        enumerate_guide=enumerate_guide,
-    )
-    if vectorize_particles:
-        return log_weight_parts_of_one_pass(model, guide, args, kwargs, num_particles, True, **options)
-    draws = [
-        log_weight_parts_of_one_pass(model, guide, args, kwargs, 1, False, **options) for _ in range(num_particles)
-    ]
-    if num_particles == 1:
+
+    require_rsample: bool = True
+    detach_samples: bool = False
+    stop_guide_parameters: bool = False
+    model_at_detached_z: bool = False
+    scale_model_pathwise: bool = False
+    enumerate_guide: bool = False
+
+
+@dataclass(frozen=True)
+class ParticleDraw:
+    """One draw of ``num_particles`` guide samples per data point: where the data points are and how to draw.
+
+    :param int max_plate_nesting: the programs' plate nesting (guessed by running them once if ``None``); the
+        particle plate goes just outside it.
+    :param str data_plate: the plate over independent data points; ``None`` treats the batch as one point.
+    :param float kl_weight: ``beta`` on ``log p(z) - log q(z | x)`` in every log weight.
+    :param bool vectorize_particles: ``False`` draws the particles one pass at a time, without a particle plate, so
+        the programs see no extra batch dimension (less memory, same result).
+    :param str estimator_name: named in refusals.
+    """
+
+    num_particles: int = 1
+    max_plate_nesting: Optional[int] = None
+    data_plate: Optional[str] = "data"
+    kl_weight: float = 1.0
+    vectorize_particles: bool = True
+    estimator_name: str = "estimator"
+
+
+def per_example_log_weight_parts(
+    model, guide, args, kwargs, draw: ParticleDraw = ParticleDraw(), needs: GradientNeeds = GradientNeeds()
+) -> LogWeightParts:
+    """Draw ``draw.num_particles`` guide samples per data point in one batched pass and split the log weights into
+    the parts of :class:`LogWeightParts` that ``needs`` asks for."""
+    if draw.max_plate_nesting is None:
+        draw = replace(draw, max_plate_nesting=guess_max_plate_nesting(model, guide, *args, **kwargs))
+    if draw.vectorize_particles:
+        return log_weight_parts_of_one_pass(model, guide, args, kwargs, draw, needs)
+    one = replace(draw, num_particles=1)
+    draws = [log_weight_parts_of_one_pass(model, guide, args, kwargs, one, needs) for _ in range(draw.num_particles)]
+    if draw.num_particles == 1:
         return draws[0]
     concatenated = {
-        name: torch.cat([getattr(draw, name) for draw in draws], -2)
+        name: torch.cat([getattr(part, name) for part in draws], -2)
         for name, value in draws[0]._asdict().items()
         if torch.is_tensor(value)
     }
-    if scale_model_pathwise:
-        concatenated["model_pathwise_scale"] = PathwiseGradientScale([draw.model_pathwise_scale for draw in draws])
+    if needs.scale_model_pathwise:
+        concatenated["model_pathwise_scale"] = PathwiseGradientScale([part.model_pathwise_scale for part in draws])
     return draws[0]._replace(**concatenated)
 
 
-def log_weight_parts_of_one_pass(
-    model,
-    guide,
-    args,
-    kwargs,
-    num_particles,
-    vectorize,
-    *,
-    max_plate_nesting,
-    data_plate,
-    kl_weight,
-    detach_samples,
-    require_rsample,
-    stop_guide_parameters,
-    model_at_detached_z,
-    scale_model_pathwise,
-    estimator_name,
-    enumerate_guide,
-) -> LogWeightParts:
-    """:func:`per_example_log_weight_parts` of one pass: ``num_particles`` in a particle plate (``vectorize``), or
-    one particle without it."""
-    particle_dim = -(max_plate_nesting + 1)
-    scale = PathwiseGradientScale() if scale_model_pathwise else None
+def log_weight_parts_of_one_pass(model, guide, args, kwargs, draw: ParticleDraw, needs: GradientNeeds):
+    """:func:`per_example_log_weight_parts` of one pass: ``draw.num_particles`` in a particle plate, or one
+    particle without it (``draw.vectorize_particles`` false)."""
+    num_particles, data_plate, kl_weight = draw.num_particles, draw.data_plate, draw.kl_weight
+    particle_dim = -(draw.max_plate_nesting + 1)
+    scale = PathwiseGradientScale() if needs.scale_model_pathwise else None
 
     def factor_shape(name, site):
         return pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate)
 
-    with DetachSamples() if detach_samples else nullcontext():
+    with DetachSamples() if needs.detach_samples else nullcontext():
         traces = vectorized_traces(
             model,
             guide,
             *args,
             num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            model_at_detached_z=model_at_detached_z,
+            max_plate_nesting=draw.max_plate_nesting,
+            model_at_detached_z=needs.model_at_detached_z,
             replayed_values=(lambda trace: pathwise_scaled_values(trace, scale, factor_shape)) if scale else None,
-            vectorize=vectorize,
-            enumerate_guide=enumerate_guide,
+            vectorize=draw.vectorize_particles,
+            enumerate_guide=needs.enumerate_guide,
             **kwargs,
         )
-    check_importance_traces(traces, data_plate, enumerate_guide)
-    if require_rsample:
-        check_reparameterized(traces.guide_trace, estimator_name, enumerate_guide)
+    check_importance_traces(traces, data_plate, needs.enumerate_guide)
+    if needs.require_rsample:
+        check_reparameterized(traces.guide_trace, draw.estimator_name, needs.enumerate_guide)
     else:
-        check_has_density(traces.guide_trace, estimator_name)
+        check_has_density(traces.guide_trace, draw.estimator_name)
     log_guide = per_example_log_prob(traces.guide_trace, particle_dim, num_particles, data_plate, counted_in_log_q)
 
     def log_prob(trace, sites=None, scaled=True):
@@ -585,10 +575,10 @@ def log_weight_parts_of_one_pass(
         return counted_in_log_q(site) and not site["fn"].has_rsample
 
     log_guide_stopped = None
-    if stop_guide_parameters:
+    if needs.stop_guide_parameters:
         log_guide_stopped = log_prob(stopped_guide_trace(traces.guide_trace), counted_in_log_q)
     log_joint_at_detached_z = None
-    if model_at_detached_z:
+    if needs.model_at_detached_z:
         at_detached_z = traces.model_trace_at_detached_z
         log_joint_at_detached_z = log_prob(at_detached_z, observed) + kl_weight * log_prob(at_detached_z, latent)
     return LogWeightParts(
@@ -601,7 +591,7 @@ def log_weight_parts_of_one_pass(
         scale=data_plate_scale(traces.model_trace, data_plate),
         kl_weight=kl_weight,
         sites=latent_sites(traces),
-        log_guide_score=log_prob(traces.guide_trace, counted_in_log_q, scaled=False) if detach_samples else None,
+        log_guide_score=log_prob(traces.guide_trace, counted_in_log_q, scaled=False) if needs.detach_samples else None,
         model_pathwise_scale=scale,
     )
 

@@ -63,6 +63,15 @@ def test_log_px_speed_benchmark_runs_in_quick_mode():
     assert [row["draws_per_pass"] for row in report["chunks"]] == [500, 2000]
 
 
+def test_memory_mapped_benchmark_runs():
+    rows = load("memory_mapped").main(["--megabytes", "8", "--skip-whole"])
+    assert [(r["case"], r["command"]) for r in rows] == [
+        ("small file, mapped", "train"), ("small file, mapped", "evaluate"),
+        ("large file, mapped", "train"), ("large file, mapped", "evaluate"),
+    ]  # fmt: skip
+    assert all(r["peak_bytes"] > 0 for r in rows)
+
+
 def test_data_parallel_benchmark_runs():
     rows = load("data_parallel").main(["--epochs", "1", "--batch-size", "200", "--device", "cpu"])
     assert [r["processes"] for r in rows] == [1, 2] and all(r["seconds_per_epoch"] > 0 for r in rows)

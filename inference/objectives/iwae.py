@@ -18,6 +18,7 @@ Every estimator here follows the contract of :class:`~inference.objectives.objec
 
 import torch
 
+from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp
 
@@ -48,7 +49,7 @@ class IWAE(ImportanceWeightedObjective):
 
     importance_weighted_bound = True
     name = "iwae"
-    enumerate_guide = True
+    needs = GradientNeeds(enumerate_guide=True)
 
     def per_example_objective(self, parts):
         return log_mean_exp(parts.log_weights)
@@ -76,7 +77,7 @@ class StickingTheLandingIWAE(ImportanceWeightedObjective):
 
     importance_weighted_bound = True
     name = "iwae-stl"
-    stop_guide_parameters = True
+    needs = GradientNeeds(stop_guide_parameters=True)
 
     def per_example_objective(self, parts):
         return log_mean_exp(parts.log_weights)
@@ -117,9 +118,7 @@ class DReGIWAE(ImportanceWeightedObjective):
 
     importance_weighted_bound = True
     name = "iwae-dreg"
-    stop_guide_parameters = True
-    scale_model_pathwise = True
-    enumerate_guide = True
+    needs = GradientNeeds(stop_guide_parameters=True, scale_model_pathwise=True, enumerate_guide=True)
 
     def per_example_objective(self, parts):
         return log_mean_exp(parts.log_weights)

@@ -17,7 +17,13 @@ import torch
 from pyro.infer import ELBO
 from pyro.util import warn_if_nan
 
-from inference.importance import LogWeightParts, guess_max_plate_nesting, per_example_log_weight_parts
+from inference.importance import (
+    GradientNeeds,
+    LogWeightParts,
+    ParticleDraw,
+    guess_max_plate_nesting,
+    per_example_log_weight_parts,
+)
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -63,12 +69,10 @@ class ImportanceWeightedObjective(ELBO):
     estimator's. Estimators whose gradient has a part that is not per data point (a learned baseline's own loss, a
     sleep phase) override :meth:`differentiable_loss` and hand that part to :meth:`minibatch_loss`.
 
-    Class attributes say which parts of the log weights an estimator needs (see
-    :func:`~inference.importance.per_example_log_weight_parts`): ``require_rsample`` (on by default: pathwise
-    gradients), ``detach_samples``, ``stop_guide_parameters``, ``model_at_detached_z``, ``scale_model_pathwise``
-    (one model pass whose path through ``z`` the surrogate weighs apart from the model's parameters: the estimator
-    sets ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`), ``enumerate_guide`` (guide sites marked
-    for parallel enumeration are summed exactly, :mod:`inference.importance`; elsewhere they are drawn).
+    The class attribute ``needs`` (:class:`~inference.importance.GradientNeeds`) says which parts of the log weights
+    an estimator's gradient needs (pathwise gradients by default); with ``scale_model_pathwise`` the estimator sets
+    ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`, and with ``enumerate_guide`` guide sites marked
+    for parallel enumeration are summed exactly (:mod:`inference.importance`; elsewhere they are drawn).
 
     :param int num_particles: ``K``, particles per data point.
     :param int max_plate_nesting: the model's plate nesting (guessed by running model and guide once if ``None``);
@@ -83,12 +87,7 @@ class ImportanceWeightedObjective(ELBO):
     name = "importance-weighted"
     #: Whether the objective is a log-mean-exp of weights, the ELBO when each mean has one draw (IWAE and kin).
     importance_weighted_bound = False
-    require_rsample = True
-    detach_samples = False
-    stop_guide_parameters = False
-    model_at_detached_z = False
-    scale_model_pathwise = False
-    enumerate_guide = False
+    needs = GradientNeeds()
 
     def __init__(
         self, num_particles=1, max_plate_nesting=None, vectorize_particles=True, kl_weight=1.0, data_plate="data"
@@ -144,24 +143,15 @@ class ImportanceWeightedObjective(ELBO):
 
     def log_weight_parts(self, model, guide, args, kwargs) -> LogWeightParts:
         """The ``(K, B)`` parts of the log weights this estimator needs, from one draw of ``K`` particles."""
-        return per_example_log_weight_parts(
-            model,
-            guide,
-            args,
-            kwargs,
+        draw = ParticleDraw(
             num_particles=self.num_particles,
             max_plate_nesting=self._max_plate_nesting(model, guide, args, kwargs),
             data_plate=self.data_plate,
             kl_weight=self.kl_weight,
             vectorize_particles=self.vectorize_particles,
-            detach_samples=self.detach_samples,
-            require_rsample=self.require_rsample,
-            stop_guide_parameters=self.stop_guide_parameters,
-            model_at_detached_z=self.model_at_detached_z,
-            scale_model_pathwise=self.scale_model_pathwise,
             estimator_name=self.name,
-            enumerate_guide=self.enumerate_guide,
         )
+        return per_example_log_weight_parts(model, guide, args, kwargs, draw, self.needs)
 
     def minibatch_loss(self, parts, objective, surrogate, extra_loss=0.0) -> torch.Tensor:
         """Value ``-(N / |B|) sum_n objective_n``; gradient that of ``-(N / |B|) sum_n surrogate_n + extra_loss``."""

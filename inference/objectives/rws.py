@@ -4,7 +4,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import prune_subsample_sites
 
-from inference.importance import auxiliary_sites, data_plate_scale, per_example_log_prob
+from inference.importance import GradientNeeds, auxiliary_sites, data_plate_scale, per_example_log_prob
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import (
     ImportanceWeightedObjective,
@@ -97,8 +97,7 @@ class ReweightedWakeSleep(ImportanceWeightedObjective):
     """
 
     name = "rws"
-    require_rsample = False
-    detach_samples = True  # every gradient here is a weighted log density, none pathwise
+    needs = GradientNeeds(require_rsample=False, detach_samples=True)  # every gradient a weighted log density
 
     def __init__(self, num_particles=5, insomnia=1.0, sleep_args=None, **options):
         check_num_particles(num_particles, 2, "the weights are self-normalized")

@@ -5,6 +5,7 @@ import itertools
 import pyro
 import torch
 
+from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, check_num_particles
 
@@ -87,8 +88,7 @@ class ScoreFunctionELBO(ImportanceWeightedObjective):
     """
 
     name = "score"
-    require_rsample = False
-    detach_samples = True  # no pathwise gradient: log p and log q keep only their parameters' gradients
+    needs = GradientNeeds(require_rsample=False, detach_samples=True)  # log p, log q: parameters' gradients only
 
     def __init__(self, num_particles=1, baseline="average", baseline_decay=0.9, baseline_net=None, **options):
         if baseline not in BASELINES:

@@ -16,6 +16,7 @@ References:
 
 import torch
 
+from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
 
@@ -112,7 +113,7 @@ class PIWAE(ImportanceWeightedObjective):
 
     importance_weighted_bound = True
     name = "piwae"
-    scale_model_pathwise = True
+    needs = GradientNeeds(scale_model_pathwise=True)
 
     def __init__(self, num_particles=1, num_inner=1, **options):
         if int(num_inner) != num_inner or num_inner < 1 or num_particles % num_inner:

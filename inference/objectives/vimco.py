@@ -2,6 +2,7 @@
 
 import torch
 
+from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
 from inference.objectives.objective import (
     ImportanceWeightedObjective,
@@ -65,7 +66,7 @@ class VIMCO(ImportanceWeightedObjective):
     """
 
     name = "vimco"
-    require_rsample = False  # sites without rsample get the score term below
+    needs = GradientNeeds(require_rsample=False)  # sites without rsample get the score term below
 
     def __init__(self, num_particles=5, **options):
         check_num_particles(num_particles, 2, "VIMCO's baselines leave one sample out")

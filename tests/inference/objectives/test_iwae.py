@@ -12,7 +12,7 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO, config_enumerate
 
-from inference.importance import LogWeightParts, per_example_log_weight_parts
+from inference.importance import GradientNeeds, LogWeightParts, ParticleDraw, per_example_log_weight_parts
 from inference.objectives.estimators import estimator
 from inference.objectives.objective import log_mean_exp, normalized_weights
 from inference.stop_gradient import detach_distribution_parameters
@@ -83,18 +83,9 @@ def split_model_and_guide_surrogate(
 def two_pass_dreg_loss(model, guide, args, num_particles, kl_weight, vectorize_particles=True):
     """DReG as it was formed before the one-pass surrogate: the model replayed a second time at detached ``z`` keeps
     the model's gradient (weights ``wbar``) apart from the guide's (``(1 - beta) wbar + beta wbar^2``)."""
+    draw = ParticleDraw(num_particles, 1, kl_weight=kl_weight, vectorize_particles=vectorize_particles)
     parts = per_example_log_weight_parts(
-        model,
-        guide,
-        args,
-        {},
-        num_particles=num_particles,
-        max_plate_nesting=1,
-        kl_weight=kl_weight,
-        vectorize_particles=vectorize_particles,
-        require_rsample=True,
-        stop_guide_parameters=True,
-        model_at_detached_z=True,
+        model, guide, args, {}, draw, GradientNeeds(stop_guide_parameters=True, model_at_detached_z=True)
     )
     wbar = normalized_weights(parts.log_weights)
     guide_weights = (1 - kl_weight) * wbar + kl_weight * wbar**2

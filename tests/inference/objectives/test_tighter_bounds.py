@@ -65,7 +65,7 @@ def test_piwae_is_iwae_for_the_model_and_miwae_for_the_guide_on_the_same_draws(n
     """Exactly, draw by draw, in single precision, with a guide 20 times too wide: log weights spread over hundreds
     of nats, so most IWAE weights underflow to 0 while each draw still carries its MIWAE share for the guide (one
     model pass rescales the gradient through z by the ratio of the two; it must stay finite and right)."""
-    from inference.importance import per_example_log_weight_parts
+    from inference.importance import ParticleDraw, per_example_log_weight_parts
     from inference.objectives.objective import normalized_weights
 
     problem = LinearGaussianProblem()
@@ -85,7 +85,7 @@ def test_piwae_is_iwae_for_the_model_and_miwae_for_the_guide_on_the_same_draws(n
         return {param: leaf.grad.clone() for param, leaf in problem.leaves().items()}
 
     model, guide, args = problem.model, problem.guide, (problem.x,)
-    parts = draw(per_example_log_weight_parts, model, guide, args, {}, num_particles=S, max_plate_nesting=1)
+    parts = draw(per_example_log_weight_parts, model, guide, args, {}, ParticleDraw(S, max_plate_nesting=1))
     wbar = normalized_weights(parts.log_weights)
     assert (wbar == 0).any() and (parts.log_weights.max(0).values - parts.log_weights.min(0).values).min() > 200
     piwae = draw(gradient, "piwae", num_particles=S, num_inner=num_inner)

@@ -251,16 +251,17 @@ def expected_refusal(prior, likelihood, guide, name):
     if latent_kind("prior", prior) != latent_kind("guide", guide):
         return "would compare densities on different spaces"
     est = ESTIMATORS.get(name)
-    if getattr(est, "require_rsample", False) and guide in NOT_REPARAMETERIZED:
+    needs = getattr(est, "needs", est)  # importance-weighted estimators declare GradientNeeds; Pyro's ELBOs flags
+    if getattr(needs, "require_rsample", False) and guide in NOT_REPARAMETERIZED:
         return "needs reparameterized guide samples"
-    if getattr(est, "stop_guide_parameters", False) and guide in MODULE_FLOWS:
+    if getattr(needs, "stop_guide_parameters", False) and guide in MODULE_FLOWS:
         return "cannot detach the parameters"
     if guide == "delta" and prior == "vamp":
         return "mixture of point masses"
     # Pyro's rule KL(Delta || p) = -log p(v) (the point mass's entropy dropped) makes every delta pair closed-form
     if name == "elbo-analytic-kl" and (prior, guide) not in CLOSED_FORM_KL and guide != "delta":
         return "needs KL(q || p) in closed form"
-    if guide == "delta" and not getattr(est, "require_rsample", True):
+    if guide == "delta" and not getattr(needs, "require_rsample", True):
         return "is a point mass"
     return None
 
