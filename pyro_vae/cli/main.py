@@ -557,9 +557,10 @@ def _compare(args):
             print(f"pyro-vae compare: run {failure['run_dir']} failed: {failure['error']}", file=sys.stderr)
         raise RuntimeError(
             f"{len(result['failures'])} of {len(result['runs'])} runs failed (see above and report.md): a run its "
-            "settings fail fails again under the same command, so change them (the --vary values, say) and give "
-            f"another --out folder ('{args.out}' holds this grid); a run stopped from outside (killed, out of memory) "
-            "finishes when the same command is rerun, which keeps the finished runs"
+            "settings fail fails again under the same command, so change or drop the failing values in --vary and "
+            "rerun with --update: finished runs are kept (while each --vary keeps two values or more, so that the "
+            "cells keep their names); a run stopped from outside (killed, out of memory) finishes when the same "
+            "command is rerun"
         )
 
 

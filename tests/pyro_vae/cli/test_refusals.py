@@ -306,6 +306,29 @@ def files_under(files: dict, prefix: str) -> dict:
 COMPARE = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures"]
 
 
+def test_a_comparison_with_a_cell_its_settings_fail_advises_update_which_keeps_the_finished_runs(tmp_path, capsys):
+    failing = ["--vary", "model.guide=diagonal-normal,bernoulli"]
+    out = tmp_path / "cmp"
+    assert main([*COMPARE, *failing, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 of 2 runs failed" in err and "change or drop the failing values in --vary" in err
+    assert "rerun with --update: finished runs are kept" in err and "another --out" not in err
+    assert main([*COMPARE, *failing, "--out", str(out)]) == 2  # why: the same command fails the same way
+    capsys.readouterr()
+    kept = out / "cells" / "guide-diagonal-normal" / "seed-0"
+    stamp = checkpoint_stamp(kept)
+    changed = ["--vary", "model.guide=diagonal-normal,low-rank-normal", "--update"]  # the advice
+    assert main([*COMPARE, *changed, "--out", str(out)]) == 0
+    assert checkpoint_stamp(kept) == stamp, "the finished run was trained again"
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    cells = [(r["cell"], r["state"]) for r in results["runs"]]
+    assert cells == [("guide=diagonal-normal", "done"), ("guide=low-rank-normal", "done")]
+    assert results["grid"]["axes"] == {"model.guide": ["diagonal-normal", "low-rank-normal"]}
+    with open(out / "grid.json") as f:
+        assert json.load(f)["axes"] == {"model.guide": ["diagonal-normal", "low-rank-normal"]}
+
+
 def test_a_changed_grid_is_refused_without_update_and_its_advice_keeps_the_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main([*COMPARE, "--vary", "train.estimator=elbo,iwae", "--out", str(out)]) == 0
@@ -375,17 +398,3 @@ def test_update_trains_afresh_a_run_folder_with_nothing_trained_whatever_setting
         assert json.load(f)["model"]["latent_dim"] == 2
     with open(out / "results.json") as f:
         assert [r["state"] for r in json.load(f)["runs"]] == ["done", "done"]
-
-
-def test_a_comparison_with_a_cell_its_settings_fail_advises_changed_settings_in_another_folder(tmp_path, capsys):
-    command = COMPARE
-    failing = ["--vary", "model.guide=diagonal-normal,bernoulli"]
-    out = tmp_path / "cmp"
-    assert main([*command, *failing, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "1 of 2 runs failed" in err and "change them" in err and f"another --out folder ('{out}'" in err
-    assert "fix the cause and rerun the same command" not in err
-    assert main([*command, *failing, "--out", str(out)]) == 2  # why: the same command fails the same way
-    capsys.readouterr()
-    changed = ["--vary", "model.guide=diagonal-normal,low-rank-normal"]  # the advice: changed settings, another folder
-    assert main([*command, *changed, "--out", str(tmp_path / "cmp2")]) == 0
