@@ -453,7 +453,8 @@ def _add_compare(sub):
         "cells of a --grid file) once per seed into OUT/cells/<cell>/seed-<s>/ (ordinary run folders), evaluate "
         "each on the same test examples, and write results.csv, results.json, report.md and report.html with "
         "plots. Rerunning the same command resumes: finished runs are skipped, half-trained ones continue from "
-        "their checkpoints. The base configuration comes from the defaults, then the grid file's [base], then "
+        "their checkpoints; a changed grid reruns into the same folder with --update, which keeps every run whose "
+        "settings it keeps. The base configuration comes from the defaults, then the grid file's [base], then "
         "--config, the short flags of `pyro-vae train` and --set.",
     )
     p.add_argument("--out", required=True, help="comparison folder to create (or to resume)")
@@ -468,6 +469,13 @@ def _add_compare(sub):
     )
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds of every cell (default 0)")
     p.add_argument("--baseline", help="label of the cell the others are compared with (default: the first)")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="run a grid other than the one OUT holds: runs whose settings it keeps are kept (more --epochs continue "
+        "them), new cells train, and runs it no longer names stay on disk outside the report; refused, changing "
+        "nothing, if a run it names was trained with other settings",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     p.add_argument("--threads", type=int, help="torch threads per run (default: the cores shared among --jobs)")
     p.add_argument("--ray", action="store_true", help="run the runs as tasks of a local Ray instance")
@@ -519,6 +527,7 @@ def _compare(args):
         threads=args.threads,
         progress=not args.no_progress,
         pictures=not args.no_pictures,
+        update=args.update,
     )
     table = table_rows(result["cells"])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -532,6 +541,11 @@ def _compare(args):
         f"report: {result['paths']['report.md']} and {result['paths']['report.html']}; "
         f"per run: {result['paths']['results.csv']}"
     )
+    if result["left_out"]:
+        print(
+            "runs of an earlier grid that this one does not name stay on disk, outside the report: "
+            + ", ".join(result["left_out"])
+        )
     for cell in grid.expand():  # after the runs: a refused command prints its error alone
         config = grid.config(cell, grid.seeds[0])
         if runs.trains_the_elbo_by_another_name(config):
@@ -543,9 +557,10 @@ def _compare(args):
             print(f"pyro-vae compare: run {failure['run_dir']} failed: {failure['error']}", file=sys.stderr)
         raise RuntimeError(
             f"{len(result['failures'])} of {len(result['runs'])} runs failed (see above and report.md): a run its "
-            "settings fail fails again under the same command, so change them (the --vary values, say) and give "
-            f"another --out folder ('{args.out}' holds this grid); a run stopped from outside (killed, out of memory) "
-            "finishes when the same command is rerun, which keeps the finished runs"
+            "settings fail fails again under the same command, so change or drop the failing values in --vary and "
+            "rerun with --update: finished runs are kept (while each --vary keeps two values or more, so that the "
+            "cells keep their names); a run stopped from outside (killed, out of memory) finishes when the same "
+            "command is rerun"
         )
 
 

@@ -29,7 +29,10 @@ from pyro_vae.folder import evaluation_paths, read_status
 
 
 def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
-    """Train and evaluate one run (skipping what is already done); returns ``{"run_dir", "state", "error"}``."""
+    """Train and evaluate one run (skipping what is already done); returns ``{"run_dir", "state", "error"}``.
+
+    A folder with a checkpoint resumes from it; one without (nothing trained: a run killed before its first
+    epoch ended) trains afresh under ``config_tree``, whatever ``config.json`` it holds."""
     import torch
 
     from pyro_vae import runs
@@ -41,7 +44,8 @@ def run_one(run_dir: str, config_tree: dict, threads: int) -> dict:
         load_plugins(config_tree["plugins"])  # named on the comparison's command line, which checked them
         config = RunConfig.from_dict(config_tree)
         if not is_done(run_dir, config_tree):
-            runs.train_run(config, run_dir, resume=True, progress=False)
+            trained = os.path.exists(os.path.join(run_dir, runs.CHECKPOINT_FILE))
+            runs.train_run(config, run_dir, resume=trained, progress=False)
             runs.evaluate_run(run_dir, progress=False, posterior_examples=())
         return {"run_dir": run_dir, "state": "done", "error": None}
     except Exception as error:  # one failed run does not stop the others; the report names it
@@ -62,10 +66,11 @@ def evaluation_file(run_dir: str, config_tree: dict) -> str:
 
 
 def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
-    """Training finished and the evaluation ``config_tree`` asks for scored the last checkpoint (``status``: the
-    run's ``status.json`` when the caller has read it already)."""
+    """Training finished, with the epochs ``config_tree`` asks for (an updated grid may ask for more), and the
+    evaluation it asks for scored the last checkpoint (``status``: the run's ``status.json`` when the caller has read
+    it already)."""
     status = read_status(run_dir) if status is None else status
-    if status.get("state") != "finished":
+    if status.get("state") != "finished" or status.get("epochs_done", 0) < config_tree["train"]["epochs"]:
         return False
     try:
         with open(evaluation_file(run_dir, config_tree)) as f:

@@ -292,15 +292,109 @@ def test_an_empty_data_root_is_said_to_lack_the_files_and_its_fixes_train(tmp_pa
     assert main([*command, "--data-root", str(root), "--out", str(tmp_path / "copied")]) == 0
 
 
-def test_a_comparison_with_a_cell_its_settings_fail_advises_changed_settings_in_another_folder(tmp_path, capsys):
-    command = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures"]
+def checkpoint_stamp(run_dir) -> tuple:
+    """The checkpoint's modification time and the checksum ``status.json`` records for it."""
+    with open(os.path.join(run_dir, "status.json")) as f:
+        return os.stat(os.path.join(run_dir, "checkpoint.pt")).st_mtime_ns, json.load(f)["checkpoint"]["sha256"]
+
+
+def files_under(files: dict, prefix: str) -> dict:
+    """The entries of :func:`folder_files` under the subfolder ``prefix``, relative to it."""
+    return {name[len(prefix) :]: sha for name, sha in files.items() if name.startswith(prefix)}
+
+
+COMPARE = ["compare", *SMALL_GRID, "--num-samples", "5", "--no-pictures"]
+
+
+def test_a_comparison_with_a_cell_its_settings_fail_advises_update_which_keeps_the_finished_runs(tmp_path, capsys):
     failing = ["--vary", "model.guide=diagonal-normal,bernoulli"]
     out = tmp_path / "cmp"
-    assert main([*command, *failing, "--out", str(out)]) == 2
+    assert main([*COMPARE, *failing, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "1 of 2 runs failed" in err and "change them" in err and f"another --out folder ('{out}'" in err
-    assert "fix the cause and rerun the same command" not in err
-    assert main([*command, *failing, "--out", str(out)]) == 2  # why: the same command fails the same way
+    assert "1 of 2 runs failed" in err and "change or drop the failing values in --vary" in err
+    assert "rerun with --update: finished runs are kept" in err and "another --out" not in err
+    assert main([*COMPARE, *failing, "--out", str(out)]) == 2  # why: the same command fails the same way
     capsys.readouterr()
-    changed = ["--vary", "model.guide=diagonal-normal,low-rank-normal"]  # the advice: changed settings, another folder
-    assert main([*command, *changed, "--out", str(tmp_path / "cmp2")]) == 0
+    kept = out / "cells" / "guide-diagonal-normal" / "seed-0"
+    stamp = checkpoint_stamp(kept)
+    changed = ["--vary", "model.guide=diagonal-normal,low-rank-normal", "--update"]  # the advice
+    assert main([*COMPARE, *changed, "--out", str(out)]) == 0
+    assert checkpoint_stamp(kept) == stamp, "the finished run was trained again"
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    cells = [(r["cell"], r["state"]) for r in results["runs"]]
+    assert cells == [("guide=diagonal-normal", "done"), ("guide=low-rank-normal", "done")]
+    assert results["grid"]["axes"] == {"model.guide": ["diagonal-normal", "low-rank-normal"]}
+    with open(out / "grid.json") as f:
+        assert json.load(f)["axes"] == {"model.guide": ["diagonal-normal", "low-rank-normal"]}
+
+
+def test_a_changed_grid_is_refused_without_update_and_its_advice_keeps_the_finished_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main([*COMPARE, "--vary", "train.estimator=elbo,iwae", "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = folder_files(out)
+    changed = [*COMPARE, "--vary", "train.estimator=elbo,elbo-stl", "--out", str(out)]
+    err = refused(changed, capsys)
+    assert f"'{out}' holds another comparison" in err and "rerun with --update" in err
+    assert folder_files(out) == before
+    kept = out / "cells" / "estimator-elbo" / "seed-0"
+    stamp = checkpoint_stamp(kept)
+    assert main([*changed, "--update"]) == 0  # the advice
+    assert checkpoint_stamp(kept) == stamp, "the finished run was trained again"
+    left = out / "cells" / "estimator-iwae" / "seed-0"
+    said = f"runs of an earlier grid that this one does not name stay on disk, outside the report: {left}\n"
+    assert said in capsys.readouterr().out
+    assert folder_files(left) == files_under(before, "cells/estimator-iwae/seed-0/")
+    with open(out / "results.json") as f:
+        assert [r["cell"] for r in json.load(f)["runs"]] == ["estimator=elbo", "estimator=elbo-stl"]
+
+
+def test_update_refuses_a_run_folder_trained_with_other_settings_and_changes_no_file(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    grid = [*COMPARE, "--vary", "train.estimator=elbo,iwae"]
+    assert main([*grid, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = folder_files(out)
+    err = refused([*grid, "--latent-dim", "3", "--update", "--out", str(out)], capsys)
+    assert "(cell 'estimator=elbo', seed 0) was trained with other settings (model.latent_dim: 2 there, 3 here)" in err
+    assert "(and 1 more runs)" in err and "another --out folder" in err
+    assert folder_files(out) == before
+    assert main([*grid, "--latent-dim", "3", "--out", str(tmp_path / "cmp3")]) == 0  # the advice: another folder
+
+
+def test_update_with_more_epochs_continues_the_kept_runs_and_refuses_fewer(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    grid = [*COMPARE, "--vary", "train.estimator=elbo,iwae", "--out", str(out)]
+    assert main(grid) == 0
+    with open(out / "cells" / "estimator-elbo" / "seed-0" / "metrics.json") as f:
+        first_epoch = json.load(f)[0]
+    assert main([*grid, "--epochs", "2", "--update"]) == 0
+    capsys.readouterr()
+    with open(out / "cells" / "estimator-elbo" / "seed-0" / "metrics.json") as f:
+        metrics = json.load(f)
+    assert len(metrics) == 2 and metrics[0] == first_epoch  # continued, not trained anew
+    before = folder_files(out)
+    err = refused([*grid, "--update"], capsys)  # back to one epoch
+    assert "has trained 2 epochs, more than the 1 this grid asks for" in err
+    assert folder_files(out) == before
+
+
+def test_update_trains_afresh_a_run_folder_with_nothing_trained_whatever_settings_it_holds(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    grid = [*COMPARE, "--vary", "train.estimator=elbo,iwae", "--out", str(out)]
+    assert main(grid) == 0
+    killed = out / "cells" / "estimator-iwae" / "seed-0"  # as a run of another grid killed in its first epoch
+    os.remove(killed / "checkpoint.pt")
+    os.remove(killed / "metrics.json")
+    shutil.rmtree(killed / "eval")
+    with open(killed / "config.json") as f:
+        config = json.load(f)
+    config["model"]["latent_dim"] = 3
+    (killed / "config.json").write_text(json.dumps(config))
+    (killed / "status.json").write_text(json.dumps({"state": "training", "epochs": 1}))
+    assert main([*grid, "--baseline", "estimator=iwae", "--update"]) == 0  # another grid, the same runs
+    with open(killed / "config.json") as f:
+        assert json.load(f)["model"]["latent_dim"] == 2
+    with open(out / "results.json") as f:
+        assert [r["state"] for r in json.load(f)["runs"]] == ["done", "done"]

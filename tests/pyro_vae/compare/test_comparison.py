@@ -155,7 +155,7 @@ def test_plots_exist_and_are_images(tiny):
 
 def test_a_different_grid_into_the_same_folder_is_refused(tiny):
     root, _, _ = tiny
-    with pytest.raises(ConfigError, match="holds another comparison"):
+    with pytest.raises(ConfigError, match="holds another comparison .*: rerun with --update"):
         run_comparison(tiny_grid(seeds=(0, 1, 2)), root, progress=False)
 
 
