@@ -476,6 +476,15 @@ def _add_compare(sub):
         "them), new cells train, and runs it no longer names stay on disk outside the report; refused, changing "
         "nothing, if a run it names was trained with other settings",
     )
+    p.add_argument(
+        "--gradient-snr",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="also draw each cell's gradient signal-to-noise ratio (guide and model) at these particle numbers K, "
+        "on a fixed validation minibatch at the cell's last checkpoint: the figure of Rainforth et al. (2018)",
+    )
+    p.add_argument("--snr-draws", type=int, default=100, help="gradient draws per K for --gradient-snr (default 100)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     p.add_argument("--threads", type=int, help="torch threads per run (default: the cores shared among --jobs)")
     p.add_argument("--ray", action="store_true", help="run the runs as tasks of a local Ray instance")
@@ -528,6 +537,7 @@ def _compare(args):
         progress=not args.no_progress,
         pictures=not args.no_pictures,
         update=args.update,
+        gradient_snr={"ks": args.gradient_snr, "num_draws": args.snr_draws} if args.gradient_snr else None,
     )
     table = table_rows(result["cells"])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

@@ -25,6 +25,7 @@ import os
 from pyro_vae.compare.execution import ProgressMonitor, run_local, run_ray
 from pyro_vae.compare.grid import Grid
 from pyro_vae.compare.report import write_report
+from pyro_vae.compare.snr import cell_snr_curves, check_snr_settings
 from pyro_vae.compare.statistics import add_paired_differences, cell_summaries, run_folder, run_row
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides
 from pyro_vae.folder import RunLock, command_line, read_json, read_status, write_json
@@ -44,6 +45,7 @@ def run_comparison(
     progress: bool = True,
     pictures: bool = True,
     update: bool = False,
+    gradient_snr=None,
 ) -> dict:
     """Run (or resume) the comparison ``grid`` into the folder ``out`` and write its report.
 
@@ -51,10 +53,14 @@ def run_comparison(
     :param bool ray: run the runs as Ray tasks on a local Ray instance; ``ray_address`` joins a cluster instead.
     :param int threads: torch threads per run; by default the machine's cores shared among ``jobs``.
     :param bool update: run a grid other than the one ``out`` holds, keeping the runs whose settings it keeps.
+    :param dict gradient_snr: ``{"ks": [...], "num_draws": S}``: also draw each cell's gradient signal-to-noise
+        ratio against ``K`` (:mod:`pyro_vae.compare.snr`) into ``gradient_snr.json`` and the report.
     :returns: ``{"paths": {name: path}, "runs": rows, "cells": summaries, "failures": results of failed runs,
         "left_out": run folders under ``out`` that the grid does not name}``.
     """
     grid.check()
+    if gradient_snr:
+        check_snr_settings(**gradient_snr)
     if jobs < 1:
         raise ValueError(f"--jobs must be a positive integer, got {jobs}")
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -78,7 +84,10 @@ def run_comparison(
         ]
         add_paired_differences(grid, rows, out)
         summaries = cell_summaries(grid, rows)
-        paths = write_report(grid, out, rows, summaries, pictures=pictures)
+        snr_points = None
+        if gradient_snr and not any(r["error"] for r in results):
+            snr_points = cell_snr_curves(grid, out, **gradient_snr)
+        paths = write_report(grid, out, rows, summaries, pictures=pictures, snr_points=snr_points)
     failures = [r for r in results if r["error"]]
     return {"paths": paths, "runs": rows, "cells": summaries, "failures": failures, "left_out": left_out(grid, out)}
 

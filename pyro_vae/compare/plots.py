@@ -5,7 +5,8 @@
 * :func:`paired_differences`: each cell's paired difference to the baseline with a two-standard-error interval,
 * :func:`khat_distributions`: the per-example Pareto k-hat of every cell, with the 0.7 line,
 * :func:`sample_grids`: samples and reconstructions of every cell side by side,
-* :func:`latent_manifolds`: for two-dimensional latents, the decoder's means over a grid of N(0, 1) quantiles.
+* :func:`latent_manifolds`: for two-dimensional latents, the decoder's means over a grid of N(0, 1) quantiles,
+* :func:`gradient_snr`: the guide's and the model's gradient signal-to-noise ratio against K per cell.
 """
 
 import matplotlib
@@ -120,4 +121,25 @@ def latent_manifolds(manifolds: dict, path: str) -> str:
         ax.set_title(cell, fontsize=9)
         ax.axis("off")
     fig.suptitle("Decoder means over N(0, 1) quantiles of the two latent dimensions")
+    return _save(fig, path)
+
+
+def gradient_snr(points: list, path: str) -> str:
+    """``points``: :class:`~pyro_vae.compare.snr.SNRPoint` s; the guide's and the model's SNR against ``K``, one
+    line per cell, both axes logarithmic."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    cells = list(dict.fromkeys(p.cell for p in points))
+    for i, cell in enumerate(cells):
+        mine = sorted((p for p in points if p.cell == cell), key=lambda p: p.num_particles)
+        ks = [p.num_particles for p in mine]
+        label = f"{cell} ({mine[0].estimator})"
+        axes[0].plot(ks, [p.guide_snr for p in mine], "o-", color=_color(i), label=label)
+        axes[1].plot(ks, [p.model_snr for p in mine], "o-", color=_color(i), label=label)
+    for ax, title in zip(axes, ("inference network (guide)", "generative network (model)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("particles K")
+        ax.set_title(f"gradient SNR: {title}")
+    axes[0].set_ylabel("mean over parameters of |mean| / sd")
+    axes[0].legend(fontsize=7)
     return _save(fig, path)

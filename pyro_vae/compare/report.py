@@ -20,18 +20,27 @@ from pyro_vae.folder import write_json
 PLOTS_FOLDER = "plots"
 
 
-def write_report(grid: Grid, root: str, rows: list, summaries: list, pictures: bool = True) -> dict:
-    """Write every output file of a comparison into ``root``; returns ``{name: path}``."""
+def write_report(grid: Grid, root: str, rows: list, summaries: list, pictures: bool = True, snr_points=None) -> dict:
+    """Write every output file of a comparison into ``root``; returns ``{name: path}``. ``snr_points``
+    (:func:`~pyro_vae.compare.snr.cell_snr_curves`) add the gradient-SNR figure and its caption."""
     paths = {"results.csv": os.path.join(root, "results.csv"), "results.json": os.path.join(root, "results.json")}
     atomic_write(paths["results.csv"], lambda f: f.write(rows_to_csv(rows).encode()))
     write_json({"grid": grid.to_dict(), "runs": rows, "cells": summaries}, paths["results.json"])
     figures = make_figures(grid, root, rows, summaries, pictures)
+    captions = {}
+    if snr_points:
+        from pyro_vae.compare.snr import CAPTION
+
+        path = os.path.join(root, PLOTS_FOLDER, "gradient_snr.png")
+        figures["gradient SNR against K"] = plots.gradient_snr(snr_points, path)
+        captions["gradient SNR against K"] = CAPTION
     paths.update(figures)
-    markdown = report_markdown(grid, rows, summaries, {k: os.path.relpath(v, root) for k, v in figures.items()})
+    relative = {k: os.path.relpath(v, root) for k, v in figures.items()}
+    markdown = report_markdown(grid, rows, summaries, relative, captions)
     paths["report.md"] = os.path.join(root, "report.md")
     atomic_write(paths["report.md"], lambda f: f.write(markdown.encode()))
     paths["report.html"] = os.path.join(root, "report.html")
-    page = report_html(grid, rows, summaries, figures)
+    page = report_html(grid, rows, summaries, figures, captions)
     atomic_write(paths["report.html"], lambda f: f.write(page.encode()))
     return paths
 
@@ -133,7 +142,7 @@ NOTES = (
 )
 
 
-def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict) -> str:
+def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, captions=None) -> str:
     table = table_rows(summaries)
     lines = ["# Comparison", "", *budget_lines(grid, rows), ""]
     lines += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
@@ -145,12 +154,13 @@ def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict) -> s
         lines += [f"- {r['cell']}, seed {r['seed']} (`{r['run_dir']}`): {r['error']}" for r in failed]
         lines.append("")
     lines += ["## Figures", ""]
-    lines += [f"![{name}]({path})" for name, path in figures.items()]
+    for name, path in figures.items():
+        lines += [f"![{name}]({path})"] + (["", f"*{(captions or {})[name]}*", ""] if name in (captions or {}) else [])
     lines += ["", "Per-run numbers: `results.csv`; every run folder works with `pyro-vae evaluate` and `sample`.", ""]
     return "\n".join(lines)
 
 
-def report_html(grid: Grid, rows: list, summaries: list, figures: dict) -> str:
+def report_html(grid: Grid, rows: list, summaries: list, figures: dict, captions=None) -> str:
     table = table_rows(summaries)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
@@ -160,6 +170,8 @@ def report_html(grid: Grid, rows: list, summaries: list, figures: dict) -> str:
         with open(path, "rb") as f:
             data = base64.b64encode(f.read()).decode()
         images += f'<h3>{html.escape(name)}</h3><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+        if name in (captions or {}):
+            images += f"<p><em>{html.escape(captions[name])}</em></p>"
     failed = "".join(
         f"<li>{html.escape(r['cell'])}, seed {r['seed']}: {html.escape(str(r['error']))}</li>"
         for r in rows
