@@ -346,7 +346,9 @@ def _evaluate(args):
     print(json.dumps(json_safe(report), indent=2))
     for warning in report["warnings"]:
         print(f"pyro-vae evaluate: warning: {warning}", file=sys.stderr)
-    draws = "chains" if report["method"] == "ais" else "samples"
+    from inference import LOG_PX_METHODS
+
+    draws = LOG_PX_METHODS.get(report["method"]).draws_name
     print(
         f"log p(x) ~ {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} ({report['method']}, "
         f"{report['num_samples']} {draws} per example), ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats "
