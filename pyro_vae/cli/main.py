@@ -289,7 +289,7 @@ def _add_evaluate(sub):
     p.add_argument(
         "--method",
         help="is (guide as proposal), is-prior (prior as proposal), ais (annealed "
-        "importance sampling with HMC), exact (where the model allows it)",
+        "importance sampling with HMC), exact (where the model allows it), or one that a --plugin registers",
     )
     p.add_argument("--method-options", type=_json_object, default={}, help="options of the method as JSON")
     for flag, kind, help_text, *_ in METHOD_ALIASES:
