@@ -113,3 +113,23 @@ def test_the_command_line_evaluates_with_a_method_a_plugin_registers(tmp_path):
         report = json.load(f)
     assert report["method"] == "is-defensive" and report["method_options"] == {"alpha": 0.8, "num_samples": 50}
     assert report["num_samples"] == 50 and report["elbo"] < report["log_px"] < 0
+
+
+def test_a_point_mass_guide_is_refused_by_what_the_method_declares(defensive, tmp_path):
+    from pyro_vae.config import ConfigError, RunConfig, apply_overrides
+    from pyro_vae.runs import train_run
+
+    assert LOG_PX_METHODS.build("is-defensive").needs_guide_density  # LogPxMethod's default, not its name
+    config = apply_overrides(
+        RunConfig(),
+        [
+            ("data.num_train", 100),
+            ("model.latent_dim", 2),
+            ("model.guide", "delta"),
+            ("eval.method", {"name": "is-defensive", "options": {"num_samples": 10}}),
+            ("device", "cpu"),
+        ],
+    )
+    with pytest.raises(ConfigError, match="point mass.*eval.method=is-prior"):
+        train_run(config, str(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()
