@@ -24,6 +24,7 @@ from inference.evaluation.gradient_snr import GradientSNR, gradient_snr
 from inference.evaluation.log_marginal_likelihood import (
     LOG_PX_METHODS,
     LogMarginalLikelihood,
+    LogPxMethod,
     UnreliableEstimateWarning,
     log_marginal_likelihood,
     log_px_method,
@@ -66,6 +67,7 @@ __all__ = [
     "LOG_PX_METHODS",
     "LearningRateSchedule",
     "LogMarginalLikelihood",
+    "LogPxMethod",
     "MIWAE",
     "OPTIMIZERS",
     "PIWAE",

@@ -540,10 +540,9 @@ def evaluate_run(
 
 
 def check_evaluation_method(config: RunConfig, vae: VAE) -> None:
-    """A point-mass guide (``delta``) cannot be the proposal of importance sampling: refuse such a method."""
-    method = config.eval.method
-    uses_guide = method.name == "is" or (method.name == "ais" and method.options.get("proposal", "guide") == "guide")
-    if getattr(vae.guide_family, "point_mass", False) and uses_guide:
+    """A point-mass guide (``delta``) has no density to divide by: refuse a method that needs one."""
+    method = log_px_method(config.eval.method.name, **config.eval.method.options)
+    if getattr(vae.guide_family, "point_mass", False) and method.needs_guide_density:
         raise ConfigError(
             f"the '{config.model.guide.name}' guide is a point mass, so importance sampling with it as proposal "
             "estimates nothing: use the prior as proposal, --set eval.method=is-prior (or evaluate --method "

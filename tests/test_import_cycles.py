@@ -88,5 +88,43 @@ def test_no_module_of_the_project_imports_itself_through_others():
     assert cycles(graph) == []
 
 
+_BELOW_RUNS = {
+    "inference",
+    "pyro_vae.components",
+    "pyro_vae.data",
+    "pyro_vae.folder",
+    "pyro_vae.config",
+    "pyro_vae.vae",
+}
+#: What each part of the project may import besides itself: the table of ARCHITECTURE.md.
+MAY_IMPORT = {
+    "inference": set(),
+    "pyro_vae.components": {"inference"},
+    "pyro_vae.data": {"inference"},
+    "pyro_vae.folder": {"inference"},
+    "pyro_vae.config": {"inference", "pyro_vae.components", "pyro_vae.data"},
+    "pyro_vae.vae": {"inference", "pyro_vae.components", "pyro_vae.config"},
+    "pyro_vae.runs": _BELOW_RUNS,
+    "pyro_vae.compare": _BELOW_RUNS | {"pyro_vae.runs"},
+    "pyro_vae.search": _BELOW_RUNS | {"pyro_vae.runs"},
+    "pyro_vae.bandit": _BELOW_RUNS | {"pyro_vae.runs"},
+    "pyro_vae.cli": _BELOW_RUNS | {"pyro_vae.runs", "pyro_vae.compare", "pyro_vae.search", "pyro_vae.bandit"},
+}
+
+
+def part_of(module: str) -> str:
+    """The part of :data:`MAY_IMPORT` a module belongs to (``pyro_vae`` itself, which imports lazily, is its own)."""
+    parts = module.split(".")
+    return "inference" if parts[0] == "inference" else ".".join(parts[:2])
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    graph = import_graph()
+    assert {part_of(module) for module in graph} == set(MAY_IMPORT) | {"pyro_vae"}  # a new part needs a row
+    for module, targets in graph.items():
+        allowed = MAY_IMPORT.get(part_of(module), set()) | {part_of(module)}
+        assert {part_of(target) for target in targets} <= allowed, module
+
+
 def test_a_cycle_is_found_when_there_is_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -1,6 +1,7 @@
 """Estimates of log p(x), one per data point, with standard errors and diagnostics.
 
-``method`` chooses the estimator, a class registered in :data:`LOG_PX_METHODS` with its own options:
+``method`` chooses the estimator, a :class:`LogPxMethod` registered in :data:`LOG_PX_METHODS` with its own options
+(a new method is one such class):
 
 * ``"is"`` (default): importance sampling with the guide as proposal (below);
 * ``"is-prior"``: the same with the prior ``p(z)`` as proposal, to show how much the guide buys;
@@ -57,10 +58,7 @@ from inference.registry import Registry
 from inference.training import distributed
 
 LOG_PX_METHODS = Registry("log p(x) method")
-"""The log p(x) methods by name. A method is a class registered here whose constructor takes its options and
-which has ``name``, ``num_draws`` (draws per data point behind each estimate), ``proposal(model, guide)`` and
-``estimate(model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None)`` returning a
-:class:`PerExampleEstimate`."""
+"""The log p(x) methods by name: each a :class:`LogPxMethod` registered under its ``name``."""
 
 KHAT_WARNING_FRACTION = 0.1
 """More than this fraction of examples with Pareto k-hat above 0.7 makes an estimate unreliable."""
@@ -80,7 +78,8 @@ class LogMarginalLikelihood:
     ``elbo`` is the mean log weight of the proposal's own draws (``E_q[log p(x, z) - log q(z | x)]``, for
     ``"ais"`` from the chains' starting points); ``mc_stderr`` and ``ess`` come from the weights across particles
     (across chains for ``"ais"``; ``mc_stderr`` is 0 for ``"exact"``); ``khat`` is the Pareto k-hat of the
-    importance weights (``None`` for ``"ais"``, whose few chains are too few to fit a tail).
+    importance weights (``None`` for ``"ais"``, whose few chains are too few to fit a tail); ``monte_carlo`` is the
+    method's (:class:`LogPxMethod`): False for an exact value, which its weights do not judge.
     """
 
     log_px: torch.Tensor
@@ -90,13 +89,16 @@ class LogMarginalLikelihood:
     num_samples: int
     method: str = "is"
     khat: Optional[torch.Tensor] = None
+    monte_carlo: bool = True
 
     @classmethod
-    def of_chunks(cls, chunks, num_samples: int, method: str) -> "LogMarginalLikelihood":
-        """The result of a method's :class:`PerExampleEstimate` for each chunk of data points, in order."""
+    def of_chunks(cls, chunks, method: "LogPxMethod") -> "LogMarginalLikelihood":
+        """The result of ``method``'s :class:`PerExampleEstimate` for each chunk of data points, in order."""
         khat = None if chunks[0].khat is None else torch.cat([chunk.khat for chunk in chunks])
         fields = {name: torch.cat([getattr(chunk, name) for chunk in chunks]) for name in WeightSummary._fields}
-        return cls(**fields, num_samples=num_samples, method=method, khat=khat)
+        return cls(
+            **fields, num_samples=method.num_draws, method=method.name, khat=khat, monte_carlo=method.monte_carlo
+        )
 
     @property
     def num_examples(self) -> int:
@@ -131,14 +133,14 @@ class LogMarginalLikelihood:
         from the same weights it judges: when their tail is heavy (k-hat > 0.7, where the weights' variance may be
         infinite) or their effective sample size small, it understates the error, and with ``ESS = 1`` it cannot
         exceed 1 nat whatever the truth. Reliable means at most 10% of examples above k-hat 0.7 and a median ESS of
-        at least 10 (always, for ``"exact"``)."""
+        at least 10 (always, for an estimate without Monte Carlo error such as ``"exact"``)."""
         return not self.reliability_warnings()
 
     def reliability_warnings(self, fix="Use more samples (num_samples), method 'ais', or a richer guide.") -> list:
         """What a reader of the estimate must know when its weights are heavy-tailed or degenerate; ``fix`` ends
         each message."""
         found = []
-        if self.method == "exact":
+        if not self.monte_carlo:
             return found
         fraction = self.khat_fraction_above
         if fraction is not None and fraction > KHAT_WARNING_FRACTION:
@@ -204,6 +206,46 @@ class PerExampleEstimate(NamedTuple):
     mc_stderr: torch.Tensor
     ess: torch.Tensor
     khat: Optional[torch.Tensor] = None  # the Pareto k-hat of the importance weights, where there are enough
+
+
+class LogPxMethod:
+    """What a log p(x) method provides. A new method is one subclass, registered with
+    ``@LOG_PX_METHODS.register(name)``; nothing else in :mod:`inference` or :mod:`pyro_vae` knows it by name, and
+    from then on ``log_marginal_likelihood(..., method=name)`` and ``pyro-vae evaluate --method name`` run it
+    (``examples/custom_log_px_method.py`` is one).
+
+    * The constructor takes the method's options as keywords and checks them. :func:`log_marginal_likelihood`
+      hands it each of its keywords that the constructor names; a run's ``eval.method.options`` (and ``evaluate``'s
+      ``--method-options``, ``--num-samples``, ...) arrive here too.
+    * ``name``: the name it is registered under, which the results and reports carry.
+    * ``num_draws``: the draws per data point behind each estimate (reported as ``num_samples``), which
+      ``draws_name`` names in messages (``"samples"``; AIS's are ``"chains"``).
+    * ``proposal(model, guide)``: the program its draws start from; its plates are those the draws take.
+    * ``needs_guide_density``: whether the estimate divides by the guide's density ``q(z | x)``, so that a guide
+      without one (a point mass) cannot serve.
+    * ``monte_carlo``: whether the estimate has Monte Carlo error, so that heavy-tailed or degenerate weights make
+      it unreliable (not so for an exact value).
+    * ``estimate(model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None)``: a
+      :class:`PerExampleEstimate` for the data points of ``args`` (``kwargs`` go to the model and guide), calling
+      ``on_particles(k)`` after each pass of ``k`` draws per data point (a progress bar's update).
+    """
+
+    name: str
+    draws_name = "samples"
+    needs_guide_density = True
+    monte_carlo = True
+
+    @property
+    def num_draws(self) -> int:
+        raise NotImplementedError
+
+    def proposal(self, model, guide):
+        raise NotImplementedError
+
+    def estimate(
+        self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None
+    ) -> PerExampleEstimate:
+        raise NotImplementedError
 
 
 def summarize_log_weights(log_w: torch.Tensor) -> WeightSummary:
@@ -300,7 +342,7 @@ def draws_within_memory(free_bytes: int, values_per_example: int) -> int:
 
 
 @LOG_PX_METHODS.register("is")
-class ImportanceSampling:
+class ImportanceSampling(LogPxMethod):
     """``"is"``: ``log (1/K) sum_k p(x_n, z_nk) / q(z_nk | x_n)`` with ``z_nk`` drawn from the guide.
 
     :param int num_samples: ``K`` per data point (Burda et al. 2016 use 5000).
@@ -366,6 +408,7 @@ class PriorImportanceSampling(ImportanceSampling):
     """``"is-prior"``: importance sampling with the prior ``p(z)`` as proposal, to show what the guide buys."""
 
     name = "is-prior"
+    needs_guide_density = False
 
     def proposal(self, model, guide):
         return prior_proposal(model)
@@ -377,6 +420,8 @@ class ExactLogMarginal(ImportanceSampling):
     k-hat still describe the guide's ``num_samples`` importance weights, and the Monte Carlo error is 0."""
 
     name = "exact"
+    needs_guide_density = False  # the guide's weights only describe the guide
+    monte_carlo = False
 
     def estimate(self, model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles=None):
         weights = super().estimate(model, guide, args, kwargs, data_plate, max_plate_nesting, on_particles)
@@ -385,13 +430,14 @@ class ExactLogMarginal(ImportanceSampling):
 
 
 @LOG_PX_METHODS.register("ais")
-class AnnealedImportanceSampling:
+class AnnealedImportanceSampling(LogPxMethod):
     """``"ais"``: annealed importance sampling from the guide (or prior) to the posterior with adaptive HMC
     (Neal 2001); its options and their defaults are those of
     :func:`~inference.evaluation.ais.annealed_importance_sampling`. The ELBO is that of the chains' starting
     points; there is no k-hat (too few chains to fit a tail)."""
 
     name = "ais"
+    draws_name = "chains"
 
     def __init__(self, **options):
         bound = self.__signature__.bind(**options)
@@ -403,6 +449,10 @@ class AnnealedImportanceSampling:
     @property
     def num_draws(self) -> int:
         return self.options["num_chains"]
+
+    @property
+    def needs_guide_density(self) -> bool:
+        return self.options["proposal"] != "prior"
 
     def proposal(self, model, guide):
         return prior_proposal(model) if self.options["proposal"] == "prior" else guide
@@ -519,7 +569,7 @@ def log_marginal_likelihood(
             bar.update(done + num_examples[i] * method.num_draws - bar.n)  # methods that report no passes
     if distributed.is_distributed():
         results = {i: PerExampleEstimate(*map(_to_cpu, result)) for i, result in results.items()}
-    result = LogMarginalLikelihood.of_chunks(distributed.gather_in_order(results), method.num_draws, method.name)
+    result = LogMarginalLikelihood.of_chunks(distributed.gather_in_order(results), method)
     for message in result.reliability_warnings():
         warnings.warn(message, UnreliableEstimateWarning, stacklevel=2)
     return result

@@ -289,7 +289,7 @@ def _add_evaluate(sub):
     p.add_argument(
         "--method",
         help="is (guide as proposal), is-prior (prior as proposal), ais (annealed "
-        "importance sampling with HMC), exact (where the model allows it)",
+        "importance sampling with HMC), exact (where the model allows it), or one that a --plugin registers",
     )
     p.add_argument("--method-options", type=_json_object, default={}, help="options of the method as JSON")
     for flag, kind, help_text, *_ in METHOD_ALIASES:
@@ -346,7 +346,9 @@ def _evaluate(args):
     print(json.dumps(json_safe(report), indent=2))
     for warning in report["warnings"]:
         print(f"pyro-vae evaluate: warning: {warning}", file=sys.stderr)
-    draws = "chains" if report["method"] == "ais" else "samples"
+    from inference import LOG_PX_METHODS
+
+    draws = LOG_PX_METHODS.get(report["method"]).draws_name
     print(
         f"log p(x) ~ {report['log_px']:.3f} +- {report['log_px_stderr']:.3f} ({report['method']}, "
         f"{report['num_samples']} {draws} per example), ELBO {report['elbo']:.3f}, gap {report['gap']:.3f} nats "
