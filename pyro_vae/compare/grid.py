@@ -18,6 +18,11 @@ A grid is written in TOML (or given on the command line, :mod:`pyro_vae.cli`)::
     seeds = [0, 1, 2]               # train.seed of each cell's runs
     baseline = "estimator=elbo, num_particles=1"
 
+    [[published]]                   # optional: published figures beside ours (pyro_vae.compare.published)
+    cell = "estimator=iwae, num_particles=5"
+    value = -85.54
+    source = "Burda et al. 2016, Table 1"
+
 Every cell of the grid runs once per seed into ``cells/<cell>/seed-<s>/``, an ordinary run folder. All runs share
 the base's ``data`` section, in particular ``data.seed``, so that every cell is evaluated on the very same test
 examples and their per-example log p(x) can be compared in pairs (:mod:`pyro_vae.compare.statistics`); a grid
@@ -30,6 +35,7 @@ import json
 import re
 from typing import Optional
 
+from pyro_vae.compare.published import check_published
 from pyro_vae.config import ConfigError, RunConfig, apply_overrides, read_tree_file
 
 #: Paths a grid may not vary: the pairing of test examples needs one data seed, and seeds are their own axis.
@@ -63,15 +69,22 @@ class Grid:
     cells: list = dataclasses.field(default_factory=list)
     seeds: list = dataclasses.field(default_factory=lambda: [0])
     baseline: Optional[str] = None
+    #: Published figures per cell (:mod:`pyro_vae.compare.published`), listed beside the measured ones.
+    published: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        tree = dataclasses.asdict(self)
+        if not tree["published"]:  # the grid.json of a grid without published figures reads as it always did
+            del tree["published"]
+        return tree
 
     @classmethod
     def from_dict(cls, tree: dict) -> "Grid":
         unknown = set(tree) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown grid keys {sorted(unknown)}: a grid has base, axes, cells, seeds, baseline")
+            raise ConfigError(
+                f"unknown grid keys {sorted(unknown)}: a grid has base, axes, cells, seeds, baseline, published"
+            )
         grid = cls(**tree)
         grid.check()
         return grid
@@ -110,6 +123,7 @@ class Grid:
                 raise ConfigError(f"cell '{cell.label}': {e}") from None
         if self.baseline is not None and self.baseline not in labels:
             raise ConfigError(f"the baseline '{self.baseline}' is not a cell; the cells are: {'; '.join(labels)}")
+        check_published(self.published, labels)
 
     # -- cells -------------------------------------------------------------------------------------------------
 
@@ -175,9 +189,11 @@ def _text(value) -> str:
 def load_grid_file(path) -> Grid:
     """A grid from a TOML (or JSON) file with the tables ``base``, ``grid``, ``cells`` and ``compare``."""
     tree = read_tree_file(path, "grid file")
-    unknown = set(tree) - {"base", "grid", "cells", "compare"}
+    unknown = set(tree) - {"base", "grid", "cells", "compare", "published"}
     if unknown:
-        raise ConfigError(f"'{path}': unknown tables {sorted(unknown)}; a grid file has base, grid, cells, compare")
+        raise ConfigError(
+            f"'{path}': unknown tables {sorted(unknown)}; a grid file has base, grid, cells, compare, published"
+        )
     settings = dict(tree.get("compare", {}))
     extra = set(settings) - {"seeds", "baseline"}
     if extra:
@@ -188,6 +204,7 @@ def load_grid_file(path) -> Grid:
         cells=[_flatten(cell) for cell in tree.get("cells", [])],
         seeds=settings.get("seeds", [0]),
         baseline=settings.get("baseline"),
+        published=list(tree.get("published", [])),
     )
 
 

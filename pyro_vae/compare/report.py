@@ -14,6 +14,7 @@ import os
 from inference.atomic import atomic_write
 from pyro_vae.compare import plots
 from pyro_vae.compare.grid import Grid
+from pyro_vae.compare.published import budget_text, gap_text, published_lines, published_rows
 from pyro_vae.compare.statistics import NOISE_STANDARD_ERRORS, per_example_results, rows_to_csv, run_folder
 from pyro_vae.folder import write_json
 
@@ -153,6 +154,7 @@ def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, capt
         lines += ["## Failed runs", ""]
         lines += [f"- {r['cell']}, seed {r['seed']} (`{r['run_dir']}`): {r['error']}" for r in failed]
         lines.append("")
+    lines += published_lines(published_rows(grid.published, summaries, grid.base_config().data.name))
     lines += ["## Figures", ""]
     for name, path in figures.items():
         lines += [f"![{name}]({path})"] + (["", f"*{(captions or {})[name]}*", ""] if name in (captions or {}) else [])
@@ -184,6 +186,7 @@ def report_html(grid: Grid, rows: list, summaries: list, figures: dict, captions
         "img{max-width:100%}</style></head><body><h1>Comparison</h1>"
         f"<ul>{budget}</ul><table><tr>{head}</tr>{body}</table><p>{html.escape(NOTES)}</p>"
         + (f"<h2>Failed runs</h2><ul>{failed}</ul>" if failed else "")
+        + published_html(published_rows(grid.published, summaries, grid.base_config().data.name))
         + f"<h2>Figures</h2>{images}</body></html>\n"
     )
 
@@ -262,3 +265,27 @@ def _picture_figures(root, first, folder) -> dict:
 def _as_image(grid):
     """A ``(3, H, W)`` image grid as the ``(H, W, 3)`` array matplotlib shows."""
     return grid.permute(1, 2, 0).numpy()
+
+
+def published_html(rows: list) -> str:
+    """The published figures beside the measured ones, as an HTML table (empty without them)."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("cell", "measured", "published", "gap", "budget", "source"))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(text)}</td>"
+            for text in (
+                row["cell"],
+                "–" if row["measured"] is None else f"{row['measured']:.2f}",
+                f"{row['published']:.2f}",
+                gap_text(row),
+                budget_text(row),
+                row["source"] + (f" ({row['note']})" if row["note"] else ""),
+            )
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<h2>Published figures</h2><table><tr>{head}</tr>{body}</table>"
