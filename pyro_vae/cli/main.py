@@ -487,6 +487,13 @@ def _add_compare(sub):
         "on a fixed validation minibatch at the cell's last checkpoint: the figure of Rainforth et al. (2018)",
     )
     p.add_argument("--snr-draws", type=int, default=100, help="gradient draws per K for --gradient-snr (default 100)")
+    p.add_argument(
+        "--cross-check",
+        action="append",
+        metavar="METHOD",
+        help="also evaluate every run with this log p(x) method (e.g. ais) and report, per cell, both estimates, "
+        "their paired difference and a flag where they disagree by more than 2 standard errors (repeatable)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     p.add_argument("--threads", type=int, help="torch threads per run (default: the cores shared among --jobs)")
     p.add_argument("--ray", action="store_true", help="run the runs as tasks of a local Ray instance")
@@ -519,6 +526,8 @@ def compare_grid(args):
         grid.seeds = list(args.seeds)
     if args.baseline:
         grid.baseline = args.baseline
+    if args.cross_check:
+        grid.cross_checks = list(dict.fromkeys([*grid.cross_checks, *args.cross_check]))
     grid.check()
     return grid
 

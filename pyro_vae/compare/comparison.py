@@ -22,6 +22,7 @@ import glob
 import json
 import os
 
+from pyro_vae.compare.cross_checks import cross_check_rows, run_cross_checks
 from pyro_vae.compare.execution import ProgressMonitor, run_local, run_ray
 from pyro_vae.compare.grid import Grid
 from pyro_vae.compare.report import write_report
@@ -76,6 +77,8 @@ def run_comparison(
                 results = run_ray(tasks, threads, ray_address)
             else:
                 results = run_local(tasks, jobs, threads)
+        if grid.cross_checks:
+            run_cross_checks(grid, out, progress=progress)
         by_folder = {r["run_dir"]: r for r in results}
         rows = [
             run_row(grid, cell, seed, out, by_folder[run_folder(out, cell, seed)])
@@ -87,9 +90,17 @@ def run_comparison(
         snr_points = None
         if gradient_snr and not any(r["error"] for r in results):
             snr_points = cell_snr_curves(grid, out, **gradient_snr)
-        paths = write_report(grid, out, rows, summaries, pictures=pictures, snr_points=snr_points)
+        checks = cross_check_rows(grid, out, rows) if grid.cross_checks else []
+        paths = write_report(grid, out, rows, summaries, pictures=pictures, snr_points=snr_points, checks=checks)
     failures = [r for r in results if r["error"]]
-    return {"paths": paths, "runs": rows, "cells": summaries, "failures": failures, "left_out": left_out(grid, out)}
+    return {
+        "paths": paths,
+        "runs": rows,
+        "cells": summaries,
+        "cross_checks": checks,
+        "failures": failures,
+        "left_out": left_out(grid, out),
+    }
 
 
 def _claim_folder(grid: Grid, out: str, update: bool) -> None:

@@ -71,11 +71,14 @@ class Grid:
     baseline: Optional[str] = None
     #: Published figures per cell (:mod:`pyro_vae.compare.published`), listed beside the measured ones.
     published: list = dataclasses.field(default_factory=list)
+    #: Further log p(x) methods every run is evaluated with (:mod:`pyro_vae.compare.cross_checks`).
+    cross_checks: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         tree = dataclasses.asdict(self)
-        if not tree["published"]:  # the grid.json of a grid without published figures reads as it always did
-            del tree["published"]
+        for optional in ("published", "cross_checks"):  # absent when empty: an older grid.json reads as it did
+            if not tree[optional]:
+                del tree[optional]
         return tree
 
     @classmethod
@@ -83,7 +86,8 @@ class Grid:
         unknown = set(tree) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(
-                f"unknown grid keys {sorted(unknown)}: a grid has base, axes, cells, seeds, baseline, published"
+                f"unknown grid keys {sorted(unknown)}: a grid has base, axes, cells, seeds, baseline, published, "
+                "cross_checks"
             )
         grid = cls(**tree)
         grid.check()
@@ -124,6 +128,7 @@ class Grid:
         if self.baseline is not None and self.baseline not in labels:
             raise ConfigError(f"the baseline '{self.baseline}' is not a cell; the cells are: {'; '.join(labels)}")
         check_published(self.published, labels)
+        check_cross_checks(self.cross_checks)
 
     # -- cells -------------------------------------------------------------------------------------------------
 
@@ -195,9 +200,11 @@ def load_grid_file(path) -> Grid:
             f"'{path}': unknown tables {sorted(unknown)}; a grid file has base, grid, cells, compare, published"
         )
     settings = dict(tree.get("compare", {}))
-    extra = set(settings) - {"seeds", "baseline"}
+    extra = set(settings) - {"seeds", "baseline", "cross_checks"}
     if extra:
-        raise ConfigError(f"'{path}': unknown keys {sorted(extra)} in [compare]; it takes seeds and baseline")
+        raise ConfigError(
+            f"'{path}': unknown keys {sorted(extra)} in [compare]; it takes seeds, baseline and cross_checks"
+        )
     return Grid(
         base=tree.get("base", {}),
         axes=_flatten(tree.get("grid", {})),
@@ -205,6 +212,7 @@ def load_grid_file(path) -> Grid:
         seeds=settings.get("seeds", [0]),
         baseline=settings.get("baseline"),
         published=list(tree.get("published", [])),
+        cross_checks=list(settings.get("cross_checks", [])),
     )
 
 
@@ -219,3 +227,22 @@ def _flatten(table: dict, prefix: str = "") -> dict:
         else:
             flat[path] = value
     return flat
+
+
+def as_method(check) -> dict:
+    """A cross-check as ``{"name", "options"}`` (a bare name has no options)."""
+    return {"name": check, "options": {}} if isinstance(check, str) else {"options": {}, **check}
+
+
+def check_cross_checks(checks: list) -> None:
+    """Refuse what is not a registered log p(x) method with valid options, before anything runs."""
+    from inference import log_px_method
+
+    for check in checks:
+        if not isinstance(check, (str, dict)) or (isinstance(check, dict) and "name" not in check):
+            raise ConfigError(f"a cross-check is a log p(x) method name or {{name, options}}, got {check!r}")
+        method = as_method(check)
+        try:
+            log_px_method(method["name"], **method["options"])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"cross-check '{method['name']}': {e}") from None

@@ -13,6 +13,7 @@ import os
 
 from inference.atomic import atomic_write
 from pyro_vae.compare import plots
+from pyro_vae.compare.cross_checks import cross_check_lines
 from pyro_vae.compare.grid import Grid
 from pyro_vae.compare.published import budget_text, gap_text, published_lines, published_rows
 from pyro_vae.compare.statistics import NOISE_STANDARD_ERRORS, per_example_results, rows_to_csv, run_folder
@@ -21,12 +22,15 @@ from pyro_vae.folder import write_json
 PLOTS_FOLDER = "plots"
 
 
-def write_report(grid: Grid, root: str, rows: list, summaries: list, pictures: bool = True, snr_points=None) -> dict:
+def write_report(
+    grid: Grid, root: str, rows: list, summaries: list, pictures: bool = True, snr_points=None, checks=()
+) -> dict:
     """Write every output file of a comparison into ``root``; returns ``{name: path}``. ``snr_points``
     (:func:`~pyro_vae.compare.snr.cell_snr_curves`) add the gradient-SNR figure and its caption."""
     paths = {"results.csv": os.path.join(root, "results.csv"), "results.json": os.path.join(root, "results.json")}
     atomic_write(paths["results.csv"], lambda f: f.write(rows_to_csv(rows).encode()))
-    write_json({"grid": grid.to_dict(), "runs": rows, "cells": summaries}, paths["results.json"])
+    results = {"grid": grid.to_dict(), "runs": rows, "cells": summaries}
+    write_json({**results, "cross_checks": list(checks)} if checks else results, paths["results.json"])
     figures = make_figures(grid, root, rows, summaries, pictures)
     captions = {}
     if snr_points:
@@ -37,11 +41,11 @@ def write_report(grid: Grid, root: str, rows: list, summaries: list, pictures: b
         captions["gradient SNR against K"] = CAPTION
     paths.update(figures)
     relative = {k: os.path.relpath(v, root) for k, v in figures.items()}
-    markdown = report_markdown(grid, rows, summaries, relative, captions)
+    markdown = report_markdown(grid, rows, summaries, relative, captions, checks)
     paths["report.md"] = os.path.join(root, "report.md")
     atomic_write(paths["report.md"], lambda f: f.write(markdown.encode()))
     paths["report.html"] = os.path.join(root, "report.html")
-    page = report_html(grid, rows, summaries, figures, captions)
+    page = report_html(grid, rows, summaries, figures, captions, checks)
     atomic_write(paths["report.html"], lambda f: f.write(page.encode()))
     return paths
 
@@ -143,7 +147,7 @@ NOTES = (
 )
 
 
-def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, captions=None) -> str:
+def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, captions=None, checks=()) -> str:
     table = table_rows(summaries)
     lines = ["# Comparison", "", *budget_lines(grid, rows), ""]
     lines += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
@@ -155,6 +159,7 @@ def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, capt
         lines += [f"- {r['cell']}, seed {r['seed']} (`{r['run_dir']}`): {r['error']}" for r in failed]
         lines.append("")
     lines += published_lines(published_rows(grid.published, summaries, grid.base_config().data.name))
+    lines += cross_check_lines(checks)
     lines += ["## Figures", ""]
     for name, path in figures.items():
         lines += [f"![{name}]({path})"] + (["", f"*{(captions or {})[name]}*", ""] if name in (captions or {}) else [])
@@ -162,7 +167,7 @@ def report_markdown(grid: Grid, rows: list, summaries: list, figures: dict, capt
     return "\n".join(lines)
 
 
-def report_html(grid: Grid, rows: list, summaries: list, figures: dict, captions=None) -> str:
+def report_html(grid: Grid, rows: list, summaries: list, figures: dict, captions=None, checks=()) -> str:
     table = table_rows(summaries)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table[1:])
@@ -187,6 +192,7 @@ def report_html(grid: Grid, rows: list, summaries: list, figures: dict, captions
         f"<ul>{budget}</ul><table><tr>{head}</tr>{body}</table><p>{html.escape(NOTES)}</p>"
         + (f"<h2>Failed runs</h2><ul>{failed}</ul>" if failed else "")
         + published_html(published_rows(grid.published, summaries, grid.base_config().data.name))
+        + markdown_table_html(cross_check_lines(checks))
         + f"<h2>Figures</h2>{images}</body></html>\n"
     )
 
@@ -289,3 +295,16 @@ def published_html(rows: list) -> str:
         for row in rows
     )
     return f"<h2>Published figures</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def markdown_table_html(lines: list) -> str:
+    """A markdown section of a heading, one table and notes (as :func:`cross_check_lines` gives) as HTML."""
+    if not lines:
+        return ""
+    title = html.escape(lines[0].lstrip("# "))
+    table = [line for line in lines if line.startswith("|") and not line.startswith("|---")]
+    cells = [[html.escape(c.strip()) for c in line.strip("|").split("|")] for line in table]
+    head = "".join(f"<th>{c}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
+    notes = "".join(f"<p>{html.escape(line)}</p>" for line in lines[1:] if line and not line.startswith("|"))
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{body}</table>{notes}"
