@@ -44,8 +44,13 @@ KHAT_BAD = 0.7
 
 
 def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
-    """Kong's ``(sum_k w_k)^2 / sum_k w_k^2`` per data point, from ``(num_samples, batch_size)`` log weights."""
-    return torch.exp(2 * torch.logsumexp(log_weights, 0) - torch.logsumexp(2 * log_weights, 0))
+    """Kong's ``(sum_k w_k)^2 / sum_k w_k^2`` per data point, from ``(num_samples, batch_size)`` log weights.
+
+    The weights are divided by their largest first, so both sums are in ``[1, K]`` and their logarithms never
+    cancel: at log weights near 1e15 the unshifted difference of two logsumexps loses every digit.
+    """
+    relative = log_weights - log_weights.max(0).values
+    return torch.exp(2 * torch.logsumexp(relative, 0) - torch.logsumexp(2 * relative, 0))
 
 
 def _single_latent_site(trace, site):
