@@ -11,14 +11,13 @@ or run this file, which trains a small VAE with both through the Python API and 
 
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
-from pyro_vae.components import LIKELIHOODS, PRIORS
+from pyro_vae.components import LIKELIHOODS, PRIORS, Likelihood, Prior
 
 
 @PRIORS.register("wide-normal")
-class WideNormalPrior(PyroModule):
+class WideNormalPrior(Prior):
     """``p(z) = N(0, scale^2 I)``: a standard normal prior with another width."""
 
     def __init__(self, latent_dim: int, scale: float = 2.0):
@@ -31,13 +30,11 @@ class WideNormalPrior(PyroModule):
 
 
 @LIKELIHOODS.register("cauchy")
-class CauchyLikelihood(PyroModule):
+class CauchyLikelihood(Likelihood):
     """``p(x | z) = prod_d Cauchy(x_d; f_d(z), s)`` with one learned scale ``s``: robust to outlying values."""
 
-    num_params = 1
-
     def __init__(self, data_dim: int, init_scale: float = 0.5):
-        super().__init__()
+        super().__init__(data_dim)
         self.raw_scale = nn.Parameter(torch.tensor(init_scale).expm1().log())
 
     def forward(self, decoder_output):

@@ -13,7 +13,7 @@ Modelled on ``torchvision.models._api``: a module-level table, a ``register(name
 
 import difflib
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 
 def _same_definition(a, b) -> bool:
@@ -37,14 +37,23 @@ def _source_location(builder):
 class Registry:
     """A named table of builders (classes or functions) of one kind of component."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, base: Optional[type] = None):
         self.kind = kind
+        #: The class every registered class subclasses: where the kind's capabilities are declared.
+        self.base = base
         self._builders: Dict[str, Callable] = {}
 
     def register(self, name: str):
         """Decorator adding a builder under ``name``; a name may be registered once."""
 
         def decorator(builder):
+            if self.base is not None and isinstance(builder, type) and not issubclass(builder, self.base):
+                base = f"{self.base.__module__}.{self.base.__qualname__}"
+                raise TypeError(
+                    f"{self.kind} '{name}' ({builder.__qualname__}) must subclass {base}, which declares what a "
+                    f"{self.kind} provides: write `class {builder.__name__}({self.base.__name__})` with "
+                    f"`from {self.base.__module__} import {self.base.__name__}`"
+                )
             if name in self._builders and not _same_definition(self._builders[name], builder):
                 raise ValueError(f"{self.kind} '{name}' is already registered to {self._builders[name]!r}")
             self._builders[name] = builder

@@ -49,8 +49,9 @@ class VAE(PyroModule):
     """A VAE from its five components; see :func:`build_vae` to build one by names.
 
     Its parameters are module-local (see :func:`module_local`): train it with :class:`inference.Trainer` or any
-    ``torch.optim`` optimizer over ``vae.parameters()``, not with ``pyro.infer.SVI``, which reads the global
-    param store. Build the PyroModule components inside :func:`module_local` too (:func:`build_vae` does).
+    ``torch.optim`` optimizer over ``vae.parameters()``, not with ``pyro.infer.SVI``, which optimizes only the
+    parameters of the global param store. The estimators themselves also drive ``SVI`` on model/guide pairs whose
+    parameters live there (the README's own-model example). Build the PyroModule components inside :func:`module_local` too (:func:`build_vae` does).
     """
 
     #: The data plate is the only plate, so estimators need not guess the nesting by running the model.
@@ -71,7 +72,7 @@ class VAE(PyroModule):
         self.decoder = decoder
         self.num_data = num_data
         # 8-bit likelihoods read grey levels 0..255; the encoder sees them scaled to [0, 1], as other data
-        self.input_scale = 1 / 255 if getattr(likelihood, "data_representation", None) == "8-bit" else 1.0
+        self.input_scale = 1 / 255 if likelihood.data_representation == "8-bit" else 1.0
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's output for data ``x`` (scaled to [0, 1] first for 8-bit data)."""
@@ -197,7 +198,7 @@ KIND_OPTIONS = {
 def check_latent_kinds(config, prior, guide) -> None:
     """Prior and guide must put mass on the same kind of latents: continuous, binary or relaxed binary. The refusal
     names a guide of the prior's kind and a prior of the guide's kind, each of which pairs them."""
-    kinds = [getattr(component, "latent_kind", "continuous") for component in (prior, guide)]
+    kinds = [prior.latent_kind, guide.latent_kind]
     if kinds[0] != kinds[1]:
         raise ValueError(
             f"the '{config.prior.name}' prior has {kinds[0]} latents but the '{config.guide.name}' guide draws "
@@ -226,7 +227,7 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
     likelihood = LIKELIHOODS.build(config.likelihood.name, data_dim=data_dim, **config.likelihood.options)
     guide = GUIDES.build(config.guide.name, latent_dim=latent_dim, **config.guide.options)
     check_latent_kinds(config, prior, guide)
-    if getattr(prior, "needs_posterior", False) and getattr(guide, "point_mass", False):
+    if prior.needs_posterior and guide.point_mass:
         raise ValueError(
             f"the '{config.prior.name}' prior is a mixture of the guide at pseudo-inputs, and the "
             f"'{config.guide.name}' guide is a point mass, so the prior would be a mixture of point masses with no "
@@ -238,19 +239,19 @@ def build_model(config, data_dim: int, num_data: Optional[int] = None, image_sha
         vae = VAE(prior, likelihood, guide, encoder, decoder, num_data=num_data)
     else:
         vae = _two_layer(config, prior, likelihood, guide, encoder, decoder, num_data)
-    if getattr(prior, "needs_posterior", False):  # a prior made of the guide (the VampPrior)
+    if prior.needs_posterior:  # a prior made of the guide (the VampPrior)
         prior.attach(vae.posterior, data_dim, data_scale=1 / vae.input_scale)
     return vae
 
 
 def _two_layer(config, top_prior, likelihood, guide, encoder, decoder, num_data) -> TwoLayerVAE:
-    if getattr(top_prior, "needs_posterior", False):
+    if top_prior.needs_posterior:
         raise ValueError(
             f"the '{config.prior.name}' prior is made of the guide of x, but with two stochastic layers the prior "
             "is on z2: use another prior, or one stochastic layer (model.top_latent_dim = null)"
         )
     top = config.top_latent_dim
-    if getattr(guide, "latent_kind", "continuous") != "continuous":
+    if guide.latent_kind != "continuous":
         raise ValueError(
             f"two stochastic layers need a continuous guide (z1 is scored under a normal p(z1 | z2)), not "
             f"'{config.guide.name}'"

@@ -33,7 +33,7 @@ from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
 from inference.importance import check_reparameterized, forked_rng, guide_and_model_traces
-from inference.objectives.estimators import ESTIMATORS
+from inference.objectives.estimators import ESTIMATORS, Estimator
 from inference.objectives.objective import (
     backward_and_read,
     check_kl_weight,
@@ -58,7 +58,7 @@ class ScaleLatents(Messenger):
             msg["scale"] = self.factor * msg["scale"]
 
 
-class _KLWeighted:
+class _KLWeighted(Estimator):
     """Runs a Pyro ELBO on model and guide with their latent sites' log densities scaled by ``kl_weight``, after
     :meth:`check` has passed on the first trace drawn."""
 

@@ -6,7 +6,34 @@ model/guide pair. Estimator modules register themselves with ``@ESTIMATORS.regis
 
 from inference.registry import Registry
 
-ESTIMATORS = Registry("estimator")
+
+class Estimator:
+    """What a registered estimator declares, besides being a :class:`pyro.infer.ELBO` (``loss`` and
+    ``loss_and_grads``, so it drops into :class:`pyro.infer.SVI` and :class:`~inference.training.Trainer`).
+
+    ``bound_on_log_px``
+        whether its objective is a lower bound on log p(x), so that it may be reported as one (the aggregate-posterior
+        divergences of :mod:`~inference.objectives.divergences` are not);
+    ``is_the_elbo()``
+        whether, with its options, it trains the ELBO by another name (an importance-weighted bound with one weight
+        per log-mean-exp), which the command line points out;
+    ``parameters()``
+        parameters it learns itself (a learned baseline), trained alongside model and guide.
+
+    Importance-weighted estimators declare what their gradient needs of the log weights through
+    :class:`~inference.importance.GradientNeeds` (:class:`~inference.objectives.ImportanceWeightedObjective`).
+    """
+
+    bound_on_log_px = True
+
+    def is_the_elbo(self) -> bool:
+        return False
+
+    def parameters(self) -> list:
+        return []
+
+
+ESTIMATORS = Registry("estimator", base=Estimator)
 
 
 def estimator(name: str, **options):

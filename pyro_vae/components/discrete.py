@@ -24,8 +24,8 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
+from pyro_vae.components.base import GuideFamily, Prior
 from pyro_vae.components.guides import GUIDES
 from pyro_vae.components.priors import PRIORS
 
@@ -41,7 +41,7 @@ def _check_temperature(temperature):
 
 
 @PRIORS.register("bernoulli")
-class BernoulliPrior(PyroModule):
+class BernoulliPrior(Prior):
     """``p(z) = prod_j Bernoulli(z_j | probs)`` over ``latent_dim`` binary units, with a fixed ``probs`` (default
     1/2) or, with ``learned=True``, one learned logit per unit (initialized at ``logit(probs)``)."""
 
@@ -79,7 +79,7 @@ class ConcretePrior(BernoulliPrior):
 
 
 @GUIDES.register("bernoulli")
-class BernoulliGuide(PyroModule):
+class BernoulliGuide(GuideFamily):
     """``q(z | x) = prod_j Bernoulli(z_j | sigmoid(l_j(x)))``: the encoder emits ``latent_dim`` logits."""
 
     latent_kind = "binary"
@@ -107,7 +107,7 @@ class StraightThroughBernoulli(dist.RelaxedBernoulliStraightThrough):
 
 
 @GUIDES.register("concrete")
-class ConcreteGuide(PyroModule):
+class ConcreteGuide(GuideFamily):
     """Concrete (relaxed Bernoulli) guide with ``latent_dim`` encoder logits and a ``temperature``.
 
     ``straight_through=True`` (default) gives :class:`StraightThroughBernoulli`, for use with

@@ -1,21 +1,21 @@
 """Guide families q(z | x), chosen by name from :data:`GUIDES`.
 
-A guide family is a ``PyroModule`` built as ``Guide(latent_dim=..., **options)``. Its ``num_params(latent_dim)``
-says how many encoder outputs it needs per example (for a low-rank guide it depends on the rank);
-``forward(encoder_output)`` maps ``[..., num_params]`` to a distribution with ``event_shape == (latent_dim,)``.
-"""
+A guide family is a :class:`~pyro_vae.components.base.GuideFamily` built as ``Guide(latent_dim=..., **options)``.
+Its ``num_params(latent_dim)`` says how many encoder outputs it needs per example (for a low-rank guide it depends
+on the rank); ``forward(encoder_output)`` maps ``[..., num_params]`` to a distribution with ``event_shape ==
+(latent_dim,)``."""
 
 import math
 
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
 from inference.registry import Registry
+from pyro_vae.components.base import GuideFamily
 
-GUIDES = Registry("guide")
+GUIDES = Registry("guide", base=GuideFamily)
 
 
 def positive_scale(raw: torch.Tensor, min_scale: float = 1e-4) -> torch.Tensor:
@@ -33,7 +33,7 @@ def inverse_softplus(value: float) -> float:
 
 
 @GUIDES.register("diagonal-normal")
-class DiagonalNormalGuide(PyroModule):
+class DiagonalNormalGuide(GuideFamily):
     """``q(z | x) = N(mu(x), diag(sigma(x)^2))`` with ``sigma = softplus(.) + min_scale`` (see
     :func:`positive_scale`). The encoder emits ``2 * latent_dim`` numbers: locations, then raw scales."""
 
@@ -54,7 +54,7 @@ class DiagonalNormalGuide(PyroModule):
 
 
 @GUIDES.register("delta")
-class DeltaGuide(PyroModule):
+class DeltaGuide(GuideFamily):
     """``q(z | x) = delta(z - mu(x))``: a deterministic encoder. With it the ELBO becomes ``log p(x | mu(x)) +
     log p(mu(x))``, a plain autoencoder with a prior penalty on its codes (the hard-EM / MAP view, the zero-entropy
     end of the rate-distortion curve). A point mass has no density to importance-sample with, so its log p(x) is
@@ -75,7 +75,7 @@ class DeltaGuide(PyroModule):
 
 
 @GUIDES.register("low-rank-normal")
-class LowRankNormalGuide(PyroModule):
+class LowRankNormalGuide(GuideFamily):
     """``q(z | x) = N(mu(x), W(x) W(x)^T + diag(d(x)))`` with a ``rank``-column factor ``W`` and
     ``d = softplus(.) + min_scale`` (a floor that keeps the factorization well conditioned in float32):
     correlations between latent dimensions at ``O(rank * latent_dim)`` cost.
@@ -100,7 +100,7 @@ class LowRankNormalGuide(PyroModule):
 
 
 @GUIDES.register("full-rank-normal")
-class FullRankNormalGuide(PyroModule):
+class FullRankNormalGuide(GuideFamily):
     """``q(z | x) = N(mu(x), L(x) L(x)^T)`` with a lower-triangular Cholesky factor ``L`` whose diagonal is
     ``softplus(.) + min_scale``. The encoder emits ``latent_dim + latent_dim (latent_dim + 1) / 2`` numbers."""
 
@@ -126,7 +126,7 @@ class FullRankNormalGuide(PyroModule):
 
 
 @GUIDES.register("student-t")
-class StudentTGuide(PyroModule):
+class StudentTGuide(GuideFamily):
     """``q(z | x) = prod_u StudentT(z_u; df, mu_u(x), sigma_u(x))``: heavier tails than the normal, so importance
     weights against a normal prior stay bounded when the posterior is wider than ``q`` expects. ``df`` is fixed
     (default 5) or, with ``learned_df``, one learned number ``> 2`` (finite variance)."""
@@ -154,7 +154,7 @@ class StudentTGuide(PyroModule):
 
 
 @GUIDES.register("iaf")
-class InverseAutoregressiveFlowGuide(PyroModule):
+class InverseAutoregressiveFlowGuide(GuideFamily):
     """A diagonal normal ``N(mu(x), diag(sigma(x)^2))`` followed by ``num_flows`` inverse autoregressive flows
     (Kingma et al. 2016) from ``pyro.distributions.transforms.affine_autoregressive`` with ``hidden_dims``.
     The flows are shared across data points (not conditioned on ``x``); the encoder emits ``2 * latent_dim``.

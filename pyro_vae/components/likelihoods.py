@@ -1,34 +1,24 @@
 """Likelihoods p(x | z), chosen by name from :data:`LIKELIHOODS`.
 
-A likelihood is a ``PyroModule`` built as ``Likelihood(data_dim=..., **options)``. Its ``num_params`` attribute says
-how many decoder outputs it needs per data dimension; ``forward(decoder_output)`` maps ``[..., num_params * data_dim]``
-to a distribution with ``event_shape == (data_dim,)``. ``binary_data`` says whether observations must be 0/1 (the
-data pipeline then binarizes grey levels: dynamically for training, once with a fixed seed for evaluation).
+A likelihood is a :class:`~pyro_vae.components.base.Likelihood` built as ``Likelihood(data_dim=..., **options)``.
+Its ``num_params`` attribute says how many decoder outputs it needs per data dimension; ``forward(decoder_output)``
+maps ``[..., num_params * data_dim]`` to a distribution with ``event_shape == (data_dim,)``. Its
+``data_representation`` says how it reads the data (``"binarized"``: observations must be 0/1, and the data pipeline
+binarizes grey levels, dynamically for training and once with a fixed seed for evaluation).
 """
 
 import math
 
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 
 from inference.registry import Registry
+from pyro_vae.components.base import Likelihood
 from pyro_vae.components.guides import inverse_softplus, positive_scale
 
-LIKELIHOODS = Registry("likelihood")
-
-
-class Likelihood(PyroModule):
-    """Base of the likelihoods whose only constructor argument is the data dimension."""
-
-    num_params = 1
-    binary_data = False
-
-    def __init__(self, data_dim: int):
-        super().__init__()
-        self.data_dim = data_dim
+LIKELIHOODS = Registry("likelihood", base=Likelihood)
 
 
 class BernoulliVector(dist.Independent):
@@ -58,7 +48,7 @@ class BernoulliVector(dist.Independent):
 def sum_softplus(logits: torch.Tensor) -> torch.Tensor:
     """``sum_d softplus(l_d) = sum_d log(1 + exp(l_d))`` over the last dimension, in vectorized passes.
 
-    ``torch``'s own ``softplus`` is not vectorized on CPU (about 3x slower than ``exp`` plus ``log``). Here the
+    ``torch``'s own ``softplus`` is not vectorized on CPU (``BENCHMARKS.md``, under ``log_px_speed.py``). Here the
     logits are capped at ``T = min(40, log(finfo.max) - 2)``, so that ``exp`` cannot overflow, and the excess is
     added back: ``log(1 + exp(min(l, T))) + max(l - T, 0)``, exact up to ``log(1 + exp(-T))`` per entry (4e-18 in
     float32 and float64). Where ``exp(l)`` is under half an ulp of 1 the entry counts as 0 instead of ``exp(l)``,
@@ -96,8 +86,7 @@ def _sum_softplus_values(logits: torch.Tensor) -> torch.Tensor:
 
 class _SumSoftplus(torch.autograd.Function):
     """:func:`sum_softplus` with its gradient ``d/dl_d sum softplus = sigmoid(l_d)`` written out, so that autograd
-    keeps the logits alone, not the buffers of every pass (at 50 particles x batch 128 the step-by-step graph was
-    slower than torch's softplus)."""
+    keeps the logits alone, not the buffers of every pass."""
 
     @staticmethod
     def forward(ctx, logits):
@@ -114,7 +103,7 @@ class _SumSoftplus(torch.autograd.Function):
 class BernoulliLikelihood(Likelihood):
     """``p(x | z) = prod_d Bernoulli(x_d; sigmoid(f_d(z)))`` on binary data; the decoder emits logits."""
 
-    binary_data = True
+    data_representation = "binarized"
 
     def forward(self, decoder_output: torch.Tensor) -> dist.Distribution:
         return BernoulliVector(decoder_output)

@@ -1,26 +1,25 @@
 """Priors p(z), chosen by name from :data:`PRIORS`.
 
-A prior is a ``PyroModule`` built as ``Prior(latent_dim=...)`` whose ``forward()`` returns a distribution with
-``batch_shape == ()`` and ``event_shape == (latent_dim,)``; the VAE's data plate broadcasts it over examples (and
-the estimators' particle plate over particles). Learnable priors hold their parameters as module parameters.
-A prior that is a function of the guide (the VampPrior) says ``needs_posterior = True`` and is given the VAE's
-``posterior`` by :meth:`VampPrior.attach`.
-"""
+A prior is a :class:`~pyro_vae.components.base.Prior` built as ``Prior(latent_dim=...)`` whose ``forward()`` returns
+a distribution with ``batch_shape == ()`` and ``event_shape == (latent_dim,)``; the VAE's data plate broadcasts it
+over examples (and the estimators' particle plate over particles). Learnable priors hold their parameters as module
+parameters. A prior that is a function of the guide (the VampPrior) says ``needs_posterior = True`` and is given the
+VAE's ``posterior`` by :meth:`VampPrior.attach` (capabilities: :mod:`pyro_vae.components.base`)."""
 
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
 from inference.registry import Registry
+from pyro_vae.components.base import Prior
 from pyro_vae.components.guides import inverse_softplus
 
-PRIORS = Registry("prior")
+PRIORS = Registry("prior", base=Prior)
 
 
 @PRIORS.register("normal")
-class StandardNormalPrior(PyroModule):
+class StandardNormalPrior(Prior):
     """``p(z) = N(0, I_latent_dim)``."""
 
     def __init__(self, latent_dim: int):
@@ -33,7 +32,7 @@ class StandardNormalPrior(PyroModule):
 
 
 @PRIORS.register("learned-normal")
-class LearnedNormalPrior(PyroModule):
+class LearnedNormalPrior(Prior):
     """``p(z) = N(mu, diag(sigma^2))`` with learned ``mu`` and ``sigma = softplus(.)`` (initialised at 0 and 1)."""
 
     def __init__(self, latent_dim: int):
@@ -47,7 +46,7 @@ class LearnedNormalPrior(PyroModule):
 
 
 @PRIORS.register("mixture")
-class MixtureOfGaussiansPrior(PyroModule):
+class MixtureOfGaussiansPrior(Prior):
     """``p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2))``: ``num_components`` diagonal Gaussians with learned
     weights ``pi = softmax(.)``, means (initialised from ``N(0, init_spread^2)``) and scales (initialised at 1).
     """
@@ -67,7 +66,7 @@ class MixtureOfGaussiansPrior(PyroModule):
 
 
 @PRIORS.register("vamp")
-class VampPrior(PyroModule):
+class VampPrior(Prior):
     """The VampPrior (Tomczak & Welling 2018): ``p(z) = sum_k w_k q(z | u_k)``, a mixture of the guide at
     ``num_pseudo_inputs`` learned pseudo-inputs ``u_k`` with learned weights ``w = softmax(.)`` (uniform at the
     start; ``learned_weights=False`` keeps them uniform, as in the paper).
@@ -82,11 +81,9 @@ class VampPrior(PyroModule):
     The raw parameters start from ``N(init_mean, init_std^2)`` (``init="normal"``, the default: the reference code's,
     with its 0.05 and 0.01 for MNIST, nearly blank images, so the prior starts as one Gaussian), uniform over
     ``[0, 1]`` (``init="uniform"``) or, with ``init="data"``, as randomly chosen training examples (the reference
-    code's ``use_training_data_init``), which :func:`pyro_vae.runs.model_for` sets from the training split and seed.
-    Pseudo-inputs that start diverse (``"uniform"``, ``"data"``) let the posterior collapse early in training: on
-    digits (latent dimension 10, 50 pseudo-inputs, 200 epochs, no warm-up) ``"uniform"`` collapsed for 2 of 3 seeds
-    (0 active units, log p(x) -26.9 against -22.0 for the normal prior) and ``"normal"`` for none (0.11 to 0.21
-    nats above the normal prior).
+    code's ``use_training_data_init``), which :meth:`initialize_from_data` sets from the training split and seed.
+    Pseudo-inputs that start diverse (``"uniform"``, ``"data"``) can let the posterior collapse early in training
+    (the comparison of starts is in ``BENCHMARKS.md``, under the VampPrior on Fashion-MNIST).
 
     References:
         J. M. Tomczak, M. Welling. VAE with a VampPrior. AISTATS 2018 (code: github.com/jmtomczak/vae_vampprior).
@@ -164,7 +161,7 @@ class VampPrior(PyroModule):
 
 
 @PRIORS.register("flow")
-class FlowPrior(PyroModule):
+class FlowPrior(Prior):
     """A normalizing-flow prior: ``N(0, I)`` pushed through ``num_flows`` affine autoregressive transforms
     (``pyro.distributions.transforms.affine_autoregressive``, Papamakarios et al. 2017) with ``hidden_dims``."""
 

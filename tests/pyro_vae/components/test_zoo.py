@@ -268,9 +268,9 @@ def expected_refusal(prior, likelihood, guide, name):
 
 def data_for(likelihood, x):
     """The digits as each likelihood reads them: binarized, 8-bit, grey levels in [0, 1], or inside (0, 1)."""
-    if getattr(LIKELIHOODS.get(likelihood), "binary_data", False):
+    if LIKELIHOODS.get(likelihood).data_representation == "binarized":
         return fixed_binarization(x, seed=0)
-    if getattr(LIKELIHOODS.get(likelihood), "data_representation", None) == "8-bit":
+    if LIKELIHOODS.get(likelihood).data_representation == "8-bit":
         return (255 * x).round()
     return 0.01 + 0.98 * x if likelihood == "beta" else x
 
@@ -354,3 +354,20 @@ def test_vampprior_pseudo_inputs_can_start_at_training_examples():
     u = model_for(config, splits).prior.pseudo_inputs
     assert all(any(torch.equal(row, x) for x in splits.train) for row in u)
     assert torch.equal(u, model_for(config, splits).prior.pseudo_inputs)  # the training seed picks them
+
+
+@pytest.mark.parametrize(
+    "table, base_name",
+    [(PRIORS, "Prior"), (LIKELIHOODS, "Likelihood"), (GUIDES, "GuideFamily"), (ESTIMATORS, "Estimator")],
+)
+def test_every_registered_class_declares_its_capabilities_through_its_base(table, base_name, monkeypatch):
+    """Each table's classes subclass the base that documents their capabilities; one that does not is refused at
+    registration, and the fix the message gives (subclass the base) then registers."""
+    assert table.base.__name__ == base_name
+    for name in table.names():
+        assert issubclass(table.get(name), table.base), name
+    monkeypatch.setattr(table, "_builders", dict(table._builders))  # leave the real table as it was
+    with pytest.raises(TypeError, match=f"must subclass .*{base_name}.*class Stray\\({base_name}\\)"):
+        table.register("stray-test")(type("Stray", (torch.nn.Module,), {}))
+    table.register("stray-test")(type("Stray", (table.base,), {}))
+    assert "stray-test" in table.names()
