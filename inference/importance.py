@@ -51,7 +51,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from inference.stop_gradient import (
     DetachSamples,
-    PathwiseGradientScale,
+    PathwiseValues,
     detached_values,
     pathwise_scaled_values,
     stopped_guide_trace,
@@ -373,7 +373,7 @@ class LogWeightParts(NamedTuple):
 
         log w_nk = log p(x_n | z_nk) + beta (log p(z_nk) - log q(z_nk | x_n))
 
-    ``log_guide_stopped``, ``log_joint_at_detached_z``, ``log_guide_score`` and ``model_pathwise_scale`` are
+    ``log_guide_stopped``, ``log_joint_at_detached_z``, ``log_guide_score`` and ``model_pathwise_values`` are
     ``None`` unless the estimator's :class:`GradientNeeds` ask for them.
     """
 
@@ -394,9 +394,9 @@ class LogWeightParts(NamedTuple):
     #: With ``needs.detach_samples``: every guide site's ``log q``, unscaled, for estimators whose guide gradient is all
     #: score function (as ``log_guide_nonreparam``).
     log_guide_score: Optional[torch.Tensor] = None
-    #: With ``needs.scale_model_pathwise``: the factor on the gradient through ``z`` into the model parts
-    #: (``log_likelihood``, ``log_prior``), which the estimator sets before its surrogate is differentiated.
-    model_pathwise_scale: Optional[PathwiseGradientScale] = None
+    #: With ``needs.scale_model_pathwise``: the latent values the model parts (``log_likelihood``, ``log_prior``) were
+    #: computed at, whose gradient the factor an estimator's surrogate returns with it rescales.
+    model_pathwise_values: Optional[PathwiseValues] = None
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -471,8 +471,9 @@ class GradientNeeds:
         detached (sticking-the-landing, DReG); the guide's distributions must allow it.
     :param bool model_at_detached_z: also give ``log_joint_at_detached_z`` (the model replayed a second time).
     :param bool scale_model_pathwise: replay the model on values whose gradient passes through a
-        :class:`~inference.stop_gradient.PathwiseGradientScale` (``model_pathwise_scale``), so one model pass gives
-        its parameters and the path through ``z`` different weights.
+        :class:`~inference.stop_gradient.PathwiseValues` (``model_pathwise_values``), so one model pass gives
+        its parameters and the path through ``z`` different weights (the estimator's surrogate returns the factor,
+        as a :class:`~inference.objectives.objective.PathwiseScaledSurrogate`).
     :param bool enumerate_guide: sum the sites marked for parallel enumeration exactly (module docstring); the
         parts then have the enumerated values' dimensions left of ``(K, B)``, which
         :attr:`LogWeightParts.log_weights` sums.
@@ -526,7 +527,7 @@ def per_example_log_weight_parts(
         if torch.is_tensor(value)
     }
     if needs.scale_model_pathwise:
-        concatenated["model_pathwise_scale"] = PathwiseGradientScale([part.model_pathwise_scale for part in draws])
+        concatenated["model_pathwise_values"] = PathwiseValues([part.model_pathwise_values for part in draws])
     return draws[0]._replace(**concatenated)
 
 
@@ -535,7 +536,7 @@ def log_weight_parts_of_one_pass(model, guide, args, kwargs, draw: ParticleDraw,
     particle without it (``draw.vectorize_particles`` false)."""
     num_particles, data_plate, kl_weight = draw.num_particles, draw.data_plate, draw.kl_weight
     particle_dim = -(draw.max_plate_nesting + 1)
-    scale = PathwiseGradientScale() if needs.scale_model_pathwise else None
+    pathwise = PathwiseValues() if needs.scale_model_pathwise else None
 
     def factor_shape(name, site):
         return pathwise_factor_shape(name, site, particle_dim, num_particles, data_plate)
@@ -548,7 +549,7 @@ def log_weight_parts_of_one_pass(model, guide, args, kwargs, draw: ParticleDraw,
             num_particles=num_particles,
             max_plate_nesting=draw.max_plate_nesting,
             model_at_detached_z=needs.model_at_detached_z,
-            replayed_values=(lambda trace: pathwise_scaled_values(trace, scale, factor_shape)) if scale else None,
+            replayed_values=(lambda trace: pathwise_scaled_values(trace, pathwise, factor_shape)) if pathwise else None,
             vectorize=draw.vectorize_particles,
             enumerate_guide=needs.enumerate_guide,
             **kwargs,
@@ -592,7 +593,7 @@ def log_weight_parts_of_one_pass(model, guide, args, kwargs, draw: ParticleDraw,
         kl_weight=kl_weight,
         sites=latent_sites(traces),
         log_guide_score=log_prob(traces.guide_trace, counted_in_log_q, scaled=False) if needs.detach_samples else None,
-        model_pathwise_scale=scale,
+        model_pathwise_values=pathwise,
     )
 
 

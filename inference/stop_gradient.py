@@ -10,7 +10,7 @@
 * :class:`StopParametersAfterDrawing` does that while the guide runs: each latent site draws ``z`` from its
   distribution and then keeps a copy with detached parameters, so the trace scores ``log q_sg(phi)(z)`` once
   (sticking-the-landing through Pyro's ``Trace_ELBO``).
-* :class:`PathwiseGradientScale` keeps every path but rescales the one through ``z`` into the model, per particle
+* :class:`PathwiseValues` keeps every path but rescales the one through ``z`` into the model, per particle
   and data point, by a factor known only once the log weights are: it gives the model's parameters and the path
   ``z -> log p(x, z)`` different weights from one model pass (DReG), where :func:`detached_values` needs two.
 """
@@ -70,61 +70,54 @@ def detached_values(trace: poutine.Trace) -> poutine.Trace:
     return detached
 
 
-class _ScaleGradient(torch.autograd.Function):
-    """The identity on ``value``; its backward multiplies the gradient by ``scale.factor`` viewed as ``shape``."""
+class PathwiseValues:
+    """The latent values the model was replayed on, each an identity view of the guide's draw, whose gradient along
+    ``z -> log p(x, z)`` can be rescaled per particle and data point once the log weights are known.
 
-    @staticmethod
-    def forward(ctx, value, scale, shape):
-        ctx.scale, ctx.shape = scale, shape
-        return value.view_as(value)
-
-    @staticmethod
-    def backward(ctx, grad):
-        factor = ctx.scale.factor
-        if factor is None:
-            raise RuntimeError(
-                "a latent value's gradient into the model is to be rescaled per particle, but the estimator never "
-                "set the factor (PathwiseGradientScale.set) before differentiating its surrogate"
-            )
-        if factor.numel() != math.prod(ctx.shape):
-            raise RuntimeError(
-                f"a latent value's gradient is to be rescaled by factors of shape {tuple(factor.shape)}, but the value "
-                f"has room for {tuple(ctx.shape)}: a reparameterized guide site drawn before an enumerated one is "
-                "shared by every enumerated value, so DReG cannot weigh it per value. Draw the enumerated sites "
-                "first, or use 'iwae'."
-            )
-        return grad * factor.reshape(ctx.shape), None, None
-
-
-class PathwiseGradientScale:
-    """A factor ``r`` on the gradient that flows back through the latent values the model was replayed on.
-
-    The model sees ``z`` unchanged, but the gradient reaching the guide along ``z -> log p(x, z)`` is multiplied by
-    ``r_nk`` (one factor per particle and data point, the shape of the log weights), while the model's own
-    parameters receive theirs unscaled. A surrogate ``sum_k a_k log p(x, z_k)`` then gives ``theta`` the weights
-    ``a_k`` and the path through ``z`` the weights ``a_k r_k``. The factor usually depends on the log weights, so
-    it is :meth:`set` after the forward pass and read during the backward pass.
+    The model sees ``z`` unchanged. :meth:`scale_gradients` multiplies the gradient reaching each view by a factor
+    ``r_nk`` of the log weights' shape, by a tensor hook bound to that factor (torch's own way of rescaling a
+    gradient), while the model's own parameters receive theirs unscaled: a surrogate ``sum_k a_k log p(x, z_k)``
+    then gives ``theta`` the weights ``a_k`` and the path through ``z`` the weights ``a_k r_k``. The guide's own
+    use of ``z`` (its log density) is not a view and keeps its gradient.
     """
 
     def __init__(self, parts=()):
-        self.factor = None
-        self.parts = list(parts)  # one scale per draw of unvectorized particles, concatenated along the particles
+        self.views = []  # (view, shape the (K, B) factor takes against it)
+        self.parts = list(parts)  # one per draw of unvectorized particles, concatenated along the particles
 
-    def set(self, factor: torch.Tensor) -> None:
-        """Set ``r``, of the log weights' shape ``(K, B)`` (detached: it is a weight, not a path)."""
+    def view_of(self, value: torch.Tensor, shape) -> torch.Tensor:
+        """An identity view of ``value`` for the model to be replayed on, whose gradient a factor viewed as
+        ``shape`` will rescale."""
+        view = value.view_as(value)
+        self.views.append((view, tuple(shape)))
+        return view
+
+    def scale_gradients(self, factor: torch.Tensor) -> None:
+        """Multiply the gradient through every view by ``r`` (of the log weights' shape ``(K, B)``; detached: a
+        weight, not a path)."""
         factor = factor.detach()
         if self.parts:
             for part, piece in zip(self.parts, factor.split([1] * len(self.parts), dim=-2)):
-                part.set(piece)
-        self.factor = factor
+                part.scale_gradients(piece)
+            return
+        for view, shape in self.views:
+            if factor.numel() != math.prod(shape):
+                raise RuntimeError(
+                    f"a latent value's gradient is to be rescaled by factors of shape {tuple(factor.shape)}, but the "
+                    f"value has room for {shape}: a reparameterized guide site drawn before an enumerated one is "
+                    "shared by every enumerated value, so DReG cannot weigh it per value. Draw the enumerated sites "
+                    "first, or use 'iwae'."
+                )
+            view.register_hook(_multiplied_by(factor.reshape(shape)))
 
-    def scaled(self, value: torch.Tensor, shape) -> torch.Tensor:
-        """``value`` unchanged, with the gradient through it multiplied by the factor viewed as ``shape``."""
-        return _ScaleGradient.apply(value, self, tuple(shape))
+
+def _multiplied_by(factor: torch.Tensor):
+    """A gradient hook multiplying the gradient by ``factor``."""
+    return lambda grad: grad * factor
 
 
-def pathwise_scaled_values(trace: poutine.Trace, scale: PathwiseGradientScale, factor_shape) -> poutine.Trace:
-    """A copy of ``trace`` whose reparameterized latent values pass their gradient through ``scale``, to replay the
+def pathwise_scaled_values(trace: poutine.Trace, values: PathwiseValues, factor_shape) -> poutine.Trace:
+    """A copy of ``trace`` whose reparameterized latent values are views recorded in ``values``, to replay the
     model on; ``factor_shape(name, site)`` says how the ``(K, B)`` factor broadcasts against the site's value."""
     scaled = poutine.Trace()
     for name, site in trace.nodes.items():
@@ -136,7 +129,7 @@ def pathwise_scaled_values(trace: poutine.Trace, scale: PathwiseGradientScale, f
             and torch.is_tensor(value)
             and value.requires_grad
         ):
-            site = dict(site, value=scale.scaled(value, factor_shape(name, site)))
+            site = dict(site, value=values.view_of(value, factor_shape(name, site)))
         scaled.add_node(name, **site)
     return scaled
 

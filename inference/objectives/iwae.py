@@ -20,7 +20,7 @@ import torch
 
 from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp
+from inference.objectives.objective import ImportanceWeightedObjective, PathwiseScaledSurrogate, log_mean_exp
 
 
 @ESTIMATORS.register("iwae")
@@ -101,9 +101,9 @@ class DReGIWAE(ImportanceWeightedObjective):
 
     Both come from one model pass and one backward pass: the surrogate ``sum_k wbar_k log p(x, z_k) - beta sum_k
     g_k log q_sg(phi)(z_k)`` (``g_k`` the guide weights above) gives ``theta`` IWAE's weights, and the gradient
-    through ``z_k`` into ``log p`` is rescaled by ``g_k / wbar_k = (1 - beta) + beta wbar_k`` (a
-    :class:`~inference.stop_gradient.PathwiseGradientScale`; finite even where ``wbar_k`` underflows), which turns
-    the guide's part into ``sum_k g_k d/dz log w_sg(phi)(z_k) dz_k/dphi``.
+    through ``z_k`` into ``log p`` is rescaled by ``g_k / wbar_k = (1 - beta) + beta wbar_k`` (returned with the
+    surrogate as a :class:`~inference.objectives.objective.PathwiseScaledSurrogate`; finite even where ``wbar_k``
+    underflows), which turns the guide's part into ``sum_k g_k d/dz log w_sg(phi)(z_k) dz_k/dphi``.
 
     Guide sites marked for parallel enumeration are summed as in :class:`IWAE`: the bound is over the ``Y K`` draws
     ``z_yk`` (``K`` per value ``y``), and since the double reparameterization holds draw by draw, ``wbar`` is
@@ -128,10 +128,10 @@ class DReGIWAE(ImportanceWeightedObjective):
         log_weights = parts.log_likelihood + beta * (parts.log_prior - parts.log_guide)  # (..., K, B): per stratum
         wbar = normalized_weights_of_strata(log_weights.expand(parts.log_guide_stopped.shape))
         guide_weights = (1 - beta) * wbar + beta * wbar**2
-        parts.model_pathwise_scale.set((1 - beta) + beta * wbar)  # guide_weights / wbar, without dividing
         log_joint = parts.log_likelihood + beta * parts.log_prior
         strata = tuple(range(wbar.dim() - 1))  # the enumerated values' dimensions and the particles'
-        return (wbar * log_joint).sum(strata) - beta * (guide_weights * parts.log_guide_stopped).sum(strata)
+        surrogate = (wbar * log_joint).sum(strata) - beta * (guide_weights * parts.log_guide_stopped).sum(strata)
+        return PathwiseScaledSurrogate(surrogate, (1 - beta) + beta * wbar)  # guide_weights / wbar, not divided
 
 
 def normalized_weights_of_strata(log_w):

@@ -12,6 +12,7 @@ that a minibatch estimates the full-data objective.
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 from pyro.infer import ELBO
@@ -24,6 +25,7 @@ from inference.importance import (
     guess_max_plate_nesting,
     per_example_log_weight_parts,
 )
+from inference.objectives.estimators import Estimator
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -61,7 +63,17 @@ def check_kl_weight(kl_weight):
         raise ValueError(f"kl_weight must be a finite number >= 0; got {kl_weight!r}")
 
 
-class ImportanceWeightedObjective(ELBO):
+class PathwiseScaledSurrogate(NamedTuple):
+    """A surrogate whose gradient along ``z -> log p(x, z)`` is to be rescaled: the ``(B,)`` ``value``, and
+    ``model_pathwise_factor``, one factor ``r_nk`` per particle and data point (the log weights' shape), by which
+    the gradient through the latent values into the model parts is multiplied
+    (:class:`~inference.stop_gradient.PathwiseValues`), while the model's parameters keep the value's own."""
+
+    value: torch.Tensor
+    model_pathwise_factor: torch.Tensor
+
+
+class ImportanceWeightedObjective(Estimator, ELBO):
     """Base class: a per-example objective ``L(x_n)`` from ``K`` log weights, minibatch-scaled outside.
 
     Subclasses implement :meth:`per_example_objective`, the ``(B,)`` values ``L(x_n)``, and, when their gradient is
@@ -70,9 +82,9 @@ class ImportanceWeightedObjective(ELBO):
     sleep phase) override :meth:`differentiable_loss` and hand that part to :meth:`minibatch_loss`.
 
     The class attribute ``needs`` (:class:`~inference.importance.GradientNeeds`) says which parts of the log weights
-    an estimator's gradient needs (pathwise gradients by default); with ``scale_model_pathwise`` the estimator sets
-    ``parts.model_pathwise_scale`` in :meth:`per_example_surrogate`, and with ``enumerate_guide`` guide sites marked
-    for parallel enumeration are summed exactly (:mod:`inference.importance`; elsewhere they are drawn).
+    an estimator's gradient needs (pathwise gradients by default); with ``scale_model_pathwise`` its
+    :meth:`per_example_surrogate` returns a :class:`PathwiseScaledSurrogate`, and with ``enumerate_guide`` guide
+    sites marked for parallel enumeration are summed exactly (:mod:`inference.importance`; elsewhere they are drawn).
 
     :param int num_particles: ``K``, particles per data point.
     :param int max_plate_nesting: the model's plate nesting (guessed by running model and guide once if ``None``);
@@ -109,10 +121,6 @@ class ImportanceWeightedObjective(ELBO):
     def draws_per_average(self) -> int:
         """``K``, the weights inside each log-mean-exp."""
         return self.num_particles
-
-    def parameters(self) -> list:
-        """Parameters the estimator itself learns (a learned baseline); trained alongside model and guide."""
-        return []
 
     def state_dict(self) -> dict:
         """The estimator's own state across steps (running baselines), for checkpoints."""
@@ -165,7 +173,16 @@ class ImportanceWeightedObjective(ELBO):
         objective = self.per_example_objective(parts)
         if type(self).per_example_surrogate is ImportanceWeightedObjective.per_example_surrogate:
             return self.minibatch_loss(parts, objective, objective)  # the surrogate is L itself: computed once
-        return self.minibatch_loss(parts, objective, self.per_example_surrogate(parts))
+        surrogate = self.per_example_surrogate(parts)
+        if self.needs.scale_model_pathwise:
+            if not isinstance(surrogate, PathwiseScaledSurrogate):
+                raise TypeError(
+                    f"{type(self).__name__} declares needs.scale_model_pathwise, so its per_example_surrogate must "
+                    "return a PathwiseScaledSurrogate(value, model_pathwise_factor)"
+                )
+            parts.model_pathwise_values.scale_gradients(surrogate.model_pathwise_factor)
+            surrogate = surrogate.value
+        return self.minibatch_loss(parts, objective, surrogate)
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs):

@@ -18,7 +18,12 @@ import torch
 
 from inference.importance import GradientNeeds
 from inference.objectives.estimators import ESTIMATORS
-from inference.objectives.objective import ImportanceWeightedObjective, log_mean_exp, normalized_weights
+from inference.objectives.objective import (
+    ImportanceWeightedObjective,
+    PathwiseScaledSurrogate,
+    log_mean_exp,
+    normalized_weights,
+)
 
 
 def _groups(log_w, num_inner):
@@ -98,8 +103,8 @@ class PIWAE(ImportanceWeightedObjective):
 
     One model pass gives both gradients, as in :class:`~inference.objectives.iwae.DReGIWAE`: the surrogate
     ``sum_s a_s log p(x, z_s) - beta sum_s g_s log q(z_s)`` gives ``theta`` the weights ``a_s``, and the gradient
-    through ``z_s`` into ``log p`` is rescaled by ``g_s / a_s`` (a :class:`~inference.stop_gradient.
-    PathwiseGradientScale`), so ``phi`` gets ``sum_s g_s grad_phi log w_s``. Here ``a_s = max(wbar_s, eps^2)``
+    through ``z_s`` into ``log p`` is rescaled by ``g_s / a_s`` (a :class:`~inference.objectives.objective.
+    PathwiseScaledSurrogate`), so ``phi`` gets ``sum_s g_s grad_phi log w_s``. Here ``a_s = max(wbar_s, eps^2)``
     (``eps`` the dtype's machine epsilon): a draw whose IWAE weight underflows still passes its guide share
     ``g_s``, which need not be small, and the rescaling stays finite. The floor moves the model's gradient by at
     most ``S eps^2`` of its largest term, far below rounding. (Evaluating the model a second time at detached ``z``,
@@ -131,7 +136,7 @@ class PIWAE(ImportanceWeightedObjective):
         grouped = _groups(log_w, self.num_inner)
         guide_weights = (normalized_weights(grouped, 1) / grouped.shape[0]).reshape(log_w.shape)
         model_weights = normalized_weights(log_w).clamp(min=torch.finfo(log_w.dtype).eps ** 2)
-        parts.model_pathwise_scale.set(guide_weights / model_weights)
         beta = parts.kl_weight
         log_joint = parts.log_likelihood + beta * parts.log_prior
-        return (model_weights * log_joint).sum(0) - beta * (guide_weights * parts.log_guide).sum(0)
+        surrogate = (model_weights * log_joint).sum(0) - beta * (guide_weights * parts.log_guide).sum(0)
+        return PathwiseScaledSurrogate(surrogate, guide_weights / model_weights)

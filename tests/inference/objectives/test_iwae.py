@@ -153,14 +153,18 @@ def test_one_pass_dreg_gives_the_two_pass_gradients_for_vaes(kl_weight, two_laye
     assert_same_dreg_gradients(vae.model, vae.guide, (x,), params, kl_weight, vectorize=True)
 
 
-def test_one_pass_dreg_refuses_an_unset_gradient_scale(problem):
+def test_one_pass_dreg_refuses_a_surrogate_without_its_gradient_factor(problem):
+    """An estimator that needs the model's pathwise gradient rescaled must return the factor with its surrogate:
+    a plain tensor would silently give the path through z the model's weights."""
     from inference.objectives.iwae import DReGIWAE
 
-    est = DReGIWAE(num_particles=3, max_plate_nesting=1)
-    parts = est.log_weight_parts(problem.model, problem.guide, (problem.x,), {})
-    loss = -parts.log_likelihood.sum()  # a surrogate formed without setting the factor
-    with pytest.raises(RuntimeError, match="never set the factor"):
-        loss.backward()
+    class Forgetful(DReGIWAE):
+        def per_example_surrogate(self, parts):
+            return super().per_example_surrogate(parts).value
+
+    est = Forgetful(num_particles=3, max_plate_nesting=1)
+    with pytest.raises(TypeError, match="must return a PathwiseScaledSurrogate"):
+        est.differentiable_loss(problem.model, problem.guide, problem.x)
 
 
 def test_iwae_equals_pyro_renyi_alpha_zero_on_a_full_batch(problem):
