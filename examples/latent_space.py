@@ -135,7 +135,8 @@ def main(argv=None):
     for name, config in configs(args.epochs).items():
         run_dir = os.path.join(args.out, name.lower())
         train_run(config, run_dir, resume=True, progress=not args.no_progress)
-        _, splits, vae = load_run(run_dir, device="cpu")
+        run = load_run(run_dir, device="cpu")
+        splits, vae = run.splits, run.vae
         x = splits.test
         quantiles = None
         if name == "autoencoder":

@@ -149,8 +149,7 @@ def _run_bandit(config, decoders, policy, policy_options, steps, names, progress
     from tqdm.auto import tqdm
 
     from inference.training.trainer import Trainer, evaluate_objectives
-    from pyro_vae.data import batches
-    from pyro_vae.runs import binary_data, estimator_for, eval_split, prepare_data
+    from pyro_vae.runs import estimator_for, eval_split, prepare_data, training_batches
 
     if len(decoders) < 2:
         raise ValueError(f"a bandit needs at least two decoders to choose between, got {len(decoders)}")
@@ -164,8 +163,7 @@ def _run_bandit(config, decoders, policy, policy_options, steps, names, progress
         for vae in arms
     ]  # fmt: skip
     generator = torch.Generator().manual_seed(config.train.seed)
-    train = batches(splits.train, config.train.batch_size, shuffle=True, generator=generator,
-                    dynamic_binarization=binary_data(config))  # fmt: skip
+    train = training_batches(splits, config.train.batch_size, generator)
     counts, sums = torch.zeros(len(arms)), torch.zeros(len(arms))
     rewards, choices = [], []
     stream = _forever(train)
@@ -178,7 +176,7 @@ def _run_bandit(config, decoders, policy, policy_options, steps, names, progress
         sums[arm] += reward
         rewards.append(reward)
         choices.append(arm)
-    val_x = eval_split(config, splits, "val")
+    val_x = eval_split(splits, "val")
     val = [evaluate_objectives(vae.model, vae.guide, [(val_x,)], max_plate_nesting=1)["elbo"] for vae in arms]
     names = list(names or [d if isinstance(d, str) else f"{d.name}{d.options or ''}" for d in decoders])
     recent = [[r for a, r in zip(choices, rewards) if a == i][-20:] for i in range(len(arms))]

@@ -119,11 +119,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, tree: dict) -> "RunConfig":
-        """Build and check a configuration from a (possibly partial) nested dict; missing values take defaults."""
+    def from_dict(cls, tree: dict, *, checked: bool = True) -> "RunConfig":
+        """Build and check a configuration from a (possibly partial) nested dict; missing values take defaults.
+        With ``checked=False`` only the types are checked, not names, options or ranges: for comparing a saved
+        tree with a configuration that was checked, without checking twice."""
         config = _from_dict(cls, tree, "")
-        require_loaded_plugins(config.plugins)
-        check(config)
+        if checked:
+            require_loaded_plugins(config.plugins)
+            check(config)
         return config
 
 
@@ -520,7 +523,18 @@ def set_path(tree: dict, path: str, value) -> None:
 
 def apply_overrides(config: RunConfig, overrides) -> RunConfig:
     """A new configuration with ``overrides`` (``(path, value)`` pairs, in order) applied, checked."""
-    tree = config.to_dict()
+    return config_from(config.to_dict(), overrides)
+
+
+def same_but_for_epochs(saved: RunConfig, config: RunConfig) -> bool:
+    """Whether ``config`` is ``saved`` with at most ``train.epochs`` changed: what resuming a run may change."""
+    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs)) == config
+
+
+def config_from(tree: dict, overrides=()) -> RunConfig:
+    """The configuration of a (possibly partial) ``tree`` with ``overrides`` applied, checked once: how a command
+    turns a file or a run's ``config.json`` and its flags into the one configuration it runs."""
+    tree = RunConfig.from_dict(tree, checked=False).to_dict()  # every section present, defaults filled in
     for path, value in overrides:
         set_path(tree, path, value)
     return RunConfig.from_dict(tree)
@@ -544,9 +558,10 @@ def read_tree_file(path, what: str = "configuration file") -> dict:
         ) from None
 
 
-def load_config_file(path) -> RunConfig:
-    """A configuration from a TOML or JSON file; what the file leaves out takes the defaults."""
-    return RunConfig.from_dict(read_tree_file(path))
+def load_config_file(path, overrides=()) -> RunConfig:
+    """A configuration from a TOML or JSON file with ``overrides`` applied, checked once; what the file leaves out
+    takes the defaults."""
+    return config_from(read_tree_file(path), overrides)
 
 
 def describe_components() -> dict:

@@ -204,7 +204,7 @@ def train_overrides(args) -> list:
 
 def _train(args):
     from pyro_vae import runs
-    from pyro_vae.config import ConfigError, RunConfig, apply_overrides, load_config_file
+    from pyro_vae.config import ConfigError, config_from, read_tree_file
     from pyro_vae.folder import foreign_files
 
     saved = os.path.exists(os.path.join(args.out, runs.CONFIG_FILE))
@@ -218,28 +218,25 @@ def _train(args):
             f"'{args.out}' holds no run to resume (no {runs.CONFIG_FILE}): check the folder's name, or drop --resume "
             "to start a new run there"
         )
-    if args.resume and saved:
-        base = runs.load_config(args.out)
-        if args.config and load_config_file(args.config) != base:
-            raise ConfigError(
-                f"--config {args.config} differs from the run's saved configuration; drop --config "
-                "to resume with the saved one"
-            )
-    else:
-        base = load_config_file(args.config) if args.config else RunConfig()
-    config = apply_overrides(base, train_overrides(args))
-    runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
+    tree = read_tree_file(args.config) if args.config else {}
+    if args.resume and saved and not args.config:  # the saved configuration, read and checked by the run itself
+        trained = runs.train_run(
+            None, args.out, resume=True, overrides=train_overrides(args), progress=not args.no_progress
+        )
+    else:  # a new run, or a resumed one whose --config must be the saved configuration
+        config = config_from(tree, train_overrides(args))
+        trained = runs.train_run(config, args.out, resume=args.resume, progress=not args.no_progress)
     from inference import ESTIMATORS
     from inference.training import distributed
 
     if not distributed.is_main_process():
         return
+    config = trained.config
     if runs.trains_the_elbo_by_another_name(config):  # after the run: a refused command prints its error alone
         print(f"pyro-vae train: warning: {_one_particle(config.train.estimator.name)}", file=sys.stderr)
-
-    last = runs.read_metrics(args.out)[-1]
-    name = runs.load_config(args.out).train.estimator.name
-    caveat = "" if getattr(ESTIMATORS.get(name), "bound_on_log_px", True) else " (not a bound on log p(x))"
+    last = trained.metrics[-1]
+    bound = ESTIMATORS.get(config.train.estimator.name).bound_on_log_px
+    caveat = "" if bound else " (not a bound on log p(x))"
     print(
         f"trained {last['epoch']} epochs into {args.out}: train objective{caveat} {last['train_objective']:.3f}, "
         f"validation ELBO {last['val_elbo']:.3f} nats per example"

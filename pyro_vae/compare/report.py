@@ -246,10 +246,11 @@ def _picture_figures(root, first, folder) -> dict:
     grids, manifolds = {}, {}
     for label, r in first.items():
         run_dir = os.path.join(root, r["run_dir"])
-        config, splits, vae = runs.load_run(run_dir, device="cpu")
+        run = runs.load_run(run_dir, device="cpu")
+        config, splits, vae = run.config, run.splits, run.vae
         if splits.image_shape is None:
             continue
-        pictures = runs.picture_grids(config, splits, vae)
+        pictures = runs.picture_grids(run)
         runs.write_pictures(run_dir, pictures)
         grids[label] = tuple(_as_image(pictures[name]) for name in ("samples", "reconstructions"))
         if config.model.latent_dim == 2 and config.model.top_latent_dim is None:
@@ -257,8 +258,8 @@ def _picture_figures(root, first, folder) -> dict:
             z = torch.cartesian_prod(quantiles, quantiles.flip(0))[:, [1, 0]]
             with torch.no_grad():
                 means = vae.decode(z).mean
-            brightness = 255.0 if runs.data_representation(config) == "8-bit" else 1.0
-            image = runs.image_grid(means / brightness, splits.image_shape, 12, max(1, 28 // splits.image_shape[-1]))
+            upscale = max(1, 28 // splits.image_shape[-1])
+            image = runs.image_grid(means / runs.brightness_of(splits), splits.image_shape, 12, upscale)
             manifolds[label] = _as_image(image)
     figures = {}
     if grids:

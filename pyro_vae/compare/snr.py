@@ -87,8 +87,9 @@ def cell_snr_curves(grid: Grid, root: str, ks, num_draws: int = 100, batch_size:
     points = []
     for cell in grid.expand():
         run_dir = run_folder(root, cell, grid.seeds[0])
-        config, splits, vae = runs.load_run(run_dir, device="cpu")
-        x = runs.eval_split(config, splits, "val")
+        run = runs.load_run(run_dir, device="cpu")
+        config, vae = run.config, run.vae
+        x = runs.eval_split(run.splits, "val")
         x = first_rows(x, min(batch_size, len(x)))[0 : min(batch_size, len(x))]
         name = config.train.estimator.name
         options = {**config.train.estimator.options, "max_plate_nesting": vae.max_plate_nesting}

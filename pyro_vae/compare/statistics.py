@@ -103,7 +103,6 @@ def add_paired_differences(grid: Grid, rows: list, root: str) -> None:
     """Add ``diff_to_baseline`` and ``diff_stderr`` (paired over examples) to every finished run whose baseline
     run with the same seed finished and scored the same examples."""
     baseline = grid.baseline_cell()
-    comparable = _data_key(grid, baseline)
     base_rows = {r["seed"]: r for r in rows if r["cell"] == baseline.label and r["state"] == "done"}
     cells = {cell.label: cell for cell in grid.expand()}
     cache = {}
@@ -117,21 +116,22 @@ def add_paired_differences(grid: Grid, rows: list, root: str) -> None:
     for row in rows:
         row["diff_to_baseline"], row["diff_stderr"] = None, None
         cell = cells[row["cell"]]
-        if row["state"] != "done" or row["seed"] not in base_rows or _data_key(grid, cell) != comparable:
+        if row["state"] != "done" or row["seed"] not in base_rows:
+            continue
+        if _data_key(grid, cell, row) != _data_key(grid, baseline, base_rows[row["seed"]]):
             continue
         row["diff_to_baseline"], row["diff_stderr"] = paired_difference(
             log_px(cell, row["seed"]), log_px(baseline, row["seed"])
         )
 
 
-def _data_key(grid: Grid, cell) -> str:
-    """What must agree for two cells' examples to be the same: the data section and its representation. A
-    dequantized cell's bound and an 8-bit cell's mass are of the same 8-bit examples, so they count as one."""
-    from pyro_vae.runs import data_representation
-
+def _data_key(grid: Grid, cell, row: dict) -> str:
+    """What must agree for two runs' examples to be the same: the data section and the representation their
+    evaluation recorded. A dequantized run's bound and an 8-bit run's mass are of the same 8-bit examples, so they
+    count as one."""
     config = grid.config(cell, grid.seeds[0])
     data = {key: value for key, value in config.to_dict()["data"].items() if key != "dequantize"}
-    representation = data_representation(config).replace("dequantized", "8-bit")
+    representation = row["data_representation"].replace("dequantized", "8-bit")
     return json.dumps([data, representation, config.eval.split], sort_keys=True)
 
 

@@ -9,6 +9,12 @@ import torch
 
 from pyro_vae.data.linear_gaussian import LinearGaussian
 
+#: How a likelihood reads data: "binarized" (0/1 draws of grey levels in [0, 1], a mass), "8-bit" (grey levels
+#: 0..255, a mass), "dequantized" (a density on uniformly dequantized 8-bit levels, reported as a bound on their mass)
+#: or "continuous" (a density on the values as given). Log-likelihoods of different representations are different
+#: quantities and are never compared (the dequantized bound stands beside 8-bit masses).
+REPRESENTATIONS = ("binarized", "8-bit", "dequantized", "continuous")
+
 
 class DataError(ValueError):
     """Data that cannot be used as given; the message names the file or the problem and the fix."""
@@ -31,6 +37,20 @@ class Splits:
     split_source: str = "seeded"
     #: Every value is an integer level 0..255 and some exceed 1: grey levels not scaled to [0, 1].
     eight_bit: bool = False
+    #: How the model reads the rows, decided once by :func:`pyro_vae.runs.prepare_data` and carried from there:
+    #: one of :data:`REPRESENTATIONS`. Loaders return the values as given ("continuous").
+    representation: str = "continuous"
+
+    @property
+    def binarized(self) -> bool:
+        """Grey levels in [0, 1] read as 0/1 draws: dynamically binarized for training, once for evaluation."""
+        return self.representation == "binarized"
+
+    @property
+    def dequantized(self) -> bool:
+        """8-bit levels read as a density after uniform dequantization: dequantized afresh for training, once for
+        evaluation, and reported as a bound on the 8-bit mass."""
+        return self.representation == "dequantized"
 
     @property
     def data_dim(self) -> int:
@@ -40,7 +60,7 @@ class Splits:
         sizes = ", ".join(f"{k}={tuple(getattr(self, k).shape)}" for k in ("train", "val", "test"))
         return (
             f"Splits({self.name!r}, {sizes}, image_shape={self.image_shape}, seed={self.seed}, "
-            f"split_source={self.split_source!r})"
+            f"split_source={self.split_source!r}, representation={self.representation!r})"
         )
 
 

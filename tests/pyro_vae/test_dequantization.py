@@ -39,7 +39,7 @@ def test_the_correction_bounds_the_mass_of_each_level_by_quadrature(float64):
     u = (torch.arange(2000) + 0.5) / 2000  # midpoint rule over the bin
     k = torch.arange(256.0)[:, None]
     log_p = density.log_prob(((k + u) / 256).clamp(1e-12, 1 - 1e-12))
-    bound = log_p.mean(1) + dequantization_correction(_config("beta"), 1)
+    bound = log_p.mean(1) + dequantization_correction(prepare_data(_config("beta")), 1)
     mass = (log_p.exp().mean(1) / 256).log()
     assert (bound <= mass + 1e-9).all()
     # tight where log p changes little across a bin; loose near 0 and 1, where the density vanishes

@@ -46,7 +46,7 @@ def test_component_options_reach_the_components(tmp_path):
         }
     )
     train_run(config, str(tmp_path / "run"), progress=False)
-    _, _, vae = load_run(str(tmp_path / "run"))
+    vae = load_run(str(tmp_path / "run")).vae
     assert vae.guide_family.temperature == 0.3
     assert any(name.startswith("prior.") for name, _ in vae.named_parameters())  # the learned prior's logits
 
@@ -54,21 +54,21 @@ def test_component_options_reach_the_components(tmp_path):
 def test_two_training_seeds_are_evaluated_on_the_very_same_examples():
     one, two = _small(**{"train.seed": 1}), _small(**{"train.seed": 2})
     for split in ("val", "test"):
-        a = eval_split(one, prepare_data(one), split)
-        b = eval_split(two, prepare_data(two), split)
+        a = eval_split(prepare_data(one), split)
+        b = eval_split(prepare_data(two), split)
         assert torch.equal(a, b)
     other_data = _small(**{"data.seed": 1})
-    assert not torch.equal(eval_split(other_data, prepare_data(other_data), "test"), a)
+    assert not torch.equal(eval_split(prepare_data(other_data), "test"), a)
 
 
 def test_config_json_rebuilds_the_model_exactly(tmp_path):
     """The saved tree alone rebuilds a model whose log p(x) equals the trained one's on the same draws."""
     config = _small(**{"train.estimator": Component("iwae", {"num_particles": 3})})
-    trained = train_run(config, str(tmp_path / "run"), progress=False)
+    trained = train_run(config, str(tmp_path / "run"), progress=False).vae
     with open(tmp_path / "run" / "config.json") as f:
         assert RunConfig.from_dict(json.load(f)) == config
-    rebuilt_config, splits, rebuilt = load_run(str(tmp_path / "run"), device="cpu")  # where it was trained
-    x = eval_split(rebuilt_config, splits, "test")
+    run = load_run(str(tmp_path / "run"), device="cpu")  # where it was trained
+    rebuilt, x = run.vae, eval_split(run.splits, "test")
     estimates = []
     for vae in (trained, rebuilt):
         pyro.set_rng_seed(7)
@@ -131,7 +131,7 @@ def test_a_run_trains_on_the_device_and_its_checkpoint_loads_on_the_cpu(tmp_path
     from pyro_vae.runs import evaluate_run
 
     run = str(tmp_path / "run")
-    vae = train_run(_small(**{"device": device}), run, progress=False)
+    vae = train_run(_small(**{"device": device}), run, progress=False).vae
     assert {p.device.type for p in vae.parameters()} == {torch.device(device).type}
     state = torch.load(f"{run}/checkpoint.pt", weights_only=True, map_location="cpu")
     assert all(t.device.type == "cpu" for t in state["module"].values())
@@ -161,7 +161,7 @@ def test_every_evaluation_records_its_data_representation_and_bits_per_dim_for_m
     else:
         assert report["bits_per_dim"] == pytest.approx(-report["log_px"] / (64 * math.log(2)), rel=1e-12)
     if representation == "8-bit":
-        _, splits, _ = load_run(str(tmp_path / "run"))
+        splits = load_run(str(tmp_path / "run")).splits
         assert splits.test.max() == 255 and torch.equal(splits.test, splits.test.round())
 
 

@@ -23,8 +23,8 @@ def elbo_trained_digits(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("snr") / "run")
     assert main(["train", "--dataset", "digits", "--epochs", "10", "--hidden-sizes", "64", "--latent-dim", "4",
                  "--no-progress", "--out", out]) == 0  # fmt: skip
-    config, splits, vae = runs.load_run(out, device="cpu")
-    return vae, runs.eval_split(config, splits, "val")[:100]
+    run = runs.load_run(out, device="cpu")
+    return run.vae, runs.eval_split(run.splits, "val")[:100]
 
 
 def _guide_snr(model, guide, x, name, num_draws, **options):
