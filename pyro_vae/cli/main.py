@@ -659,13 +659,15 @@ def _add_list(sub):
     p.add_argument(
         "--json", action="store_true", help="print every component with its options, defaults and one-line docs as JSON"
     )
+    p.add_argument("--plugin", action="append", help="a Python file that registers components: list them too")
     p.set_defaults(run=_list)
 
 
 def _list(args):
-    from pyro_vae.cli.catalogue import read_catalogue
+    from pyro_vae.cli.catalogue import build_catalogue, read_catalogue
 
-    listing = read_catalogue()  # generated from the registries: no torch to import
+    # from the registries; without a plugin, cached under the sources' fingerprint so that no torch is imported
+    listing = build_catalogue() if args.plugin else read_catalogue()
     if args.json:
         print(json.dumps(listing, indent=2))
         return
