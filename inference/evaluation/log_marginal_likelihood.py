@@ -301,16 +301,15 @@ def importance_log_weights(
 
 
 DRAWS_PER_PASS = {"cpu": 2048, "cuda": 200_000}
-"""Draws (data points x particles) per vectorized pass under ``particle_batch_size="auto"``, by device type
-(``benchmarks/log_px_speed.py``, a Burda-sized decoder, K = 5000 on 100 examples). On CPU under glibc's default
-``malloc``, passes of 2048 draws (6 MB of ``draws x 784`` logits) took 2.9 and 3.0 s against 3.6 s for 8192,
-whose buffers the C library handed back and page-faulted in again, 800,000 times; where :mod:`inference.allocator`
-keeps freed memory (``pyro-vae`` does) the CPU takes :data:`CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY` instead. On an
-H200, 200,000 draws (1.3 GB at the peak) took 57 ms against 72 ms for 50,000, and 500,000 no less. Other devices
-take :data:`DRAWS_PER_PASS_OTHERWISE`."""
+"""Draws (data points x particles) per vectorized pass under ``particle_batch_size="auto"``, by device type. On CPU
+under glibc's default ``malloc``, 2048 draws (6 MB of ``draws x 784`` logits) keeps every buffer below the size
+that the C library hands back to the system after each pass (and page-faults in again on the next); where
+:mod:`inference.allocator` keeps freed memory (``pyro-vae`` does) the CPU takes
+:data:`CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY` instead. On a GPU the passes are as large as fits in a quarter of
+the free memory, up to 200,000 draws. Other devices take :data:`DRAWS_PER_PASS_OTHERWISE`. The sizes were chosen
+by ``benchmarks/log_px_speed.py`` and ``benchmarks/allocator.py``; their timings are in ``BENCHMARKS.md``."""
 #: CPU passes where ``malloc`` keeps freed memory: 26 MB of logits, the largest pass whose buffers stay under the
-#: 32 MB above which glibc maps every allocation afresh. 100 examples at K = 5000 took 2.5 to 2.7 s against 2.9 to
-#: 3.3 s in passes of 2048 draws, and medians of 3.2, 3.6 and 3.8 s in passes of 16,384, 32,768 and 65,536 draws.
+#: 32 MB above which glibc maps every allocation afresh (timings of other sizes in ``BENCHMARKS.md``).
 CPU_DRAWS_PER_PASS_KEEPING_FREED_MEMORY = 8192
 DRAWS_PER_PASS_OTHERWISE = 50_000
 #: On CUDA a pass also keeps within a quarter of the free device memory, counting this many bytes per draw and

@@ -3,10 +3,9 @@
 ``torch.optim`` has three implementations of most updates: a loop over parameters in Python (``foreach=False``),
 one ``torch._foreach_*`` call per arithmetic step over all parameters (``foreach=True``), and one fused kernel per
 device (``fused=True``). They compute the same update up to the order of floating-point operations. On a CPU torch
-runs the Python loop unless told otherwise; on the 784-400-20 VAE of ``benchmarks/train_speed.py`` the fused kernel
-takes about 0.75 ms less per step (a hand-written step at batch 128: 5.94 ms with the loop, 5.19 ms fused; the
-figures are in BENCHMARKS.md). The trainer therefore asks for the fused kernel wherever the optimizer has one and
-every parameter can use it, unless the options choose an implementation themselves (``fused = false`` or
+runs the Python loop unless told otherwise, which is the slowest of the three (``benchmarks/train_speed.py``; its
+figures are in ``BENCHMARKS.md``). The trainer therefore asks for the fused kernel wherever the optimizer has one
+and every parameter can use it, unless the options choose an implementation themselves (``fused = false`` or
 ``foreach = ...`` in a run's optimizer options).
 
 A fused kernel also takes a flag on the device, ``found_inf``, and leaves the parameters and its own state alone
