@@ -51,7 +51,8 @@ class VAE(PyroModule):
     Its parameters are module-local (see :func:`module_local`): train it with :class:`inference.Trainer` or any
     ``torch.optim`` optimizer over ``vae.parameters()``, not with ``pyro.infer.SVI``, which optimizes only the
     parameters of the global param store. The estimators themselves also drive ``SVI`` on model/guide pairs whose
-    parameters live there (the README's own-model example). Build the PyroModule components inside :func:`module_local` too (:func:`build_vae` does).
+    parameters live there (the README's own-model example). Build the PyroModule components inside
+    :func:`module_local` too (:func:`build_vae` does).
     """
 
     #: The data plate is the only plate, so estimators need not guess the nesting by running the model.
