@@ -78,12 +78,33 @@ class ModelConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """How much training a run gets (:mod:`inference.training.budget`): ``kind = "epochs"`` trains
+    ``train.epochs`` epochs; ``"steps"``, ``"evaluations"`` (particles x examples x steps) or ``"seconds"`` train
+    until ``amount`` of it is spent, however many epochs that takes (``train.epochs`` is then not used)."""
+
+    kind: str = "epochs"
+    amount: Optional[float] = None
+
+    def budget(self):
+        """The trainer's :class:`~inference.training.budget.Budget`, or None for an epochs budget."""
+        from inference.training.budget import Budget
+
+        return None if self.kind == "epochs" else Budget(self.kind, self.amount)
+
+    def describe(self, epochs: int) -> str:
+        return f"{epochs} epochs" if self.kind == "epochs" else f"{self.amount:g} {self.kind}"
+
+
+@dataclass
 class TrainConfig:
     estimator: Component = field(default_factory=lambda: Component("elbo"))
     optimizer: Component = field(default_factory=lambda: Component("adam", {"lr": 1e-3}))
     #: Stepped after every epoch: constant, burda (3^i epochs at lr * 10^(-i/7)), exponential, step.
     lr_schedule: Component = field(default_factory=lambda: Component("constant"))
     epochs: int = 100
+    #: Steps, likelihood evaluations or seconds instead of epochs: for comparisons at equal cost.
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     batch_size: int = 100
     clip_norm: Optional[float] = None
     kl_warmup_epochs: int = 0
@@ -426,6 +447,7 @@ def check(config: RunConfig) -> None:
     for path, value in positive.items():
         if value is not None and value < 1:
             raise ConfigError(f"'{path}' must be a positive integer, got {value}")
+    check_budget(config.train.budget)
     if config.train.kl_warmup_epochs < 0:
         raise ConfigError(
             f"'train.kl_warmup_epochs' must be 0 (no warm-up) or more, got {config.train.kl_warmup_epochs}"
@@ -436,6 +458,28 @@ def check(config: RunConfig) -> None:
     if config.eval.split not in ("train", "val", "test"):
         raise ConfigError(f"'eval.split' must be one of train, val, test; got '{config.eval.split}'")
     check_device(config.device)
+
+
+def check_budget(budget: BudgetConfig) -> None:
+    from inference.training.budget import KINDS
+
+    if budget.kind == "epochs":
+        if budget.amount is not None:
+            raise ConfigError(
+                "'train.budget.amount' is for a budget of steps, evaluations or seconds; an epochs budget is "
+                "'train.epochs': set that instead (--epochs N)"
+            )
+        return
+    if budget.kind not in KINDS:
+        raise ConfigError(
+            f"'train.budget.kind' must be epochs, {', '.join(KINDS)}; got '{budget.kind}' "
+            "(e.g. --budget evaluations=1e7)"
+        )
+    if budget.amount is None or not budget.amount > 0 or budget.amount == float("inf"):
+        raise ConfigError(
+            f"a budget of {budget.kind} needs a positive 'train.budget.amount', got {budget.amount} "
+            f"(e.g. --budget {budget.kind}=1e7)"
+        )
 
 
 def check_device(device: str) -> None:
@@ -526,9 +570,12 @@ def apply_overrides(config: RunConfig, overrides) -> RunConfig:
     return config_from(config.to_dict(), overrides)
 
 
-def same_but_for_epochs(saved: RunConfig, config: RunConfig) -> bool:
-    """Whether ``config`` is ``saved`` with at most ``train.epochs`` changed: what resuming a run may change."""
-    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs)) == config
+def same_but_for_length(saved: RunConfig, config: RunConfig) -> bool:
+    """Whether ``config`` is ``saved`` with at most its length changed (``train.epochs``, or the amount of a budget
+    of the same kind): what resuming a run may change."""
+    budget = dataclasses.replace(saved.train.budget, amount=config.train.budget.amount)
+    longer = dataclasses.replace(saved.train, epochs=config.train.epochs, budget=budget)
+    return dataclasses.replace(saved, train=longer) == config
 
 
 def config_from(tree: dict, overrides=()) -> RunConfig:

@@ -14,7 +14,11 @@ minibatch as subsample scales each minibatch term by ``N / B``), so the reported
 * ``train_objective``: the epoch's minibatch estimates averaged, in nats per example (higher is better),
 * ``val_elbo`` and ``val_log_px``: the validation set's ELBO and ``val_num_samples``-sample importance-weighted
   bound per example (:func:`evaluate_objectives`; plate scales ignored),
-* ``train_seconds``, ``val_seconds`` and ``seconds``: wall-clock time of the epoch's parts and of the whole.
+* ``train_seconds``, ``val_seconds`` and ``seconds``: wall-clock time of the epoch's parts and of the whole,
+* ``steps``, ``likelihood_evaluations`` and ``elapsed_seconds``: what the run has spent up to the epoch's end,
+  counted over resumes (:mod:`inference.training.budget`); a :class:`~inference.training.budget.Budget` passed to
+  :meth:`Trainer.fit` ends training when the next step would exceed it, and the last epoch records
+  ``budget_spent``.
 
 :meth:`Trainer.train_epoch` queues its steps on the device: with a fused optimizer nothing is read back between
 checks every ``check_every`` steps, and a step whose loss or gradient is not finite changes nothing (the optimizer
@@ -51,6 +55,7 @@ from inference.data_rows import rows_in
 from inference.importance import guess_max_plate_nesting
 from inference.parameters import params_read_by
 from inference.training import distributed
+from inference.training.budget import Budget, Spent, check_budget_fits_the_process_group
 from inference.training.checkpoint import get_rng_state, set_rng_state
 from inference.training.optimizers import OPTIMIZERS, build_optimizer, skips_on_device
 
@@ -161,6 +166,8 @@ class Trainer:
         self.rollbacks = 0
         self.metrics = []
         self.should_stop = False
+        self.budget: Optional[Budget] = None  # set by fit()
+        self.spent = Spent()  # up to the last step; restored from the metrics on resume
         self.optimizer = None
         self.store_params = {}  # plain pyro.param leaves, by name
         self.loss_fn = None  # differentiable_loss, or its DistributedDataParallel wrapper in a process group
@@ -350,11 +357,19 @@ class Trainer:
         if not num_data:
             raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
         rank, world_size = distributed.rank(), distributed.world_size()
-        weighted_loss, queued, skip = 0.0, [], None
+        weighted_loss, queued, skip, rows = 0.0, [], None, 0
+        start, spent_before = time.perf_counter(), self.spent
         try:
             for batch in batches:
                 if batch_size_of(batch) < world_size:
                     continue
+                evaluations = self.evaluations_per_example() * batch_size_of(batch)
+                if self.budget is not None:
+                    self.spent = self.spent.with_seconds(spent_before.seconds + time.perf_counter() - start)
+                    if not self.budget.allows(self.spent, evaluations):
+                        self.should_stop = True
+                        break
+                rows += batch_size_of(batch)
                 args = distributed.shard(batch, rank, world_size)
                 if self.optimizer is None:
                     self.setup(*args)
@@ -369,6 +384,7 @@ class Trainer:
                         self._check_queued(queued, skip)
                         weighted_loss = weighted_loss + _weighted_sum(queued)
                         queued.clear()
+                self.spent = self.spent.after_step(evaluations)
                 self._call("on_step_end")
                 if bar is not None:
                     bar.update()
@@ -377,7 +393,14 @@ class Trainer:
         finally:
             if skip is not None:
                 del self.optimizer.found_inf  # step() and later epochs start without it
+            self.spent = self.spent.with_seconds(spent_before.seconds + time.perf_counter() - start)
+        if self.should_stop and rows:  # stopped by the budget part-way: the mean over the rows it trained on
+            weighted_loss = weighted_loss * num_data / rows
         return -float(weighted_loss) / num_data
+
+    def evaluations_per_example(self) -> int:
+        """Likelihood evaluations a step spends per example of its minibatch: the estimator's particles."""
+        return int(getattr(self.loss, "num_particles", 1))
 
     def validate(self, batches, num_samples: int = 10) -> dict:
         """``val_elbo`` and ``val_log_px`` (``num_samples``-sample bound), per example, on ``batches``."""
@@ -389,32 +412,50 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------------------------
 
     def fit(
-        self, train_batches, *, epochs: int, val_batches=None, val_num_samples: int = 10, progress=True, num_data=None
+        self,
+        train_batches,
+        *,
+        epochs: Optional[int] = None,
+        budget: Optional[Budget] = None,
+        val_batches=None,
+        val_num_samples: int = 10,
+        progress=True,
+        num_data=None,
     ):
-        """Train until ``epochs`` epochs are done (counting resumed ones) or a callback stops it; returns the
-        per-epoch metrics."""
-        if epochs < 0:
+        """Train until ``epochs`` epochs are done (counting resumed ones), the ``budget`` is spent (then ``epochs``
+        may be None: as many as it takes) or a callback stops it; returns the per-epoch metrics."""
+        if budget is None and epochs is None:
+            raise ValueError("fit needs epochs, a budget, or both")
+        if epochs is not None and epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {epochs}")
+        check_budget_fits_the_process_group(budget)
+        self.budget = budget
         self.prepare(train_batches)
         self._call("on_train_begin")
-        self.should_stop = bool(self.metrics and self.metrics[-1].get("stopped_early"))
+        last = self.metrics[-1] if self.metrics else {}
+        self.should_stop = bool(last.get("stopped_early")) or self._budget_spent(train_batches)
         start_epoch = len(self.metrics)
         steps = len(train_batches)
         bar = tqdm(
-            total=epochs * steps,
-            initial=min(start_epoch, epochs) * steps,
+            total=self._total_steps(epochs, train_batches),
+            initial=self.spent.steps if budget is not None else min(start_epoch, epochs) * steps,
             disable=not progress or not distributed.is_main_process(),
             desc="train",
             unit="step",
         )
         with bar:
-            for epoch in range(start_epoch, epochs):
+            epoch = start_epoch
+            while epochs is None or epoch < epochs:
                 if self.should_stop:
                     break
                 self._call("on_epoch_begin", epoch)
                 start = time.perf_counter()
                 entry = {"epoch": epoch + 1, **self._train_epoch_with_rollback(train_batches, bar, num_data)}
                 entry["train_seconds"] = time.perf_counter() - start
+                entry.update(self.spent.as_metrics())
+                if budget is not None and (self.should_stop or self._budget_spent(train_batches)):
+                    entry["budget_spent"] = True
+                    self.should_stop = True
                 if val_batches is not None:
                     val_start = time.perf_counter()
                     entry.update(self.validate(val_batches, val_num_samples))
@@ -423,8 +464,28 @@ class Trainer:
                 self.metrics.append(entry)
                 self._call("on_epoch_end", entry)
                 bar.set_postfix({k: f"{v:.2f}" for k, v in entry.items() if k.startswith(("train_obj", "val_"))})
+                epoch += 1
         self._call("on_train_end")
         return self.metrics
+
+    def _full_step_evaluations(self, train_batches) -> int:
+        full = min(getattr(train_batches, "batch_size", 1), getattr(train_batches, "num_data", math.inf))
+        return self.evaluations_per_example() * full
+
+    def _budget_spent(self, train_batches) -> bool:
+        """Whether the budget leaves no room for another full minibatch's step."""
+        return self.budget is not None and self.budget.is_spent(self.spent, self._full_step_evaluations(train_batches))
+
+    def _total_steps(self, epochs, train_batches) -> Optional[int]:
+        """The progress bar's length in steps (of full minibatches, for an evaluations budget; unknown for one in
+        seconds without epochs)."""
+        by_epochs = epochs * len(train_batches) if epochs is not None else None
+        budget = self.budget
+        if budget is None or budget.kind == "seconds":
+            return by_epochs
+        per_step = 1 if budget.kind == "steps" else self._full_step_evaluations(train_batches)
+        by_budget = int(budget.amount // per_step)
+        return by_budget if by_epochs is None else min(by_budget, by_epochs)
 
     def _train_epoch_with_rollback(self, train_batches, bar, num_data) -> dict:
         if self.on_non_finite == "stop":
@@ -501,6 +562,7 @@ class Trainer:
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])
         self.metrics = list(state["metrics"])
+        self.spent = Spent.from_metrics(self.metrics[-1] if self.metrics else None)
         self.rollbacks = state.get("rollbacks", 0)
 
 

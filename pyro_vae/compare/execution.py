@@ -25,6 +25,7 @@ import traceback
 
 from tqdm.auto import tqdm
 
+from inference.training.budget import Spent
 from pyro_vae.folder import evaluation_paths, read_status
 
 
@@ -70,7 +71,7 @@ def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
     evaluation it asks for scored the last checkpoint (``status``: the run's ``status.json`` when the caller has read
     it already)."""
     status = read_status(run_dir) if status is None else status
-    if status.get("state") != "finished" or status.get("epochs_done", 0) < config_tree["train"]["epochs"]:
+    if status.get("state") != "finished" or progress(status, config_tree) < 1:
         return False
     try:
         with open(evaluation_file(run_dir, config_tree)) as f:
@@ -78,6 +79,18 @@ def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
     except FileNotFoundError:
         return False
     return report.get("checkpoint", {}).get("sha256") == status.get("checkpoint", {}).get("sha256")
+
+
+def progress(status: dict, config_tree: dict) -> float:
+    """The fraction of its training budget a run has spent, from its ``status.json`` (1 once a budget run has
+    finished: it ends when the next step no longer fits)."""
+    budget = config_tree["train"].get("budget", {"kind": "epochs"})
+    if budget["kind"] == "epochs":
+        return min(1.0, status.get("epochs_done", 0) / config_tree["train"]["epochs"])
+    if status.get("budget") == budget and status.get("state") == "finished":
+        return 1.0
+    spent = Spent.from_metrics(status.get("spent")).amount(budget["kind"])
+    return min(1.0, spent / budget["amount"]) if status.get("budget", {}).get("kind") == budget["kind"] else 0.0
 
 
 def run_local(tasks, jobs: int, threads: int) -> list:
@@ -114,13 +127,17 @@ def run_ray(tasks, threads: int, address=None) -> list:
 
 
 class ProgressMonitor:
-    """A progress bar over all runs, in epochs, fed by polling the runs' ``status.json`` from a thread."""
+    """A progress bar over all runs, fed by polling the runs' ``status.json`` from a thread: in epochs, or in runs
+    (each counted by the fraction of its budget spent) where a run's budget is steps, evaluations or seconds."""
 
     def __init__(self, tasks, enabled=True, interval=0.5):
         self.trees = dict(tasks)
-        self.epochs = {run_dir: tree["train"]["epochs"] for run_dir, tree in tasks}
+        budgets = [tree["train"].get("budget", {}).get("kind", "epochs") for _, tree in tasks]
+        #: What a run counts for in the bar when its budget is spent: its epochs, or 1 run.
+        self.units = {run_dir: tree["train"]["epochs"] if set(budgets) == {"epochs"} else 1 for run_dir, tree in tasks}
+        unit = "epoch" if set(budgets) == {"epochs"} else "run"
         self.interval = interval
-        self.bar = tqdm(total=sum(self.epochs.values()), desc="compare", unit="epoch", disable=not enabled)
+        self.bar = tqdm(total=sum(self.units.values()), desc="compare", unit=unit, disable=not enabled)
         self._postfix = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -152,17 +169,18 @@ class ProgressMonitor:
 
     def update(self):
         done, finished, current = 0, 0, []
-        for run_dir, epochs in self.epochs.items():
+        for run_dir, units in self.units.items():
             status = read_status(run_dir) if os.path.isdir(run_dir) else {}
-            done += min(status.get("epochs_done", 0), epochs)
+            fraction = progress(status, self.trees[run_dir])
+            done += round(fraction * units) if units > 1 else round(fraction, 2)
             if status.get("state") == "training":
-                current.append(f"{_short(run_dir)} epoch {status.get('epochs_done', 0)}/{epochs}")
+                current.append(f"{_short(run_dir)} {fraction:.0%}")
             elif status.get("state") == "finished":
                 if is_done(run_dir, self.trees[run_dir], status):
                     finished += 1
                 else:
                     current.append(f"{_short(run_dir)} evaluating")
-        postfix = f"runs done {finished}/{len(self.epochs)}" + "; ".join([""] + current[:2])
+        postfix = f"runs done {finished}/{len(self.units)}" + "; ".join([""] + current[:2])
         if (done, postfix) != (self.bar.n, self._postfix):  # a log file gets a line per change, not per poll
             self._postfix = postfix
             self.bar.n = done

@@ -1,6 +1,7 @@
 """The figures of a comparison report (matplotlib, PNG): one function per figure, each returning its path.
 
-* :func:`learning_curves`: training objective and validation log p(x) against epoch and against wall-clock time,
+* :func:`learning_curves`: training objective and validation log p(x) against epoch, gradient steps, likelihood
+  evaluations and wall-clock time,
 * :func:`log_px_per_cell`: test log p(x) of every cell with error bars, and its ELBO,
 * :func:`paired_differences`: each cell's paired difference to the baseline with a two-standard-error interval,
 * :func:`khat_distributions`: the per-example Pareto k-hat of every cell, with the 0.7 line,
@@ -31,22 +32,34 @@ def _save(fig, path):
     return path
 
 
+#: The x axes of the learning curves: a title and the value of one ``metrics.json`` entry (None: not recorded).
+CURVE_AXES = (
+    ("epoch", lambda m: m["epoch"]),
+    ("gradient steps", lambda m: m.get("steps")),
+    ("likelihood evaluations (K x examples x steps)", lambda m: m.get("likelihood_evaluations")),
+    ("wall-clock seconds", None),  # the epochs' seconds, validation included, added up
+)
+
+
 def learning_curves(curves: dict, path: str) -> str:
-    """``curves``: ``{cell: [metrics lists, one per seed]}`` (``metrics.json`` contents)."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey="row")
+    """``curves``: ``{cell: [metrics lists, one per seed]}`` (``metrics.json`` contents). One column per x axis of
+    :data:`CURVE_AXES`, so that cells trained at equal steps or evaluations are read at equal cost."""
+    fig, axes = plt.subplots(2, len(CURVE_AXES), figsize=(5 * len(CURVE_AXES), 7), sharey="row")
     for i, (cell, seeds) in enumerate(curves.items()):
         for s, metrics in enumerate(seeds):
-            epochs = [m["epoch"] for m in metrics]
-            clock = np.cumsum([m["seconds"] for m in metrics])
             label = cell if s == 0 else None
-            for row, key in enumerate(("train_objective", "val_log_px")):
-                values = [m.get(key, np.nan) for m in metrics]
-                axes[row, 0].plot(epochs, values, color=_color(i), alpha=0.85, lw=1.2, label=label)
-                axes[row, 1].plot(clock, values, color=_color(i), alpha=0.85, lw=1.2)
+            for column, (_, x_of) in enumerate(CURVE_AXES):
+                xs = np.cumsum([m["seconds"] for m in metrics]) if x_of is None else [x_of(m) for m in metrics]
+                if any(x is None for x in xs):  # a run from before steps were counted
+                    continue
+                for row, key in enumerate(("train_objective", "val_log_px")):
+                    values = [m.get(key, np.nan) for m in metrics]
+                    legend = label if (row, column) == (0, 0) else None
+                    axes[row, column].plot(xs, values, color=_color(i), alpha=0.85, lw=1.2, label=legend)
     axes[0, 0].set_ylabel("training objective (nats / example)")
     axes[1, 0].set_ylabel("validation log p(x), IS bound (nats / example)")
-    axes[1, 0].set_xlabel("epoch")
-    axes[1, 1].set_xlabel("wall-clock seconds")
+    for column, (title, _) in enumerate(CURVE_AXES):
+        axes[1, column].set_xlabel(title)
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.suptitle("Learning curves (one line per seed)")
     return _save(fig, path)

@@ -63,6 +63,8 @@ COLUMNS = [
     ("k-hat > 0.7", "khat_fraction_above_0.7"),
     ("s / epoch", "seconds_per_epoch"),
     ("total s", "seconds"),
+    ("steps", "steps"),
+    ("evaluations", "likelihood_evaluations"),
     ("Δ baseline", "diff_to_baseline"),
     ("Δ s.e.", "diff_stderr"),
     ("within noise", "within_noise"),
@@ -102,6 +104,8 @@ def _format(key, value) -> str:
         return f"{value:.1f}" if value != int(value) else str(int(value))
     if key in ("seconds", "seconds_per_epoch"):
         return f"{value:.1f}"
+    if key in ("steps", "likelihood_evaluations"):
+        return f"{value:,.0f}"
     return f"{value:.3f}"
 
 
@@ -116,9 +120,12 @@ def budget_lines(grid: Grid, rows: list) -> list:
         f"- **Data:** `{config.data.name}` (data seed {config.data.seed}), "
         f"{' / '.join(representations) or '–'} representation; every cell scored on the same "
         f"{', '.join(map(str, examples)) or '–'} {config.eval.split} examples.",
-        f"- **Budget per run:** {config.train.epochs} epochs of batch {config.train.batch_size} "
+        f"- **Budget per run:** {config.train.budget.describe(config.train.epochs)} with minibatches of "
+        f"{config.train.batch_size} "
         f"({config.train.optimizer.name}, lr {config.train.optimizer.options.get('lr', 'default')}, "
-        f"schedule {config.train.lr_schedule.name}) unless a cell varies them; seeds {grid.seeds}.",
+        f"schedule {config.train.lr_schedule.name}) unless a cell varies them; seeds {grid.seeds}. "
+        "The table gives what each cell spent: gradient steps and likelihood evaluations (particles x examples x "
+        "steps), and seconds.",
         f"- **Evaluation:** {', '.join(methods) or '–'}, nats per example (higher is better).",
         f"- **Baseline:** {grid.baseline_cell().label}.",
     ]

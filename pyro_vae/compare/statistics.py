@@ -90,6 +90,8 @@ def run_row(grid: Grid, cell, seed: int, root: str, result: dict) -> dict:
             "khat_fraction_above_0.7": report.get("khat_fraction_above_0.7"),
             "bits_per_dim": report.get("bits_per_dim"),
             "epochs": len(metrics),
+            "steps": metrics[-1].get("steps"),  # spent over the whole run (absent from runs before budgets)
+            "likelihood_evaluations": metrics[-1].get("likelihood_evaluations"),
             "train_seconds": sum(m["train_seconds"] for m in metrics),
             "seconds": sum(m["seconds"] for m in metrics),
             "eval_seconds": report["seconds"],
@@ -178,6 +180,8 @@ def _mean_over_seeds(done: list) -> dict:
         "seconds",
         "eval_seconds",
         "epochs",
+        "steps",
+        "likelihood_evaluations",
     ):
         present = [r[key] for r in done if r.get(key) is not None]
         summary[key] = float(np.mean(present)) if present else None

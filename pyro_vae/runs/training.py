@@ -24,6 +24,7 @@ import torch
 
 from inference.denormals import flushing_denormals
 from inference.training import distributed
+from inference.training.budget import Spent, check_budget_fits_the_process_group
 from inference.training.callbacks import (
     Checkpoint,
     KLWeightSchedule,
@@ -33,7 +34,7 @@ from inference.training.callbacks import (
 )
 from inference.training.schedules import LR_SCHEDULES
 from inference.training.trainer import Trainer
-from pyro_vae.config import ConfigError, RunConfig, config_from, resolve_device, same_but_for_epochs
+from pyro_vae.config import ConfigError, RunConfig, config_from, resolve_device, same_but_for_length
 from pyro_vae.data.mapped import RowChunks
 from pyro_vae.folder import (
     RunLock,
@@ -123,7 +124,12 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> Tra
         if resume and len(metrics) == previous_epochs + 1:  # the first new checkpoint replaces the one evaluated
             retire_evaluations(run_dir, previous_epochs)
         write_json(metrics, os.path.join(run_dir, METRICS_FILE))
-        write_status(run_dir, epochs_done=len(metrics), checkpoint={"epoch": len(metrics), "sha256": checkpoint.digest})
+        write_status(
+            run_dir,
+            epochs_done=len(metrics),
+            checkpoint={"epoch": len(metrics), "sha256": checkpoint.digest},
+            spent=Spent.from_metrics(metrics[-1]).as_metrics(),
+        )
 
     callbacks += [checkpoint, OnEpochEnd(record_epoch)]  # the checkpoint first, then the records that name it
     callbacks += extra_callbacks
@@ -144,6 +150,8 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> Tra
     # flow guide, a non-reparameterizable guide for IWAE, analytic KL without a closed form) leave no folder.
     trainer.prepare(train_batches)
     check_evaluation_method(config, vae)
+    budget = config.train.budget.budget()  # None: train.epochs epochs
+    check_budget_fits_the_process_group(budget)  # before the folder is touched
     created = not os.path.exists(run_dir)
     with RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext():
         if not resume and os.path.exists(checkpoint_path):
@@ -163,14 +171,16 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> Tra
                 write_status(
                     run_dir,
                     state="training",
-                    epochs=config.train.epochs,
+                    epochs=None if budget else config.train.epochs,
+                    budget=dataclasses.asdict(config.train.budget),
                     started=command_line(),
                     device=device.type,
                     processes=distributed.world_size(),
                 )
             trainer.fit(
                 train_batches,
-                epochs=config.train.epochs,
+                epochs=None if budget else config.train.epochs,
+                budget=budget,
                 val_batches=val_batches,
                 val_num_samples=config.train.val_num_samples,
                 progress=progress,
@@ -206,16 +216,25 @@ def _config_to_resume(config, overrides, run_dir) -> RunConfig:
     if config is None:
         config = config_from(tree, overrides)
     saved = RunConfig.from_dict(tree, checked=False)  # compared with the checked one, so not checked again
-    done = read_status(run_dir).get("epochs_done", 0)
-    if config.train.epochs < done:
+    status = read_status(run_dir)
+    budget = config.train.budget
+    if budget.kind == "epochs" and config.train.epochs < status.get("epochs_done", 0):
+        done = status["epochs_done"]
         raise ConfigError(
             f"'{run_dir}' has trained {done} epochs, more than the {config.train.epochs} asked for; a run cannot "
             f"go back: resume with --epochs {done} (as it is) or more, or train a new run into another --out folder"
         )
-    if not same_but_for_epochs(saved, config):
+    spent_amount = Spent.from_metrics(status.get("spent")).amount(budget.kind) if budget.kind != "epochs" else 0
+    if budget.kind == saved.train.budget.kind != "epochs" and budget.amount < spent_amount:
+        raise ConfigError(
+            f"'{run_dir}' has spent {spent_amount:g} {budget.kind}, more than the budget of {budget.amount:g} asked "
+            f"for; a run cannot go back: resume with --budget {budget.kind}={spent_amount:g} or more, or train a new "
+            "run into another --out folder"
+        )
+    if not same_but_for_length(saved, config):
         raise ConfigError(
             f"--resume with a configuration that differs from {os.path.join(run_dir, CONFIG_FILE)} in more than "
-            "train.epochs; resume with `pyro-vae train --resume --out DIR [--epochs N]` alone, or train into a "
-            "new --out folder"
+            "train.epochs (or the amount of its budget); resume with `pyro-vae train --resume --out DIR "
+            "[--epochs N | --budget KIND=AMOUNT]` alone, or train into a new --out folder"
         )
     return config
