@@ -47,12 +47,12 @@ class Registry:
         """Decorator adding a builder under ``name``; a name may be registered once."""
 
         def decorator(builder):
-            if self.base is not None and isinstance(builder, type) and not issubclass(builder, self.base):
+            if self.base is not None and not (isinstance(builder, type) and issubclass(builder, self.base)):
                 base = f"{self.base.__module__}.{self.base.__qualname__}"
                 raise TypeError(
-                    f"{self.kind} '{name}' ({builder.__qualname__}) must subclass {base}, which declares what a "
-                    f"{self.kind} provides: write `class {builder.__name__}({self.base.__name__})` with "
-                    f"`from {self.base.__module__} import {self.base.__name__}`"
+                    f"{self.kind} '{name}' ({builder.__qualname__}) must be a class that subclasses {base}, which "
+                    f"declares what a {self.kind} provides: write `class {builder.__name__}({self.base.__name__})` "
+                    f"with `from {self.base.__module__} import {self.base.__name__}`"
                 )
             if name in self._builders and not _same_definition(self._builders[name], builder):
                 raise ValueError(f"{self.kind} '{name}' is already registered to {self._builders[name]!r}")

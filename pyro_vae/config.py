@@ -570,12 +570,11 @@ def apply_overrides(config: RunConfig, overrides) -> RunConfig:
     return config_from(config.to_dict(), overrides)
 
 
-def same_but_for_length(saved: RunConfig, config: RunConfig) -> bool:
-    """Whether ``config`` is ``saved`` with at most its length changed (``train.epochs``, or the amount of a budget
-    of the same kind): what resuming a run may change."""
-    budget = dataclasses.replace(saved.train.budget, amount=config.train.budget.amount)
-    longer = dataclasses.replace(saved.train, epochs=config.train.epochs, budget=budget)
-    return dataclasses.replace(saved, train=longer) == config
+def same_but_for_epochs(saved: RunConfig, config: RunConfig) -> bool:
+    """Whether ``config`` is ``saved`` with at most ``train.epochs`` changed: what resuming a run may change. A
+    budget of steps, evaluations or seconds may not: its run stopped part-way through its last epoch, so a larger
+    one continued from there would not be the run that budget trains from the start."""
+    return dataclasses.replace(saved, train=dataclasses.replace(saved.train, epochs=config.train.epochs)) == config
 
 
 def config_from(tree: dict, overrides=()) -> RunConfig:

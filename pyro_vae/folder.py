@@ -23,6 +23,7 @@ import sys
 import time
 
 from inference.atomic import atomic_write, is_interrupted_write, remove_interrupted_writes
+from inference.training.budget import Spent
 
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
@@ -141,14 +142,24 @@ def write_status(run_dir, **fields) -> dict:
     return status
 
 
+def progress_text(status: dict) -> str:
+    """How far a run's training got, from its ``status.json``: epochs of an epochs budget, else the amount spent
+    of its budget of steps, evaluations or seconds."""
+    done = status.get("epochs_done", "?")
+    budget = status.get("budget") or {"kind": "epochs"}
+    if budget["kind"] == "epochs":
+        return f"{done} of {status.get('epochs', '?')} epochs done"
+    spent = Spent.from_metrics(status.get("spent")).amount(budget["kind"])
+    return f"{done} epochs done, {spent:g} of a budget of {budget['amount']:g} {budget['kind']} spent"
+
+
 def require_finished(run_dir, allow_unfinished: bool = False) -> dict:
     """The status of a finished run; for any other run an error that says what to do (unless allowed)."""
     status = read_status(run_dir)
     if status.get("state") != "finished" and not allow_unfinished:
-        done = status.get("epochs_done", "?")
         raise ValueError(
-            f"'{run_dir}' is not a finished run (status {status.get('state')!r}, {done} of "
-            f"{status.get('epochs', '?')} epochs done): finish it with `pyro-vae train --resume --out {run_dir}`, "
+            f"'{run_dir}' is not a finished run (status {status.get('state')!r}, {progress_text(status)}): "
+            f"finish it with `pyro-vae train --resume --out {run_dir}`, "
             "or pass --allow-unfinished to use its last checkpoint anyway"
         )
     return status

@@ -18,7 +18,10 @@ class Estimator:
         whether, with its options, it trains the ELBO by another name (an importance-weighted bound with one weight
         per log-mean-exp), which the command line points out;
     ``parameters()``
-        parameters it learns itself (a learned baseline), trained alongside model and guide.
+        parameters it learns itself (a learned baseline), trained alongside model and guide;
+    ``evaluations_per_example()``
+        how many times a step computes ``log p(x_n, z)`` per example of its minibatch (its particles ``K``), which a
+        training budget in likelihood evaluations counts (:mod:`inference.training.budget`).
 
     Importance-weighted estimators declare what their gradient needs of the log weights through
     :class:`~inference.importance.GradientNeeds` (:class:`~inference.objectives.ImportanceWeightedObjective`).
@@ -31,6 +34,9 @@ class Estimator:
 
     def parameters(self) -> list:
         return []
+
+    def evaluations_per_example(self) -> int:
+        return self.num_particles
 
 
 ESTIMATORS = Registry("estimator", base=Estimator)

@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from inference.data_rows import rows_in
 from inference.importance import guess_max_plate_nesting
+from inference.objectives.estimators import Estimator
 from inference.parameters import params_read_by
 from inference.training import distributed
 from inference.training.budget import Budget, Spent, check_budget_fits_the_process_group
@@ -167,7 +168,9 @@ class Trainer:
         self.metrics = []
         self.should_stop = False
         self.budget: Optional[Budget] = None  # set by fit()
+        self.budget_exhausted = False  # the budget stopped an epoch part-way
         self.spent = Spent()  # up to the last step; restored from the metrics on resume
+        self._full_batch_rows = None  # rows of a full minibatch, seen by prepare()
         self.optimizer = None
         self.store_params = {}  # plain pyro.param leaves, by name
         self.loss_fn = None  # differentiable_loss, or its DistributedDataParallel wrapper in a process group
@@ -367,7 +370,7 @@ class Trainer:
                 if self.budget is not None:
                     self.spent = self.spent.with_seconds(spent_before.seconds + time.perf_counter() - start)
                     if not self.budget.allows(self.spent, evaluations):
-                        self.should_stop = True
+                        self.budget_exhausted = self.should_stop = True
                         break
                 rows += batch_size_of(batch)
                 args = distributed.shard(batch, rank, world_size)
@@ -399,7 +402,10 @@ class Trainer:
         return -float(weighted_loss) / num_data
 
     def evaluations_per_example(self) -> int:
-        """Likelihood evaluations a step spends per example of its minibatch: the estimator's particles."""
+        """Likelihood evaluations a step spends per example of its minibatch: the estimator's particles (a Pyro
+        ELBO that is not one of ours: its ``num_particles``)."""
+        if isinstance(self.loss, Estimator):
+            return self.loss.evaluations_per_example()
         return int(getattr(self.loss, "num_particles", 1))
 
     def validate(self, batches, num_samples: int = 10) -> dict:
@@ -429,7 +435,7 @@ class Trainer:
         if epochs is not None and epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {epochs}")
         check_budget_fits_the_process_group(budget)
-        self.budget = budget
+        self.budget, self.budget_exhausted = budget, False
         self.prepare(train_batches)
         self._call("on_train_begin")
         last = self.metrics[-1] if self.metrics else {}
@@ -449,11 +455,13 @@ class Trainer:
                 if self.should_stop:
                     break
                 self._call("on_epoch_begin", epoch)
-                start = time.perf_counter()
+                start, steps_before = time.perf_counter(), self.spent.steps
                 entry = {"epoch": epoch + 1, **self._train_epoch_with_rollback(train_batches, bar, num_data)}
                 entry["train_seconds"] = time.perf_counter() - start
+                if self.spent.steps == steps_before and self.budget_exhausted:  # no step fitted: no epoch to record
+                    break
                 entry.update(self.spent.as_metrics())
-                if budget is not None and (self.should_stop or self._budget_spent(train_batches)):
+                if budget is not None and (self.budget_exhausted or self._budget_spent(train_batches)):
                     entry["budget_spent"] = True
                     self.should_stop = True
                 if val_batches is not None:
@@ -468,23 +476,27 @@ class Trainer:
         self._call("on_train_end")
         return self.metrics
 
-    def _full_step_evaluations(self, train_batches) -> int:
-        full = min(getattr(train_batches, "batch_size", 1), getattr(train_batches, "num_data", math.inf))
-        return self.evaluations_per_example() * full
+    def full_step_evaluations(self) -> int:
+        """Likelihood evaluations of a step on a full minibatch (after :meth:`prepare`)."""
+        return self.evaluations_per_example() * self._full_batch_rows
 
     def _budget_spent(self, train_batches) -> bool:
-        """Whether the budget leaves no room for another full minibatch's step."""
-        return self.budget is not None and self.budget.is_spent(self.spent, self._full_step_evaluations(train_batches))
+        """Whether the budget leaves no room for another full minibatch's step: every epoch starts with one."""
+        return self.budget is not None and self.budget.is_spent(self.spent, self.full_step_evaluations())
 
     def _total_steps(self, epochs, train_batches) -> Optional[int]:
-        """The progress bar's length in steps (of full minibatches, for an evaluations budget; unknown for one in
-        seconds without epochs)."""
-        by_epochs = epochs * len(train_batches) if epochs is not None else None
+        """The progress bar's length in steps (unknown for a budget in seconds without epochs)."""
+        steps_per_epoch = len(train_batches)
+        by_epochs = epochs * steps_per_epoch if epochs is not None else None
         budget = self.budget
         if budget is None or budget.kind == "seconds":
             return by_epochs
-        per_step = 1 if budget.kind == "steps" else self._full_step_evaluations(train_batches)
-        by_budget = int(budget.amount // per_step)
+        if budget.kind == "steps":
+            by_budget = int(budget.amount)
+        else:  # whole epochs cost K x N; the last one stops after as many full minibatches as fit
+            per_epoch = self.evaluations_per_example() * train_batches.num_data
+            whole, left = divmod(int(budget.amount), per_epoch)
+            by_budget = whole * steps_per_epoch + min(left // self.full_step_evaluations(), steps_per_epoch)
         return by_budget if by_epochs is None else min(by_budget, by_epochs)
 
     def _train_epoch_with_rollback(self, train_batches, bar, num_data) -> dict:
@@ -501,7 +513,9 @@ class Trainer:
                     raise
                 self.rollbacks += 1
                 rolled_back += 1
+                seconds = self.spent.seconds  # the attempt's time was spent: a budget in seconds counts it
                 self.load_state_dict(start_state)  # restores the learning rates too: halve them from there
+                self.spent = self.spent.with_seconds(seconds)
                 for group in self.optimizer.param_groups:
                     group["lr"] = group["lr"] * 0.5**rolled_back
         entry = {"train_objective": objective}
@@ -512,13 +526,15 @@ class Trainer:
     def prepare(self, train_batches):
         """:meth:`setup` on the first of ``train_batches``, drawn without moving the batches' generator: one trial
         of the loss that finds the parameters and refuses what the estimator cannot handle, before training."""
-        if self.optimizer is not None:
+        if self.optimizer is not None and self._full_batch_rows is not None:
             return
         state = self.generator.get_state() if self.generator is not None else None
         batch = next(iter(train_batches))
         if state is not None:
             self.generator.set_state(state)
-        self.setup(*batch)
+        self._full_batch_rows = batch_size_of(batch)  # the first minibatch of an epoch is a full one
+        if self.optimizer is None:
+            self.setup(*batch)
 
     def _call(self, hook, *args):
         for callback in self.callbacks:

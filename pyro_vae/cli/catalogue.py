@@ -44,17 +44,27 @@ def source_fingerprint(directories=None) -> str:
     return digest.hexdigest()[:20]
 
 
+def cache_folder() -> str:
+    """``$XDG_CACHE_HOME/pyro-vae`` (an absolute ``XDG_CACHE_HOME`` only, as the XDG specification says), else
+    ``~/.cache/pyro-vae``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    base = base if os.path.isabs(base) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pyro-vae")
+
+
 def cache_file(fingerprint: str) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pyro-vae", f"catalogue-{fingerprint}.json")
+    return os.path.join(cache_folder(), f"catalogue-{fingerprint}.json")
 
 
 def read_catalogue() -> dict:
-    """The registries' catalogue: from the cache when the sources are unchanged, else built (and cached)."""
+    """The registries' catalogue: from the cache when the sources are unchanged, else built (and cached, in place
+    of the catalogues of earlier sources)."""
     path = cache_file(source_fingerprint())
     try:
         with open(path) as f:
-            return json.load(f)
+            listing = json.load(f)
+        if isinstance(listing, dict) and {"datasets", "components", "defaults"} <= set(listing):
+            return listing
     except (OSError, ValueError):  # not cached yet, or a damaged cache: build it
         pass
     listing = build_catalogue()
@@ -64,6 +74,9 @@ def read_catalogue() -> dict:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         text = json.dumps(listing, indent=1) + "\n"
         atomic_write(path, lambda f: f.write(text.encode()))
+        for name in os.listdir(cache_folder()):
+            if name.startswith("catalogue-") and name.endswith(".json") and name != os.path.basename(path):
+                os.remove(os.path.join(cache_folder(), name))
     except OSError:  # a read-only home: list still works, a little slower
         pass
     return listing

@@ -40,13 +40,13 @@ def run(args):
     )
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
-    from pyro_vae.folder import read_status
+    from pyro_vae.folder import progress_text, read_status
 
     status = read_status(args.run_dir)
     if status.get("state") != "finished":
         print(
             f"pyro-vae sample: warning: '{args.run_dir}' is not a finished run (status {status.get('state')!r}, "
-            f"{status.get('epochs_done', '?')} of {status.get('epochs', '?')} epochs done): the pictures show its "
+            f"{progress_text(status)}): the pictures show its "
             f"last checkpoint; finish it with `pyro-vae train --resume --out {args.run_dir}`",
             file=sys.stderr,
         )

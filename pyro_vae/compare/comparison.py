@@ -28,7 +28,7 @@ from pyro_vae.compare.grid import Grid
 from pyro_vae.compare.report import write_report
 from pyro_vae.compare.snr import cell_snr_curves, check_snr_settings
 from pyro_vae.compare.statistics import add_paired_differences, cell_summaries, run_folder, run_row
-from pyro_vae.config import ConfigError, RunConfig, same_but_for_length
+from pyro_vae.config import ConfigError, RunConfig, same_but_for_epochs
 from pyro_vae.folder import RunLock, command_line, read_json, read_status, write_json
 from pyro_vae.runs import CHECKPOINT_FILE, CONFIG_FILE, read_config_tree
 
@@ -146,9 +146,9 @@ def settings_conflict(run_dir: str, config: RunConfig):
         return None
     saved = RunConfig.from_dict(read_config_tree(run_dir), checked=False)  # compared with one checked already
     done = read_status(run_dir).get("epochs_done", 0)
-    if config.train.epochs < done:
+    if saved.train.budget.kind == "epochs" == config.train.budget.kind and config.train.epochs < done:
         return f"has trained {done} epochs, more than the {config.train.epochs} this grid asks for"
-    if same_but_for_length(saved, config):
+    if same_but_for_epochs(saved, config):
         return None
     changes = differing_paths(saved.to_dict(), config.to_dict())
     shown = "; ".join(f"{path}: {_json(a)} there, {_json(b)} here" for path, a, b in changes[:2])

@@ -67,9 +67,9 @@ def evaluation_file(run_dir: str, config_tree: dict) -> str:
 
 
 def is_done(run_dir: str, config_tree: dict, status=None) -> bool:
-    """Training finished, with the epochs ``config_tree`` asks for (an updated grid may ask for more), and the
-    evaluation it asks for scored the last checkpoint (``status``: the run's ``status.json`` when the caller has read
-    it already)."""
+    """Training finished, with the epochs ``config_tree`` asks for (an updated grid may ask for more) or its budget
+    spent, and the evaluation it asks for scored the last checkpoint (``status``: the run's ``status.json`` when the
+    caller has read it already)."""
     status = read_status(run_dir) if status is None else status
     if status.get("state") != "finished" or progress(status, config_tree) < 1:
         return False
@@ -87,10 +87,11 @@ def progress(status: dict, config_tree: dict) -> float:
     budget = config_tree["train"].get("budget", {"kind": "epochs"})
     if budget["kind"] == "epochs":
         return min(1.0, status.get("epochs_done", 0) / config_tree["train"]["epochs"])
-    if status.get("budget") == budget and status.get("state") == "finished":
+    if status.get("budget") != budget:  # not started, or trained to another budget (which --update refuses)
+        return 0.0
+    if status.get("state") == "finished":
         return 1.0
-    spent = Spent.from_metrics(status.get("spent")).amount(budget["kind"])
-    return min(1.0, spent / budget["amount"]) if status.get("budget", {}).get("kind") == budget["kind"] else 0.0
+    return min(1.0, Spent.from_metrics(status.get("spent")).amount(budget["kind"]) / budget["amount"])
 
 
 def run_local(tasks, jobs: int, threads: int) -> list:

@@ -55,7 +55,9 @@ def learning_curves(curves: dict, path: str) -> str:
                 for row, key in enumerate(("train_objective", "val_log_px")):
                     values = [m.get(key, np.nan) for m in metrics]
                     legend = label if (row, column) == (0, 0) else None
-                    axes[row, column].plot(xs, values, color=_color(i), alpha=0.85, lw=1.2, label=legend)
+                    axes[row, column].plot(
+                        xs, values, color=_color(i), alpha=0.85, lw=1.2, marker=".", ms=4, label=legend
+                    )  # the markers show the epochs, and a run of one epoch at all
     axes[0, 0].set_ylabel("training objective (nats / example)")
     axes[1, 0].set_ylabel("validation log p(x), IS bound (nats / example)")
     for column, (title, _) in enumerate(CURVE_AXES):

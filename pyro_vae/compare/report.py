@@ -124,8 +124,8 @@ def budget_lines(grid: Grid, rows: list) -> list:
         f"{config.train.batch_size} "
         f"({config.train.optimizer.name}, lr {config.train.optimizer.options.get('lr', 'default')}, "
         f"schedule {config.train.lr_schedule.name}) unless a cell varies them; seeds {grid.seeds}. "
-        "The table gives what each cell spent: gradient steps and likelihood evaluations (particles x examples x "
-        "steps), and seconds.",
+        "The table gives what each cell spent in gradient steps and likelihood evaluations (particles x examples x "
+        "steps); total s is the wall-clock of training and validation.",
         f"- **Evaluation:** {', '.join(methods) or '–'}, nats per example (higher is better).",
         f"- **Baseline:** {grid.baseline_cell().label}.",
     ]

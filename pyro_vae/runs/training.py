@@ -34,7 +34,7 @@ from inference.training.callbacks import (
 )
 from inference.training.schedules import LR_SCHEDULES
 from inference.training.trainer import Trainer
-from pyro_vae.config import ConfigError, RunConfig, config_from, resolve_device, same_but_for_length
+from pyro_vae.config import ConfigError, RunConfig, config_from, resolve_device, same_but_for_epochs
 from pyro_vae.data.mapped import RowChunks
 from pyro_vae.folder import (
     RunLock,
@@ -68,7 +68,9 @@ class TrainedRun:
 
 
 def train_run(config, run_dir, *, resume=False, overrides=(), progress=True, callbacks=()) -> TrainedRun:
-    """Train the VAE described by ``config`` and write the run folder ``run_dir``.
+    """Train the VAE described by ``config`` and write the run folder ``run_dir``: for ``train.epochs`` epochs, or
+    until ``train.budget`` (steps, likelihood evaluations or seconds) is spent, refused before anything is written
+    when it fits no step.
 
     With ``resume`` the run continues from its checkpoint; ``config`` may then differ from the saved one only in
     ``train.epochs``. Pass ``config=None`` to take the saved configuration with ``overrides`` (``(path, value)``
@@ -152,6 +154,7 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> Tra
     check_evaluation_method(config, vae)
     budget = config.train.budget.budget()  # None: train.epochs epochs
     check_budget_fits_the_process_group(budget)  # before the folder is touched
+    check_budget_fits_a_step(budget, trainer)
     created = not os.path.exists(run_dir)
     with RunLock(run_dir, command_line()) if main_process else contextlib.nullcontext():
         if not resume and os.path.exists(checkpoint_path):
@@ -199,6 +202,19 @@ def _train(config: RunConfig, run_dir, resume, progress, extra_callbacks) -> Tra
     return TrainedRun(config, vae, trainer.metrics)
 
 
+def check_budget_fits_a_step(budget, trainer: Trainer) -> None:
+    """Refuse a budget smaller than one step on a full minibatch (after ``trainer.prepare``): it would train
+    nothing."""
+    step = trainer.full_step_evaluations()
+    if budget is not None and budget.is_spent(Spent(), step):
+        needed = {"steps": 1, "evaluations": step}[budget.kind]
+        raise ConfigError(
+            f"a budget of {budget.describe()} fits no step of this run (one step computes {step:,} likelihood "
+            f"evaluations: {trainer.evaluations_per_example()} per example of a minibatch): give --budget "
+            f"{budget.kind}={needed} or more"
+        )
+
+
 def _remove_run_files(run_dir, remove_folder):
     if remove_folder:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -216,25 +232,24 @@ def _config_to_resume(config, overrides, run_dir) -> RunConfig:
     if config is None:
         config = config_from(tree, overrides)
     saved = RunConfig.from_dict(tree, checked=False)  # compared with the checked one, so not checked again
-    status = read_status(run_dir)
-    budget = config.train.budget
-    if budget.kind == "epochs" and config.train.epochs < status.get("epochs_done", 0):
-        done = status["epochs_done"]
+    done = read_status(run_dir).get("epochs_done", 0)
+    if saved.train.budget.kind == "epochs" and config.train.epochs < done:
         raise ConfigError(
             f"'{run_dir}' has trained {done} epochs, more than the {config.train.epochs} asked for; a run cannot "
             f"go back: resume with --epochs {done} (as it is) or more, or train a new run into another --out folder"
         )
-    spent_amount = Spent.from_metrics(status.get("spent")).amount(budget.kind) if budget.kind != "epochs" else 0
-    if budget.kind == saved.train.budget.kind != "epochs" and budget.amount < spent_amount:
+    if saved.train.budget != config.train.budget:
+        budget = saved.train.budget
         raise ConfigError(
-            f"'{run_dir}' has spent {spent_amount:g} {budget.kind}, more than the budget of {budget.amount:g} asked "
-            f"for; a run cannot go back: resume with --budget {budget.kind}={spent_amount:g} or more, or train a new "
-            "run into another --out folder"
+            f"'{run_dir}' trains to a budget of {budget.describe(saved.train.epochs)}, and --resume continues it to "
+            "that budget only: its last epoch stops part-way, so a run continued to another budget would not be the "
+            "run that budget trains from the start. Resume without --budget, or train a new run with the other "
+            "budget into another --out folder"
         )
-    if not same_but_for_length(saved, config):
+    if not same_but_for_epochs(saved, config):
         raise ConfigError(
             f"--resume with a configuration that differs from {os.path.join(run_dir, CONFIG_FILE)} in more than "
-            "train.epochs (or the amount of its budget); resume with `pyro-vae train --resume --out DIR "
-            "[--epochs N | --budget KIND=AMOUNT]` alone, or train into a new --out folder"
+            "train.epochs; resume with `pyro-vae train --resume --out DIR [--epochs N]` alone, or train into a "
+            "new --out folder"
         )
     return config

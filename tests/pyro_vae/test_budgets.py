@@ -86,18 +86,34 @@ def test_a_seconds_budget_counts_the_seconds_before_an_interruption(tmp_path):
     assert elapsed[-1] - 1.0 < 1.0
 
 
-def test_a_larger_budget_continues_and_a_smaller_one_is_refused(tmp_path, capsys):
+def test_a_budget_run_resumes_only_to_its_own_budget(tmp_path, capsys):
+    """Its last epoch stopped part-way: continued to a larger budget, it would not be the run that budget trains
+    (steps per epoch 4, 2 against 4, 4, 1), so another budget on resume is refused, changing nothing."""
     args = ["--dataset", "digits", "--num-train", "200", "--batch-size", "50", "--hidden-sizes", "16"]
     args += ["--latent-dim", "3", "--no-progress", "--out", str(tmp_path / "run")]
     assert main(["train", *args, "--budget", "steps=6"]) == 0
-    assert "6 steps" in capsys.readouterr().out
-    assert main(["train", "--resume", *args, "--budget", "steps=3"]) == 2
+    assert "(6 steps budget: 6 steps, 300 likelihood evaluations" in capsys.readouterr().out
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    assert main(["train", "--resume", *args, "--budget", "steps=9"]) == 2
     err = capsys.readouterr().err
-    assert "has spent 6 steps" in err and "--budget steps=6" in err
-    assert main(["train", "--resume", *args, "--budget", "steps=3", "--budget", "steps=6"]) == 0  # the advice works
-    assert main(["train", "--resume", *args, "--budget", "steps=9"]) == 0
+    assert "trains to a budget of 6 steps" in err and "Resume without --budget" in err
+    assert before == {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir() if path.is_file()}
+    assert main(["train", "--resume", *args]) == 0  # the advice works: nothing left to train
     with open(tmp_path / "run" / "metrics.json") as f:
-        assert [m["steps"] for m in json.load(f)] == [4, 6, 9]  # the partial epoch stays; a new one follows
+        assert [m["steps"] for m in json.load(f)] == [4, 6]
+
+
+def test_a_budget_that_fits_no_step_is_refused_before_anything_is_written(tmp_path, capsys):
+    args = ["--dataset", "digits", "--num-train", "200", "--batch-size", "50", "--hidden-sizes", "16"]
+    out = tmp_path / "run"
+    args += ["--latent-dim", "3", "--no-progress", "--out", str(out), "--estimator", "iwae", "--num-particles", "5"]
+    assert main(["train", *args, "--budget", "evaluations=100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fits no step of this run (one step computes 250 likelihood evaluations" in err and "\n" not in err
+    assert not out.exists()
+    assert main(["train", *args, "--budget", "evaluations=250"]) == 0  # the fix it names
+    with open(out / "metrics.json") as f:
+        assert [(m["steps"], m["likelihood_evaluations"]) for m in json.load(f)] == [(1, 250)]
 
 
 @pytest.mark.parametrize(
@@ -144,3 +160,18 @@ def test_a_comparison_at_equal_evaluations_reports_the_budget_and_what_each_cell
     stamps = {path: path.stat().st_mtime_ns for path in out.glob("cells/*/seed-0/checkpoint.pt")}
     assert len(stamps) == 2 and main(args) == 0  # rerun: every run is done, nothing trains again
     assert stamps == {path: path.stat().st_mtime_ns for path in stamps}
+
+
+def test_compare_update_keeps_budget_runs_and_refuses_another_budget(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--dataset", "digits", "--num-train", "200", "--num-test", "40", "--batch-size", "50"]
+    args += ["--hidden-sizes", "16", "--latent-dim", "3", "--num-samples", "20", "--no-pictures", "--no-progress"]
+    args += ["--vary", "train.estimator=elbo,iwae", "--epochs", "2", "--out", str(out)]  # epochs: unused by a budget
+    assert main([*args, "--budget", "steps=12"]) == 0  # 3 epochs of 4 steps, more than --epochs
+    kept = out / "cells" / "estimator-elbo" / "seed-0" / "checkpoint.pt"
+    stamp = kept.stat().st_mtime_ns
+    assert main([*args, "--budget", "steps=12", "--seeds", "0", "1", "--update"]) == 0  # a seed added
+    assert kept.stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert main([*args, "--budget", "steps=16", "--seeds", "0", "1", "--update"]) == 2
+    assert "was trained with other settings (train.budget.amount: 12.0 there, 16.0 here)" in capsys.readouterr().err

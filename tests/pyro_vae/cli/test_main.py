@@ -265,7 +265,12 @@ def test_list_is_what_the_registries_hold_now_and_cached_without_torch(tmp_path)
     assert first == build_catalogue() and imported == "torch imported"
     again, imported = _list_json(tmp_path)
     assert again == first and imported == "no torch"
-    assert len(list((tmp_path / "pyro-vae").glob("catalogue-*.json"))) == 1
+    (cached,) = (tmp_path / "pyro-vae").glob("catalogue-*.json")
+    cached.write_text('{"a": "catalogue of another shape"}')  # damaged, or of another version: built again
+    (tmp_path / "pyro-vae" / "catalogue-of-older-sources.json").write_text("{}")
+    rebuilt, imported = _list_json(tmp_path)
+    assert rebuilt == first and imported == "torch imported"
+    assert [path.name for path in (tmp_path / "pyro-vae").iterdir()] == [cached.name]  # the older one is gone
 
 
 def test_a_changed_source_changes_the_catalogues_fingerprint(tmp_path):

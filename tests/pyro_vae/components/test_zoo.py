@@ -367,7 +367,9 @@ def test_every_registered_class_declares_its_capabilities_through_its_base(table
     for name in table.names():
         assert issubclass(table.get(name), table.base), name
     monkeypatch.setattr(table, "_builders", dict(table._builders))  # leave the real table as it was
-    with pytest.raises(TypeError, match=f"must subclass .*{base_name}.*class Stray\\({base_name}\\)"):
+    with pytest.raises(TypeError, match=f"subclasses .*{base_name}.*class Stray\\({base_name}\\)"):
         table.register("stray-test")(type("Stray", (torch.nn.Module,), {}))
+    with pytest.raises(TypeError, match=f"must be a class that subclasses .*{base_name}"):
+        table.register("stray-test")(lambda **options: None)  # a function declares no capabilities
     table.register("stray-test")(type("Stray", (table.base,), {}))
     assert "stray-test" in table.names()
