@@ -397,7 +397,7 @@ class Trainer:
             if skip is not None:
                 del self.optimizer.found_inf  # step() and later epochs start without it
             self.spent = self.spent.with_seconds(spent_before.seconds + time.perf_counter() - start)
-        if self.should_stop and rows:  # stopped by the budget part-way: the mean over the rows it trained on
+        if self.budget_exhausted and rows:  # stopped by the budget part-way: the mean over the rows it trained on
             weighted_loss = weighted_loss * num_data / rows
         return -float(weighted_loss) / num_data
 
@@ -443,7 +443,7 @@ class Trainer:
         start_epoch = len(self.metrics)
         steps = len(train_batches)
         bar = tqdm(
-            total=self._total_steps(epochs, train_batches),
+            total=self._total_steps(epochs, train_batches, num_data),
             initial=self.spent.steps if budget is not None else min(start_epoch, epochs) * steps,
             disable=not progress or not distributed.is_main_process(),
             desc="train",
@@ -484,7 +484,7 @@ class Trainer:
         """Whether the budget leaves no room for another full minibatch's step: every epoch starts with one."""
         return self.budget is not None and self.budget.is_spent(self.spent, self.full_step_evaluations())
 
-    def _total_steps(self, epochs, train_batches) -> Optional[int]:
+    def _total_steps(self, epochs, train_batches, num_data=None) -> Optional[int]:
         """The progress bar's length in steps (unknown for a budget in seconds without epochs)."""
         steps_per_epoch = len(train_batches)
         by_epochs = epochs * steps_per_epoch if epochs is not None else None
@@ -494,7 +494,7 @@ class Trainer:
         if budget.kind == "steps":
             by_budget = int(budget.amount)
         else:  # whole epochs cost K x N; the last one stops after as many full minibatches as fit
-            per_epoch = self.evaluations_per_example() * train_batches.num_data
+            per_epoch = self.evaluations_per_example() * (num_data or train_batches.num_data)
             whole, left = divmod(int(budget.amount), per_epoch)
             by_budget = whole * steps_per_epoch + min(left // self.full_step_evaluations(), steps_per_epoch)
         return by_budget if by_epochs is None else min(by_budget, by_epochs)
