@@ -362,27 +362,29 @@ class Trainer:
         rank, world_size = distributed.rank(), distributed.world_size()
         weighted_loss, queued, skip, rows = 0.0, [], None, 0
         start, spent_before = time.perf_counter(), self.spent
+        per_example = self.evaluations_per_example()
         try:
             for batch in batches:
-                if batch_size_of(batch) < world_size:
+                batch_rows = batch_size_of(batch)
+                if batch_rows < world_size:
                     continue
-                evaluations = self.evaluations_per_example() * batch_size_of(batch)
+                evaluations = per_example * batch_rows
                 if self.budget is not None:
                     self.spent = self.spent.with_seconds(spent_before.seconds + time.perf_counter() - start)
                     if not self.budget.allows(self.spent, evaluations):
                         self.budget_exhausted = self.should_stop = True
                         break
-                rows += batch_size_of(batch)
+                rows += batch_rows
                 args = distributed.shard(batch, rank, world_size)
                 if self.optimizer is None:
                     self.setup(*args)
                 if not skips_on_device(self.optimizer):
-                    weighted_loss += self.step(*args) * batch_size_of(batch) / num_data
+                    weighted_loss += self.step(*args) * batch_rows / num_data
                 else:
                     if skip is None:  # float32 whatever the default dtype, as the fused kernels require
                         skip = torch.zeros((), dtype=torch.float32, device=self._trained[0].device)
                         self.optimizer.found_inf = skip
-                    queued.append(QueuedStep(args, *self._queued_step(args, skip), batch_size_of(batch) / num_data))
+                    queued.append(QueuedStep(args, *self._queued_step(args, skip), batch_rows / num_data))
                     if len(queued) == self.check_every:
                         self._check_queued(queued, skip)
                         weighted_loss = weighted_loss + _weighted_sum(queued)
@@ -439,7 +441,7 @@ class Trainer:
         self.prepare(train_batches)
         self._call("on_train_begin")
         last = self.metrics[-1] if self.metrics else {}
-        self.should_stop = bool(last.get("stopped_early")) or self._budget_spent(train_batches)
+        self.should_stop = bool(last.get("stopped_early")) or self._budget_spent()
         start_epoch = len(self.metrics)
         steps = len(train_batches)
         bar = tqdm(
@@ -461,7 +463,7 @@ class Trainer:
                 if self.spent.steps == steps_before and self.budget_exhausted:  # no step fitted: no epoch to record
                     break
                 entry.update(self.spent.as_metrics())
-                if budget is not None and (self.budget_exhausted or self._budget_spent(train_batches)):
+                if budget is not None and (self.budget_exhausted or self._budget_spent()):
                     entry["budget_spent"] = True
                     self.should_stop = True
                 if val_batches is not None:
@@ -480,7 +482,7 @@ class Trainer:
         """Likelihood evaluations of a step on a full minibatch (after :meth:`prepare`)."""
         return self.evaluations_per_example() * self._full_batch_rows
 
-    def _budget_spent(self, train_batches) -> bool:
+    def _budget_spent(self) -> bool:
         """Whether the budget leaves no room for another full minibatch's step: every epoch starts with one."""
         return self.budget is not None and self.budget.is_spent(self.spent, self.full_step_evaluations())
 

@@ -133,10 +133,10 @@ class ProgressMonitor:
 
     def __init__(self, tasks, enabled=True, interval=0.5):
         self.trees = dict(tasks)
-        budgets = [tree["train"].get("budget", {}).get("kind", "epochs") for _, tree in tasks]
+        in_epochs = all(tree["train"].get("budget", {}).get("kind", "epochs") == "epochs" for _, tree in tasks)
         #: What a run counts for in the bar when its budget is spent: its epochs, or 1 run.
-        self.units = {run_dir: tree["train"]["epochs"] if set(budgets) == {"epochs"} else 1 for run_dir, tree in tasks}
-        unit = "epoch" if set(budgets) == {"epochs"} else "run"
+        self.units = {run_dir: tree["train"]["epochs"] if in_epochs else 1 for run_dir, tree in tasks}
+        unit = "epoch" if in_epochs else "run"
         self.interval = interval
         self.bar = tqdm(total=sum(self.units.values()), desc="compare", unit=unit, disable=not enabled)
         self._postfix = None
