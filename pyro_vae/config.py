@@ -586,6 +586,25 @@ def config_from(tree: dict, overrides=()) -> RunConfig:
     return RunConfig.from_dict(tree)
 
 
+def layered(tree: dict, over: dict) -> dict:
+    """The (possibly partial) configuration tree ``over`` laid over ``tree``: a section of ``over`` changes only
+    the keys it holds, while a component or a value it names replaces ``tree``'s whole (a component's options fit
+    its own name only)."""
+    layered_tree = RunConfig.from_dict(tree, checked=False).to_dict()  # every section present, components as dicts
+
+    def lay(node: dict, upper: dict):
+        for key, value in upper.items():
+            below = node.get(key)
+            is_section = isinstance(below, dict) and set(below) != {"name", "options"}
+            if is_section and isinstance(value, dict):
+                lay(below, value)
+            else:
+                node[key] = value
+
+    lay(layered_tree, over)
+    return layered_tree
+
+
 def read_tree_file(path, what: str = "configuration file") -> dict:
     """The table in a TOML (or, by its ``.json`` suffix, JSON) file; a :class:`ConfigError` naming ``what`` and
     the problem when it is missing, unreadable or not valid."""

@@ -95,18 +95,16 @@ def add_parser(sub):
 def compare_grid(args):
     """The :class:`~pyro_vae.compare.Grid` a ``compare`` command line describes."""
     from pyro_vae.compare import Grid, load_grid_file
-    from pyro_vae.config import RunConfig, apply_overrides, load_config_file
+    from pyro_vae.config import config_from, layered, read_tree_file
 
     grid = load_grid_file(args.grid_file) if args.grid_file else Grid()
-    base = RunConfig.from_dict(grid.base)
-    if args.config:
-        base = load_config_file(args.config)
+    base = layered(grid.base, read_tree_file(args.config)) if args.config else grid.base
     overrides = train_overrides(args)
     if args.method:
         overrides.append(("eval.method", args.method))
     if args.num_samples is not None:
         overrides.append(("eval.method.options.num_samples", args.num_samples))
-    grid.base = apply_overrides(base, overrides).to_dict()
+    grid.base = config_from(base, overrides).to_dict()
     grid.axes = {**grid.axes, **by_path(args.vary, "--vary", _one_axis)}
     if args.seeds:
         grid.seeds = list(args.seeds)

@@ -45,13 +45,12 @@ def add_parser(sub):
 
 
 def run(args):
-    from pyro_vae.config import RunConfig, apply_overrides, load_config_file
+    from pyro_vae.config import config_from, read_tree_file
     from pyro_vae.search import format_summary, parse_space, run_search
 
     if args.trials < 1:
         raise ValueError(f"--trials must be a positive integer, got {args.trials}")
-    base = load_config_file(args.config) if args.config else RunConfig()
-    base = apply_overrides(base, train_overrides(args))
+    base = config_from(read_tree_file(args.config) if args.config else {}, train_overrides(args))
     summary = run_search(
         base,
         by_path([parse_space(text) for text in args.space], "--space", _one_space),

@@ -228,6 +228,28 @@ epochs = 1
     assert saved["model"]["decoder"]["options"]["hidden_sizes"] == [16]
 
 
+def test_compare_lays_config_over_the_grid_files_base_then_flags(tmp_path):
+    """The base of `compare --grid G --config C` is the grid's [base], then C's keys, then the flags (as its help
+    says): C's sections change only the keys they hold, and a component C names replaces the grid's whole."""
+    from pyro_vae.cli.compare import compare_grid
+
+    (tmp_path / "grid.toml").write_text(
+        """
+[base]
+data = { num_train = 200, num_val = 30 }
+model = { latent_dim = 3, prior = { name = "vamp", options = { num_pseudo_inputs = 7 } } }
+
+[grid]
+"train.estimator" = ["elbo", "iwae"]
+"""
+    )
+    (tmp_path / "c.toml").write_text('[data]\nnum_val = 40\n\n[model]\nprior = "mixture"\n\n[train]\nepochs = 1\n')
+    args = ["compare", "--out", "x", "--grid", str(tmp_path / "grid.toml"), "--config", str(tmp_path / "c.toml")]
+    base = compare_grid(build_parser().parse_args([*args, "--epochs", "2"])).base
+    assert (base["data"]["num_train"], base["data"]["num_val"], base["model"]["latent_dim"]) == (200, 40, 3)
+    assert base["model"]["prior"] == {"name": "mixture", "options": {}} and base["train"]["epochs"] == 2
+
+
 def test_list_json_gives_every_component_with_options_and_defaults(capsys):
     assert main(["list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
