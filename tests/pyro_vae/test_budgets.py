@@ -8,24 +8,9 @@ import torch
 from inference.training.budget import Budget, Spent
 from inference.training.callbacks import Callback
 from pyro_vae.cli.main import main
-from pyro_vae.config import ConfigError, RunConfig, apply_overrides
+from pyro_vae.config import ConfigError
 from pyro_vae.runs import read_metrics, train_run
-
-#: 200 training examples in minibatches of 50: every step is a full minibatch, so the counts below are exact.
-SMALL = {
-    "data.num_train": 200,
-    "data.num_val": 50,
-    "data.num_test": 40,
-    "model.latent_dim": 3,
-    "model.encoder.options.hidden_sizes": [16],
-    "model.decoder.options.hidden_sizes": [16],
-    "train.batch_size": 50,
-    "device": "cpu",
-}
-
-
-def _config(**overrides) -> RunConfig:
-    return apply_overrides(RunConfig(), list({**SMALL, **overrides}.items()))
+from tests.pyro_vae.small_run import small_config
 
 
 def _without_times(metrics):
@@ -34,8 +19,8 @@ def _without_times(metrics):
 
 def test_an_evaluations_budget_gives_iwae_50_one_fiftieth_of_the_elbos_steps(tmp_path):
     budget = {"train.budget.kind": "evaluations", "train.budget.amount": 50 * 50 * 6}  # 6 IWAE-50 steps
-    elbo = train_run(_config(**budget), str(tmp_path / "elbo"), progress=False).metrics
-    iwae = _config(**budget, **{"train.estimator.name": "iwae", "train.estimator.options": {"num_particles": 50}})
+    elbo = train_run(small_config(**budget), str(tmp_path / "elbo"), progress=False).metrics
+    iwae = small_config(**budget, **{"train.estimator.name": "iwae", "train.estimator.options": {"num_particles": 50}})
     iwae = train_run(iwae, str(tmp_path / "iwae"), progress=False).metrics
     assert (elbo[-1]["steps"], iwae[-1]["steps"]) == (300, 6)
     assert elbo[-1]["likelihood_evaluations"] == iwae[-1]["likelihood_evaluations"] == 15000
@@ -56,7 +41,7 @@ class _InterruptAtStep(Callback):
 
 
 def test_a_run_interrupted_mid_budget_resumes_to_the_uninterrupted_end(tmp_path):
-    config = _config(**{"train.budget.kind": "steps", "train.budget.amount": 10, "train.estimator.name": "iwae"})
+    config = small_config(**{"train.budget.kind": "steps", "train.budget.amount": 10, "train.estimator.name": "iwae"})
     straight = train_run(config, str(tmp_path / "straight"), progress=False)
     with pytest.raises(KeyboardInterrupt):
         train_run(config, str(tmp_path / "cut"), progress=False, callbacks=[_InterruptAtStep(7)])
@@ -74,7 +59,7 @@ def test_a_seconds_budget_counts_the_seconds_before_an_interruption(tmp_path):
             if entry["epoch"] == 1:
                 raise KeyboardInterrupt
 
-    config = _config(**{"train.budget.kind": "seconds", "train.budget.amount": 1.0})
+    config = small_config(**{"train.budget.kind": "seconds", "train.budget.amount": 1.0})
     with pytest.raises(KeyboardInterrupt):
         train_run(config, str(tmp_path / "run"), progress=False, callbacks=[InterruptAfterFirstEpoch()])
     first = read_metrics(str(tmp_path / "run"))[0]["elapsed_seconds"]
@@ -140,7 +125,7 @@ def test_budget_arithmetic():
     with pytest.raises(ValueError, match="positive"):
         Budget("steps", -1)
     with pytest.raises(ConfigError, match="an epochs budget is 'train.epochs'"):
-        _config(**{"train.budget.amount": 5})
+        small_config(**{"train.budget.amount": 5})
 
 
 def test_a_comparison_at_equal_evaluations_reports_the_budget_and_what_each_cell_spent(tmp_path, capsys):

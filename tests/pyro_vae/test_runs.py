@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from inference import log_marginal_likelihood
-from pyro_vae.config import Component, RunConfig, apply_overrides
+from pyro_vae.config import Component, RunConfig
 from pyro_vae.folder import json_safe
 from pyro_vae.runs import eval_split, load_run, prepare_data, read_metrics, train_run
+from tests.pyro_vae.small_run import small_config
 
 
 def test_json_safe_turns_non_finite_numbers_into_null():
@@ -24,18 +25,7 @@ def test_json_safe_turns_non_finite_numbers_into_null():
 
 
 def _small(**overrides):
-    base = {
-        "data.num_train": 200,
-        "data.num_val": 50,
-        "data.num_test": 40,
-        "model.latent_dim": 3,
-        "model.encoder.options.hidden_sizes": [16],
-        "model.decoder.options.hidden_sizes": [16],
-        "train.epochs": 2,
-        "train.batch_size": 50,
-        "device": "cpu",
-    }
-    return apply_overrides(RunConfig(), list({**base, **overrides}.items()))
+    return small_config(**{"train.epochs": 2, **overrides})
 
 
 def test_component_options_reach_the_components(tmp_path):
