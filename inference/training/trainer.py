@@ -83,6 +83,14 @@ def evaluate_objectives(model, guide, batches, num_samples=1, data_plate="data",
     return {"elbo": elbo_sum / count, "log_px": log_px_sum / count}
 
 
+def training_set_size(batches, num_data=None) -> int:
+    """``num_data`` if given, else the size the ``batches`` carry (:func:`batches` sets ``num_data``)."""
+    num_data = num_data or getattr(batches, "num_data", None)
+    if not num_data:
+        raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
+    return num_data
+
+
 def batch_size_of(batch) -> int:
     """The number of data points in a batch: the rows of its first batched argument (:mod:`inference.data_rows`)."""
     size = rows_in(batch, default=None)
@@ -356,9 +364,7 @@ class Trainer:
         In a process group every rank passes the same global ``batches`` and steps on its shard of each
         (:func:`~inference.training.distributed.shard`); a global batch too small to give every rank a row (the
         last one of an epoch, at most ``world_size - 1`` rows) is skipped by all ranks."""
-        num_data = num_data or getattr(batches, "num_data", None)
-        if not num_data:
-            raise ValueError("training needs the training set size: pass num_data=N or batches with num_data")
+        num_data = training_set_size(batches, num_data)
         rank, world_size = distributed.rank(), distributed.world_size()
         weighted_loss, queued, skip, rows = 0.0, [], None, 0
         start, spent_before = time.perf_counter(), self.spent
@@ -437,6 +443,7 @@ class Trainer:
         if epochs is not None and epochs < 0:
             raise ValueError(f"epochs must be non-negative, got {epochs}")
         check_budget_fits_the_process_group(budget)
+        num_data = training_set_size(train_batches, num_data)
         self.budget, self.budget_exhausted = budget, False
         self.prepare(train_batches)
         self._call("on_train_begin")
@@ -486,7 +493,7 @@ class Trainer:
         """Whether the budget leaves no room for another full minibatch's step: every epoch starts with one."""
         return self.budget is not None and self.budget.is_spent(self.spent, self.full_step_evaluations())
 
-    def _total_steps(self, epochs, train_batches, num_data=None) -> Optional[int]:
+    def _total_steps(self, epochs, train_batches, num_data: int) -> Optional[int]:
         """The progress bar's length in steps (unknown for a budget in seconds without epochs)."""
         steps_per_epoch = len(train_batches)
         by_epochs = epochs * steps_per_epoch if epochs is not None else None
@@ -496,7 +503,7 @@ class Trainer:
         if budget.kind == "steps":
             by_budget = int(budget.amount)
         else:  # whole epochs cost K x N; the last one stops after as many full minibatches as fit
-            per_epoch = self.evaluations_per_example() * (num_data or train_batches.num_data)
+            per_epoch = self.evaluations_per_example() * num_data
             whole, left = divmod(int(budget.amount), per_epoch)
             by_budget = whole * steps_per_epoch + min(left // self.full_step_evaluations(), steps_per_epoch)
         return by_budget if by_epochs is None else min(by_budget, by_epochs)

@@ -7,6 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from inference import (
+    Callback,
     Checkpoint,
     EarlyStopping,
     KLWeightSchedule,
@@ -303,3 +304,38 @@ def test_steps_without_validation_leave_pyros_checks_out(digits):
     checked.setup(torch.bernoulli(grey))
     with pytest.raises(ValueError, match="support"):
         checked.step(grey)
+
+
+def test_a_budget_in_evaluations_over_plain_batches_without_num_data_is_refused_naming_num_data():
+    """Batches given as a plain list carry no training set size: fit says to pass num_data (before: an
+    AttributeError from the progress bar's length)."""
+    from inference.training.budget import Budget
+
+    x = torch.randn(100, 3)
+    plain = PlainParamModel(len(x))
+    trainer = Trainer(plain.model, plain.guide, estimator("iwae", num_particles=3))
+    plain_batches = [(x[i : i + 25],) for i in range(0, 100, 25)]
+    with pytest.raises(ValueError, match="pass num_data=N"):
+        trainer.fit(plain_batches, budget=Budget("evaluations", 600), progress=False)
+    metrics = trainer.fit(plain_batches, budget=Budget("evaluations", 600), progress=False, num_data=len(x))
+    assert (metrics[-1]["steps"], metrics[-1]["likelihood_evaluations"]) == (8, 600)
+
+
+def test_a_callback_that_stops_training_mid_epoch_leaves_the_epochs_objective_as_it_is():
+    """Only a budget that stops an epoch part-way rescales its objective to the rows trained on; a callback that
+    sets should_stop during the epoch (which ends the fit after it) changes nothing in the epoch's figures."""
+
+    class StopAtFirstStep(Callback):
+        def on_step_end(self, trainer):
+            trainer.should_stop = True
+
+    def first_epoch(callbacks):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        x = torch.randn(100, 3, generator=torch.Generator().manual_seed(1))
+        plain = PlainParamModel(len(x))
+        trainer = Trainer(plain.model, plain.guide, estimator("iwae", num_particles=3), callbacks=callbacks)
+        half = [(x[i : i + 25],) for i in range(0, 50, 25)]  # half the set per epoch, num_data the whole
+        return trainer.fit(half, epochs=1, progress=False, num_data=len(x))[0]["train_objective"]
+
+    assert first_epoch([StopAtFirstStep()]) == first_epoch([])
