@@ -480,6 +480,11 @@ def check_budget(budget: BudgetConfig) -> None:
             f"a budget of {budget.kind} needs a positive 'train.budget.amount', got {budget.amount} "
             f"(e.g. --budget {budget.kind}=1e7)"
         )
+    if budget.kind != "seconds" and budget.amount != int(budget.amount):
+        raise ConfigError(
+            f"a budget of {budget.kind} counts whole {budget.kind}, got {budget.amount:g}: give --budget "
+            f"{budget.kind}={max(1, int(budget.amount))}"
+        )
 
 
 def check_device(device: str) -> None:

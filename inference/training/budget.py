@@ -68,9 +68,9 @@ class Budget:
 
     def allows(self, spent: Spent, evaluations: int) -> bool:
         """Whether a step of ``evaluations`` likelihood evaluations fits after ``spent`` (seconds: whether any
-        remain)."""
+        remain, and always for a run's first step: a step's time is known only once it is taken)."""
         if self.kind == "seconds":
-            return spent.seconds < self.amount
+            return spent.steps == 0 or spent.seconds < self.amount
         return spent.after_step(evaluations).amount(self.kind) <= self.amount
 
     def is_spent(self, spent: Spent, evaluations_per_step: int) -> bool:

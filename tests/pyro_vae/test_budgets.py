@@ -160,3 +160,23 @@ def test_compare_update_keeps_budget_runs_and_refuses_another_budget(tmp_path, c
     capsys.readouterr()
     assert main([*args, "--budget", "steps=16", "--seeds", "0", "1", "--update"]) == 2
     assert "was trained with other settings (train.budget.amount: 12.0 there, 16.0 here)" in capsys.readouterr().err
+
+
+def test_a_whole_count_budget_of_a_fraction_is_refused_with_a_fix_that_trains(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "--dataset", "digits", "--num-train", "200", "--no-progress", "--out", str(out)]
+    assert main([*common, "--budget", "steps=1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "counts whole steps" in err and "\n" not in err and not out.exists()
+    fix = err.split("give --budget ")[1].split()[0]
+    assert main([*common, "--budget", fix]) == 0
+    assert read_metrics(str(out))[-1]["steps"] == 1
+
+
+def test_a_seconds_budget_shorter_than_a_step_trains_one_step(tmp_path):
+    """A step's time is known only once it is taken, so a seconds budget always takes the run's first step (before:
+    no epoch, a traceback, and a 'finished' run without a checkpoint)."""
+    config = small_config(**{"train.budget.kind": "seconds", "train.budget.amount": 1e-9})
+    metrics = train_run(config, str(tmp_path / "run"), progress=False).metrics
+    assert len(metrics) == 1 and metrics[-1]["steps"] == 1 and metrics[-1]["budget_spent"]
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
