@@ -36,12 +36,15 @@ def run(args):
     from pyro_vae.folder import foreign_files
 
     saved = os.path.exists(os.path.join(args.out, runs.CONFIG_FILE))
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"'{args.out}' is a file, not a run folder: give --out a folder's name")
     if args.resume and not os.path.isdir(args.out):  # a typo: a run killed before it wrote anything left its folder
         raise ConfigError(
             f"'{args.out}' does not exist, so there is no run to resume: check the folder's name, or drop --resume "
             "to start a new run there"
         )
-    if args.resume and not saved and foreign_files(args.out):  # a typo, not a run killed before it wrote anything
+    # a typo, not a run killed before it wrote anything (which leaves at least its lock file)
+    if args.resume and not saved and (foreign_files(args.out) or not os.listdir(args.out)):
         raise ConfigError(
             f"'{args.out}' holds no run to resume (no {runs.CONFIG_FILE}): check the folder's name, or drop --resume "
             "to start a new run there"

@@ -124,6 +124,22 @@ def test_resuming_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
     assert os.path.exists(folder / "checkpoint.pt")
 
 
+def test_resuming_an_empty_folder_or_a_file_is_refused(tmp_path, capsys):
+    """Before: --resume into an existing empty folder trained a new default run there, and a file given as --out
+    gave '[Errno 17] File exists'. A run killed before it wrote anything leaves its lock file, so it still resumes
+    (test_distributed_runs and test_folder kill runs early)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = refused(["train", "--resume", "--out", str(empty), *TINY], capsys)
+    assert "holds no run to resume" in err and "drop --resume" in err and os.listdir(empty) == []
+    assert main(["train", "--out", str(empty), *TINY]) == 0  # the advice works
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for resume in ([], ["--resume"]):
+        err = refused(["train", *resume, "--out", str(a_file), *TINY], capsys)
+        assert "is a file, not a run folder" in err and a_file.read_text() == "mine"
+
+
 SMALL_GRID = ["--dataset", "digits", "--num-train", "100", "--num-val", "20", "--num-test", "20", "--epochs", "1"]
 SMALL_GRID += ["--hidden-sizes", "8", "--latent-dim", "2", "--no-progress"]
 
